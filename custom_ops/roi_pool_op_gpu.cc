@@ -1,0 +1,144 @@
+// GPU kernels of KerasFrcnn>RoiPool and KerasFrcnn>RoiPoolGrad: TensorFlow
+// glue around the launchers of roi_pool_gpu.cu.cc. Built into a separate
+// library (_roi_pool_ops_gpu.so) with the CUDA runtime linked statically, so
+// the CPU library never depends on CUDA.
+//
+// rois stay in host memory: they are validated on the host (no kernel ever
+// reads outside the feature map, and a bad RoI is an InvalidArgument, not a
+// device fault) and then copied to the device.
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/util/determinism.h"
+#include "xla/stream_executor/stream.h"
+
+#include "roi_pool_build_info.h"
+#include "roi_pool_gpu.h"
+#include "roi_pool_op_common.h"
+
+namespace keras_frcnn {
+
+using ::tensorflow::DEVICE_GPU;
+using ::tensorflow::OpKernel;
+using ::tensorflow::OpKernelConstruction;
+using ::tensorflow::OpKernelContext;
+using ::tensorflow::Tensor;
+using ::tensorflow::TensorShape;
+
+namespace {
+
+::tensorflow::Status GpuStream(OpKernelContext* ctx, void** stream) {
+  auto* device_context = ctx->op_device_context();
+  *stream = device_context == nullptr || device_context->stream() == nullptr
+                ? nullptr
+                : device_context->stream()->platform_specific_handle().stream;
+  if (*stream == nullptr) {
+    return ::tensorflow::errors::Internal("RoI pooling: no CUDA stream for the GPU kernel");
+  }
+  return ::tensorflow::Status();
+}
+
+::tensorflow::Status CudaStatus(const std::string& error) {
+  return error.empty() ? ::tensorflow::Status()
+                       : ::tensorflow::errors::Internal("RoI pooling CUDA error: ", error);
+}
+
+// Copies the host rois into a device temporary.
+::tensorflow::Status RoisToDevice(OpKernelContext* ctx, void* stream, const Tensor& rois,
+                                  Tensor* device_rois) {
+  TF_RETURN_IF_ERROR(ctx->allocate_temp(::tensorflow::DT_FLOAT, rois.shape(), device_rois));
+  return CudaStatus(CopyHostToDevice(stream, device_rois->flat<float>().data(),
+                                     rois.flat<float>().data(), rois.TotalBytes()));
+}
+
+}  // namespace
+
+template <typename T>
+class RoiPoolGpuOp : public OpKernel {
+ public:
+  explicit RoiPoolGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    ReadPoolAttrs(ctx, &pooled_height_, &pooled_width_, &spatial_scale_);
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& features = ctx->input(0);
+    const Tensor& rois = ctx->input(1);
+    PoolGeometry g;
+    OP_REQUIRES_OK(ctx, ValidatePoolInputs(features, rois, pooled_height_, pooled_width_,
+                                           spatial_scale_, &g));
+    const TensorShape out_shape({rois.dim_size(0), g.pooled_height, g.pooled_width, g.channels});
+    Tensor* output = nullptr;
+    Tensor* argmax = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &output));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, out_shape, &argmax));
+    if (output->NumElements() == 0) return;
+    void* stream = nullptr;
+    OP_REQUIRES_OK(ctx, GpuStream(ctx, &stream));
+    Tensor device_rois;
+    OP_REQUIRES_OK(ctx, RoisToDevice(ctx, stream, rois, &device_rois));
+    OP_REQUIRES_OK(ctx, CudaStatus(LaunchRoiPoolForward<T>(
+                            stream, features.flat<T>().data(), device_rois.flat<float>().data(),
+                            rois.dim_size(0), g, output->flat<T>().data(),
+                            argmax->flat<int32_t>().data())));
+  }
+
+ private:
+  int pooled_height_;
+  int pooled_width_;
+  float spatial_scale_;
+};
+
+template <typename T>
+class RoiPoolGradGpuOp : public OpKernel {
+ public:
+  explicit RoiPoolGradGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    ReadPoolAttrs(ctx, &pooled_height_, &pooled_width_, &spatial_scale_);
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& features = ctx->input(0);
+    const Tensor& rois = ctx->input(1);
+    const Tensor& argmax = ctx->input(2);
+    const Tensor& grad = ctx->input(3);
+    PoolGeometry g;
+    OP_REQUIRES_OK(ctx, ValidatePoolInputs(features, rois, pooled_height_, pooled_width_,
+                                           spatial_scale_, &g));
+    OP_REQUIRES_OK(ctx, ValidateGradInputs(argmax, grad, rois, g));
+    Tensor* grad_features = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, features.shape(), &grad_features));
+    if (features.NumElements() == 0) return;
+    void* stream = nullptr;
+    OP_REQUIRES_OK(ctx, GpuStream(ctx, &stream));
+    Tensor device_rois;
+    OP_REQUIRES_OK(ctx, RoisToDevice(ctx, stream, rois, &device_rois));
+    // The atomic kernel is faster but sums in a scheduling-dependent order;
+    // under tf.config.experimental.enable_op_determinism() the ordered kernel
+    // reproduces the CPU result bit for bit.
+    const bool deterministic = ::tensorflow::OpDeterminismRequired();
+    OP_REQUIRES_OK(ctx, CudaStatus(LaunchRoiPoolBackward<T>(
+                            stream, grad.flat<T>().data(), argmax.flat<int32_t>().data(),
+                            device_rois.flat<float>().data(), rois.dim_size(0), g, deterministic,
+                            grad_features->flat<T>().data())));
+  }
+
+ private:
+  int pooled_height_;
+  int pooled_width_;
+  float spatial_scale_;
+};
+
+#define REGISTER_GPU(T)                                                             \
+  REGISTER_KERNEL_BUILDER(Name("KerasFrcnn>RoiPool")                                \
+                              .Device(DEVICE_GPU)                                   \
+                              .TypeConstraint<T>("T")                               \
+                              .HostMemory("rois"),                                  \
+                          RoiPoolGpuOp<T>);                                         \
+  REGISTER_KERNEL_BUILDER(Name("KerasFrcnn>RoiPoolGrad")                            \
+                              .Device(DEVICE_GPU)                                   \
+                              .TypeConstraint<T>("T")                               \
+                              .HostMemory("rois"),                                  \
+                          RoiPoolGradGpuOp<T>);
+
+REGISTER_GPU(float);
+REGISTER_GPU(double);
+#undef REGISTER_GPU
+
+}  // namespace keras_frcnn
