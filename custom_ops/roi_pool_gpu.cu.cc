@@ -46,7 +46,7 @@ __global__ void RoiPoolForwardKernel(const T* features, const float* rois, int64
     const int64_t r = bin / (PH * PW);
     const RoiBins<T> bins = MakeRoiBins<T>(rois + 5 * r, g.spatial_scale, PH, PW);
     const BinWindow win = MakeBinWindow(bins, ph, pw, H, W);
-    if (win.empty()) {
+    if (IsEmpty(win)) {
       output[i] = T(0);
       argmax[i] = -1;
       continue;

@@ -44,6 +44,29 @@ struct PoolGeometry {
 
 enum class RoiStatus { kOk, kBadBatchIndex, kNonFiniteCoordinate, kCoordinateTooLarge };
 
+// The quantised RoI in feature cells: its origin and the size of one bin.
+template <typename T>
+struct RoiBins {
+  int batch;
+  int x_start;
+  int y_start;
+  T bin_w;
+  T bin_h;
+};
+
+// Window of output bin (ph, pw) of an RoI, in feature cells.
+struct BinWindow {
+  int h_start, h_end, w_start, w_end;
+};
+
+// The functions below are compiled into several translation units with
+// different instruction sets (roi_pool_cpu_*.cc); a per-ISA inline namespace
+// keeps the linker from merging an AVX2 copy with a baseline one.
+#ifndef KERAS_FRCNN_ISA_NAMESPACE
+#define KERAS_FRCNN_ISA_NAMESPACE isa_default
+#endif
+inline namespace KERAS_FRCNN_ISA_NAMESPACE {
+
 // Checks one RoI. Batch indices are truncated toward zero like the C cast in
 // the reference, so the float must lie in (-1, N).
 inline RoiStatus CheckRoi(const float* roi, int64_t num_images, float spatial_scale) {
@@ -75,16 +98,6 @@ KFRCNN_HOST_DEVICE double Floor(double x) { return floor(x); }
 KFRCNN_HOST_DEVICE float Ceil(float x) { return ceilf(x); }
 KFRCNN_HOST_DEVICE double Ceil(double x) { return ceil(x); }
 KFRCNN_HOST_DEVICE int Clamp(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
-
-// The quantised RoI in feature cells: its origin and the size of one bin.
-template <typename T>
-struct RoiBins {
-  int batch;
-  int x_start;
-  int y_start;
-  T bin_w;
-  T bin_h;
-};
 
 template <typename T>
 KFRCNN_HOST_DEVICE RoiBins<T> MakeRoiBins(const float* roi, float spatial_scale,
@@ -120,11 +133,9 @@ KFRCNN_HOST_DEVICE bool Replaces(T candidate, T current) {
   return candidate > current || (candidate != candidate && current == current);
 }
 
-// Window of output bin (ph, pw) of an RoI, in feature cells.
-struct BinWindow {
-  int h_start, h_end, w_start, w_end;
-  KFRCNN_HOST_DEVICE bool empty() const { return h_end <= h_start || w_end <= w_start; }
-};
+KFRCNN_HOST_DEVICE bool IsEmpty(const BinWindow& win) {
+  return win.h_end <= win.h_start || win.w_end <= win.w_start;
+}
 
 template <typename T>
 KFRCNN_HOST_DEVICE BinWindow MakeBinWindow(const RoiBins<T>& bins, int ph, int pw, int height,
@@ -155,13 +166,28 @@ KFRCNN_HOST_DEVICE void PoolBinChannel(const T* image, int width, int channels,
   *argmax = best;
 }
 
+// One cell of a window, all channels: the running maximum `out`/`arg` takes
+// the cell's value wherever Replaces() holds. Branch-free and unaliased, so
+// the compiler vectorises it; per channel it is the same comparison sequence
+// as PoolBinChannel, so CPU and GPU agree bit for bit.
+template <typename T>
+inline void UpdateBinAllChannels(const T* __restrict px, int64_t channels, int32_t cell,
+                                 T* __restrict out, int32_t* __restrict arg) {
+  for (int64_t c = 0; c < channels; ++c) {
+    const T v = px[c];
+    const T m = out[c];
+    const bool take = (v > m) | ((v != v) & (m == m));
+    out[c] = take ? v : m;
+    arg[c] = take ? cell : arg[c];
+  }
+}
+
 // CPU forward over the flat bins [begin, end) of the R * PH * PW output bins.
 // Each bin scans its window once with all channels innermost (contiguous in
-// NHWC); per channel the comparison sequence is the one of PoolBinChannel, so
-// CPU and GPU agree bit for bit.
+// NHWC).
 template <typename T>
-void RoiPoolForwardBins(const T* features, const float* rois, const PoolGeometry& g,
-                        int64_t begin, int64_t end, T* output, int32_t* argmax) {
+inline void RoiPoolForwardBins(const T* features, const float* rois, const PoolGeometry& g,
+                               int64_t begin, int64_t end, T* output, int32_t* argmax) {
   const int H = static_cast<int>(g.height), W = static_cast<int>(g.width);
   const int64_t C = g.channels;
   const int PH = static_cast<int>(g.pooled_height), PW = static_cast<int>(g.pooled_width);
@@ -173,7 +199,7 @@ void RoiPoolForwardBins(const T* features, const float* rois, const PoolGeometry
     const BinWindow win = MakeBinWindow(bins, ph, pw, H, W);
     T* out = output + bin * C;
     int32_t* arg = argmax + bin * C;
-    if (win.empty()) {
+    if (IsEmpty(win)) {
       for (int64_t c = 0; c < C; ++c) {
         out[c] = T(0);
         arg[c] = -1;
@@ -189,13 +215,7 @@ void RoiPoolForwardBins(const T* features, const float* rois, const PoolGeometry
     for (int h = win.h_start; h < win.h_end; ++h) {
       for (int w = win.w_start; w < win.w_end; ++w) {
         const int cell = h * W + w;
-        const T* px = image + cell * C;
-        for (int64_t c = 0; c < C; ++c) {
-          if (Replaces(px[c], out[c])) {
-            out[c] = px[c];
-            arg[c] = cell;
-          }
-        }
+        UpdateBinAllChannels(image + cell * C, C, cell, out, arg);
       }
     }
   }
@@ -232,6 +252,7 @@ void RoiPoolBackwardChannels(const T* grad_output, const int32_t* argmax, const 
   }
 }
 
+}  // inline namespace KERAS_FRCNN_ISA_NAMESPACE
 }  // namespace keras_frcnn
 
 #endif  // KERAS_FRCNN_CUSTOM_OPS_ROI_POOL_KERNELS_H_

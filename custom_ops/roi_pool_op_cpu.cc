@@ -5,7 +5,7 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/util/work_sharder.h"
 
-#include "roi_pool_kernels.h"
+#include "roi_pool_cpu.h"
 #include "roi_pool_op_common.h"
 
 namespace keras_frcnn {
@@ -16,6 +16,32 @@ using ::tensorflow::OpKernelConstruction;
 using ::tensorflow::OpKernelContext;
 using ::tensorflow::Tensor;
 using ::tensorflow::TensorShape;
+
+namespace {
+
+// The kernels built for the best instruction set this CPU has (see
+// roi_pool_cpu.h); both variants give identical results.
+bool HasAvx2() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool has_avx2 = __builtin_cpu_supports("avx2");
+  return has_avx2;
+#else
+  return false;
+#endif
+}
+
+template <typename T>
+CpuKernels<T> SelectKernels();
+template <>
+CpuKernels<float> SelectKernels<float>() {
+  return HasAvx2() ? Avx2KernelsFloat() : BaselineKernelsFloat();
+}
+template <>
+CpuKernels<double> SelectKernels<double>() {
+  return HasAvx2() ? Avx2KernelsDouble() : BaselineKernelsDouble();
+}
+
+}  // namespace
 
 template <typename T>
 class RoiPoolCpuOp : public OpKernel {
@@ -47,11 +73,12 @@ class RoiPoolCpuOp : public OpKernel {
     const int64_t cells_per_bin =
         std::max<int64_t>(1, g.height * g.width / (g.pooled_height * g.pooled_width));
     const int64_t cost = 4 * g.channels * (cells_per_bin + 1);
+    const CpuKernels<T> kernels = SelectKernels<T>();
     auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
     ::tensorflow::Shard(workers->num_threads, workers->workers, num_bins, cost,
                         [&](int64_t begin, int64_t end) {
-                          RoiPoolForwardBins<T>(feature_data, roi_data, g, begin, end,
-                                                output_data, argmax_data);
+                          kernels.forward(feature_data, roi_data, g, begin, end, output_data,
+                                          argmax_data);
                         });
   }
 
@@ -90,11 +117,12 @@ class RoiPoolGradCpuOp : public OpKernel {
     // the number of threads.
     const int64_t cost =
         2 * (num_rois * g.pooled_height * g.pooled_width + g.num_images * g.height * g.width);
+    const CpuKernels<T> kernels = SelectKernels<T>();
     auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
     ::tensorflow::Shard(workers->num_threads, workers->workers, g.channels, cost,
                         [&](int64_t c_begin, int64_t c_end) {
-                          RoiPoolBackwardChannels<T>(grad_data, argmax_data, roi_data, num_rois,
-                                                     g, c_begin, c_end, out);
+                          kernels.backward(grad_data, argmax_data, roi_data, num_rois, g,
+                                           c_begin, c_end, out);
                         });
   }
 

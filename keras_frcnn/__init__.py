@@ -4,7 +4,8 @@ Importing the package does not load the compiled op; ``roi_pool`` loads it on
 first use (see keras_frcnn/ops/loader.py).
 """
 
+from keras_frcnn import layers
 from keras_frcnn.ops import roi_pool
 
 __version__ = "0.1.0"
-__all__ = ["roi_pool"]
+__all__ = ["layers", "roi_pool"]

@@ -1,0 +1,216 @@
+"""RoI pooling speed: custom op vs pure-TF composite vs crop-and-resize.
+
+All three run in one process on the same inputs, so their ratios are
+comparable on a shared, noisy machine:
+
+  custom_op        keras_frcnn's C++ op (exact RoI max pooling)
+  composite        keras_frcnn's pure-TensorFlow twin (same numbers)
+  crop_and_resize  what other TF detectors use instead: bilinear
+                   tf.image.crop_and_resize to 14x14, then 2x2 max pooling
+
+Shapes (VGG16 at stride 16, RoI sides uniform in 5-60 % of the image):
+  train: 2 images, 38x50x512 features, 128 RoIs
+  test:  1 image,  38x63x512 features, 2000 RoIs
+
+A second process repeats the custom op with one intra-op thread, to show the
+speed-up from TensorFlow's thread pool. Results go to stdout and, with
+--output, into the RoI pooling section of a Markdown file.
+
+    python benchmarks/roi_pool_benchmark.py --output docs/benchmarks.md
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from keras_frcnn import roi_pool
+
+SHAPES = {"train": (2, 38, 50, 512, 128), "test": (1, 38, 63, 512, 2000)}
+STRIDE = 16
+METHODS = ("custom_op", "composite", "crop_and_resize")
+SECTION_START = "<!-- roi_pool_benchmark:start -->"
+SECTION_END = "<!-- roi_pool_benchmark:end -->"
+
+
+def make_inputs(shape_name, seed=0):
+    """Features and RoIs whose sides are uniform in 5-60 % of the image."""
+    n, h, w, c, num_rois = SHAPES[shape_name]
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(n, h, w, c)).astype(np.float32)
+    image_w, image_h = w * STRIDE, h * STRIDE
+    sides = rng.uniform(0.05, 0.6, size=(num_rois, 2)) * [image_w, image_h]
+    x1 = rng.uniform(0, image_w - sides[:, 0])
+    y1 = rng.uniform(0, image_h - sides[:, 1])
+    rois = np.stack([rng.integers(0, n, num_rois), x1, y1, x1 + sides[:, 0], y1 + sides[:, 1]], 1)
+    return tf.constant(features), tf.constant(rois, tf.float32)
+
+
+def crop_and_resize_pool(features, rois):
+    """The common approximation: bilinear 14x14 crops, then 2x2 max pooling."""
+    image_h = tf.cast(tf.shape(features)[1] * STRIDE - 1, tf.float32)
+    image_w = tf.cast(tf.shape(features)[2] * STRIDE - 1, tf.float32)
+    boxes = tf.stack([rois[:, 2] / image_h, rois[:, 1] / image_w,
+                      rois[:, 4] / image_h, rois[:, 3] / image_w], axis=1)
+    crops = tf.image.crop_and_resize(features, boxes, tf.cast(rois[:, 0], tf.int32), [14, 14])
+    return tf.nn.max_pool2d(crops, 2, 2, "VALID")
+
+
+def pooling_fn(method):
+    if method == "crop_and_resize":
+        return crop_and_resize_pool
+    return lambda features, rois: roi_pool(features, rois, 7, 1 / STRIDE, implementation=method)
+
+
+def timed_functions(method):
+    pool = pooling_fn(method)
+
+    @tf.function
+    def forward(features, rois):
+        return tf.reduce_sum(pool(features, rois))
+
+    @tf.function
+    def forward_backward(features, rois):
+        with tf.GradientTape() as tape:
+            tape.watch(features)
+            loss = tf.reduce_sum(pool(features, rois))
+        return tape.gradient(loss, features)
+
+    return {"forward": forward, "forward+backward": forward_backward}
+
+
+def median_seconds(fn, args, repeats):
+    fn(*args).numpy()  # trace and warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(*args).numpy()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def measure(methods, repeats):
+    """{shape: {method: {pass: seconds}}}."""
+    results = {}
+    for shape_name in SHAPES:
+        inputs = make_inputs(shape_name)
+        results[shape_name] = {}
+        for method in methods:
+            fns = timed_functions(method)
+            results[shape_name][method] = {
+                name: median_seconds(fn, inputs, repeats[shape_name]) for name, fn in fns.items()}
+            print(f"{shape_name:5s} {method:16s} " + "  ".join(
+                f"{k} {v * 1e3:9.2f} ms" for k, v in results[shape_name][method].items()),
+                flush=True)
+    return results
+
+
+def machine_description():
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        model = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
+        cpu = model.group(1) if model else cpu
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, TensorFlow {tf.__version__}")
+
+
+def single_thread_custom_op(repeats):
+    """The custom op timed in a child process limited to one intra-op thread."""
+    result = subprocess.run(
+        [sys.executable, __file__, "--threads", "1", "--methods", "custom_op", "--json",
+         "--repeats-train", str(repeats["train"]), "--repeats-test", str(repeats["test"])],
+        capture_output=True, text=True, check=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def markdown(results, one_thread, repeats):
+    lines = [
+        SECTION_START,
+        "## RoI pooling op",
+        "",
+        f"Machine: {machine_description()}. Median of {repeats['train']} (train) and "
+        f"{repeats['test']} (test) runs after a warm-up, each method in the same process "
+        "on the same inputs (`python benchmarks/roi_pool_benchmark.py --output "
+        "docs/benchmarks.md`). RoI sides uniform in 5-60 % of the image, spatial scale 1/16, "
+        "7x7 output. Times in milliseconds.",
+        "",
+        "| shape | pass | custom op | composite | crop-and-resize | crop-and-resize / custom op "
+        "| composite / custom op |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for shape_name, (n, h, w, c, num_rois) in SHAPES.items():
+        for pass_name in ("forward", "forward+backward"):
+            t = {m: results[shape_name][m][pass_name] for m in METHODS}
+            lines.append(
+                f"| {shape_name} ({n}x{h}x{w}x{c}, {num_rois} RoIs) | {pass_name} | "
+                f"{t['custom_op'] * 1e3:.2f} | {t['composite'] * 1e3:.2f} | "
+                f"{t['crop_and_resize'] * 1e3:.2f} | "
+                f"**{t['crop_and_resize'] / t['custom_op']:.1f}x** | "
+                f"{t['composite'] / t['custom_op']:.1f}x |")
+    lines += ["", "Threading of the custom op (forward+backward, TensorFlow's intra-op pool):", "",
+              "| shape | 1 thread | all threads | speed-up |", "|---|---:|---:|---:|"]
+    for shape_name in SHAPES:
+        single = one_thread[shape_name]["custom_op"]["forward+backward"]
+        multi = results[shape_name]["custom_op"]["forward+backward"]
+        lines.append(f"| {shape_name} | {single * 1e3:.2f} | {multi * 1e3:.2f} | "
+                     f"{single / multi:.2f}x |")
+    lines.append(SECTION_END)
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path, section):
+    """Replaces the RoI pooling section of a Markdown file (atomically)."""
+    path = Path(path)
+    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
+    if SECTION_START in text:
+        before, rest = text.split(SECTION_START, 1)
+        text = before + section + rest.split(SECTION_END, 1)[1].lstrip("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats-train", type=int, default=20)
+    parser.add_argument("--repeats-test", type=int, default=5)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: all)")
+    parser.add_argument("--json", action="store_true", help="print results as JSON only")
+    parser.add_argument("--output", help="Markdown file whose RoI pooling section to rewrite")
+    args = parser.parse_args()
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    repeats = {"train": args.repeats_train, "test": args.repeats_test}
+    methods = args.methods.split(",")
+    if args.json:
+        sys.stdout = open(os.devnull, "w")
+        results = measure(methods, repeats)
+        sys.stdout = sys.__stdout__
+        print(json.dumps(results))
+        return
+    print(f"Machine: {machine_description()}")
+    results = measure(methods, repeats)
+    one_thread = single_thread_custom_op(repeats)
+    section = markdown(results, one_thread, repeats)
+    print(section)
+    if args.output:
+        write_section(args.output, section)
+        print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
