@@ -12,8 +12,10 @@ Shapes (VGG16 at stride 16, RoI sides uniform in 5-60 % of the image):
   train: 2 images, 38x50x512 features, 128 RoIs
   test:  1 image,  38x63x512 features, 2000 RoIs
 
-A second process repeats the custom op with one intra-op thread, to show the
-speed-up from TensorFlow's thread pool. Results go to stdout and, with
+Each is timed in graph mode (inside tf.function, how Keras trains) and in
+eager mode (op by op, how the issue's reference crop-and-resize times of
+0.14 s / 2.4 s were taken). A second process repeats the custom op with one
+intra-op thread, to show the speed-up from TensorFlow's thread pool. Results go to stdout and, with
 --output, into the RoI pooling section of a Markdown file.
 
     python benchmarks/roi_pool_benchmark.py --output docs/benchmarks.md
@@ -37,6 +39,7 @@ from keras_frcnn import roi_pool
 SHAPES = {"train": (2, 38, 50, 512, 128), "test": (1, 38, 63, 512, 2000)}
 STRIDE = 16
 METHODS = ("custom_op", "composite", "crop_and_resize")
+MODES = ("graph", "eager")
 SECTION_START = "<!-- roi_pool_benchmark:start -->"
 SECTION_END = "<!-- roi_pool_benchmark:end -->"
 
@@ -70,21 +73,23 @@ def pooling_fn(method):
     return lambda features, rois: roi_pool(features, rois, 7, 1 / STRIDE, implementation=method)
 
 
-def timed_functions(method):
+def timed_functions(method, mode):
+    """{"forward": fn, "forward+backward": fn}, in graph (tf.function) or eager mode."""
     pool = pooling_fn(method)
 
-    @tf.function
     def forward(features, rois):
         return tf.reduce_sum(pool(features, rois))
 
-    @tf.function
     def forward_backward(features, rois):
         with tf.GradientTape() as tape:
             tape.watch(features)
             loss = tf.reduce_sum(pool(features, rois))
         return tape.gradient(loss, features)
 
-    return {"forward": forward, "forward+backward": forward_backward}
+    fns = {"forward": forward, "forward+backward": forward_backward}
+    if mode == "graph":
+        fns = {name: tf.function(fn) for name, fn in fns.items()}
+    return fns
 
 
 def median_seconds(fn, args, repeats):
@@ -97,19 +102,21 @@ def median_seconds(fn, args, repeats):
     return float(np.median(times))
 
 
-def measure(methods, repeats):
-    """{shape: {method: {pass: seconds}}}."""
+def measure(methods, repeats, modes=MODES):
+    """{mode: {shape: {method: {pass: seconds}}}}."""
     results = {}
-    for shape_name in SHAPES:
-        inputs = make_inputs(shape_name)
-        results[shape_name] = {}
-        for method in methods:
-            fns = timed_functions(method)
-            results[shape_name][method] = {
-                name: median_seconds(fn, inputs, repeats[shape_name]) for name, fn in fns.items()}
-            print(f"{shape_name:5s} {method:16s} " + "  ".join(
-                f"{k} {v * 1e3:9.2f} ms" for k, v in results[shape_name][method].items()),
-                flush=True)
+    for mode in modes:
+        results[mode] = {}
+        for shape_name in SHAPES:
+            inputs = make_inputs(shape_name)
+            results[mode][shape_name] = {}
+            for method in methods:
+                fns = timed_functions(method, mode)
+                timings = {name: median_seconds(fn, inputs, repeats[shape_name])
+                           for name, fn in fns.items()}
+                results[mode][shape_name][method] = timings
+                print(f"{mode:5s} {shape_name:5s} {method:16s} " + "  ".join(
+                    f"{k} {v * 1e3:9.2f} ms" for k, v in timings.items()), flush=True)
     return results
 
 
@@ -127,7 +134,8 @@ def machine_description():
 def single_thread_custom_op(repeats):
     """The custom op timed in a child process limited to one intra-op thread."""
     result = subprocess.run(
-        [sys.executable, __file__, "--threads", "1", "--methods", "custom_op", "--json",
+        [sys.executable, __file__, "--threads", "1", "--methods", "custom_op", "--modes", "graph",
+         "--json",
          "--repeats-train", str(repeats["train"]), "--repeats-test", str(repeats["test"])],
         capture_output=True, text=True, check=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
@@ -145,24 +153,30 @@ def markdown(results, one_thread, repeats):
         "docs/benchmarks.md`). RoI sides uniform in 5-60 % of the image, spatial scale 1/16, "
         "7x7 output. Times in milliseconds.",
         "",
-        "| shape | pass | custom op | composite | crop-and-resize | crop-and-resize / custom op "
-        "| composite / custom op |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "Graph mode runs each pass inside `tf.function` (how Keras trains); eager mode runs "
+        "op by op (the issue's reference crop-and-resize times, about 0.14 s and 2.4 s, were "
+        "eager).",
+        "",
+        "| mode | shape | pass | custom op | composite | crop-and-resize "
+        "| crop-and-resize / custom op | composite / custom op |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
-    for shape_name, (n, h, w, c, num_rois) in SHAPES.items():
-        for pass_name in ("forward", "forward+backward"):
-            t = {m: results[shape_name][m][pass_name] for m in METHODS}
-            lines.append(
-                f"| {shape_name} ({n}x{h}x{w}x{c}, {num_rois} RoIs) | {pass_name} | "
-                f"{t['custom_op'] * 1e3:.2f} | {t['composite'] * 1e3:.2f} | "
-                f"{t['crop_and_resize'] * 1e3:.2f} | "
-                f"**{t['crop_and_resize'] / t['custom_op']:.1f}x** | "
-                f"{t['composite'] / t['custom_op']:.1f}x |")
-    lines += ["", "Threading of the custom op (forward+backward, TensorFlow's intra-op pool):", "",
+    for mode in MODES:
+        for shape_name, (n, h, w, c, num_rois) in SHAPES.items():
+            for pass_name in ("forward", "forward+backward"):
+                t = {m: results[mode][shape_name][m][pass_name] for m in METHODS}
+                lines.append(
+                    f"| {mode} | {shape_name} ({n}x{h}x{w}x{c}, {num_rois} RoIs) | {pass_name} | "
+                    f"{t['custom_op'] * 1e3:.1f} | {t['composite'] * 1e3:.1f} | "
+                    f"{t['crop_and_resize'] * 1e3:.1f} | "
+                    f"**{t['crop_and_resize'] / t['custom_op']:.1f}x** | "
+                    f"{t['composite'] / t['custom_op']:.1f}x |")
+    lines += ["", "Threading of the custom op (graph mode, forward+backward, TensorFlow's "
+              "intra-op pool):", "",
               "| shape | 1 thread | all threads | speed-up |", "|---|---:|---:|---:|"]
     for shape_name in SHAPES:
-        single = one_thread[shape_name]["custom_op"]["forward+backward"]
-        multi = results[shape_name]["custom_op"]["forward+backward"]
+        single = one_thread["graph"][shape_name]["custom_op"]["forward+backward"]
+        multi = results["graph"][shape_name]["custom_op"]["forward+backward"]
         lines.append(f"| {shape_name} | {single * 1e3:.2f} | {multi * 1e3:.2f} | "
                      f"{single / multi:.2f}x |")
     lines.append(SECTION_END)
@@ -188,6 +202,7 @@ def main():
     parser.add_argument("--repeats-train", type=int, default=20)
     parser.add_argument("--repeats-test", type=int, default=5)
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: all)")
     parser.add_argument("--json", action="store_true", help="print results as JSON only")
     parser.add_argument("--output", help="Markdown file whose RoI pooling section to rewrite")
@@ -195,15 +210,15 @@ def main():
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     repeats = {"train": args.repeats_train, "test": args.repeats_test}
-    methods = args.methods.split(",")
+    methods, modes = args.methods.split(","), args.modes.split(",")
     if args.json:
         sys.stdout = open(os.devnull, "w")
-        results = measure(methods, repeats)
+        results = measure(methods, repeats, modes)
         sys.stdout = sys.__stdout__
         print(json.dumps(results))
         return
     print(f"Machine: {machine_description()}")
-    results = measure(methods, repeats)
+    results = measure(methods, repeats, modes)
     one_thread = single_thread_custom_op(repeats)
     section = markdown(results, one_thread, repeats)
     print(section)

@@ -113,17 +113,20 @@ class RoiPoolGradCpuOp : public OpKernel {
     const float* roi_data = rois.flat<float>().data();
     T* out = grad_features->flat<T>().data();
     const int64_t num_rois = rois.dim_size(0);
-    // Shard over channels: disjoint outputs, summation order independent of
-    // the number of threads.
-    const int64_t cost =
-        2 * (num_rois * g.pooled_height * g.pooled_width + g.num_images * g.height * g.width);
-    const CpuKernels<T> kernels = SelectKernels<T>();
+    // One contiguous, cache-line-aligned channel range per thread: disjoint
+    // outputs, and a summation order independent of the number of threads.
+    // (Finer blocks would make every block re-read all bins with short
+    // strided reads, measured 2-3x slower.)
     auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
-    ::tensorflow::Shard(workers->num_threads, workers->workers, g.channels, cost,
-                        [&](int64_t c_begin, int64_t c_end) {
-                          kernels.backward(grad_data, argmax_data, roi_data, num_rois, g,
-                                           c_begin, c_end, out);
-                        });
+    const int64_t threads = std::max(1, workers->num_threads);
+    const int64_t line = 64 / static_cast<int64_t>(sizeof(T));
+    const int64_t block = std::max(line, (g.channels + threads * line - 1) / (threads * line) * line);
+    const CpuKernels<T> kernels = SelectKernels<T>();
+    workers->workers->ParallelFor(
+        g.channels, ::tsl::thread::ThreadPool::SchedulingParams::Fixed(block),
+        [&](int64_t c_begin, int64_t c_end) {
+          kernels.backward(grad_data, argmax_data, roi_data, num_rois, g, c_begin, c_end, out);
+        });
   }
 
  private:
