@@ -66,7 +66,8 @@ setup(
     cmdclass={"build_ext": BuildCustomOps},
     install_requires=requirements("requirements.txt"),
     extras_require={"test": requirements("requirements-test.txt")},
-    # Reserved for the bin/ programs (bin/train.py, ...) as they land.
+    # Reserved names, added with their programs in bin/ (issues 4-6): frcnn-train,
+    # frcnn-evaluate, frcnn-detect, frcnn-compress, frcnn-export.
     entry_points={"console_scripts": []},
     zip_safe=False,
 )

@@ -86,6 +86,52 @@ inline ::tensorflow::Status ValidateGradInputs(const ::tensorflow::Tensor& argma
   return ::tensorflow::Status();
 }
 
+// Base of the CPU and GPU kernels of both ops: reads the attrs once, and
+// validates the inputs and allocates the outputs before a kernel computes.
+class RoiPoolKernelBase : public ::tensorflow::OpKernel {
+ public:
+  explicit RoiPoolKernelBase(::tensorflow::OpKernelConstruction* ctx) : OpKernel(ctx) {
+    ReadPoolAttrs(ctx, &pooled_height_, &pooled_width_, &spatial_scale_);
+  }
+
+ protected:
+  // Forward: inputs (features, rois). Returns false when the op failed (status
+  // already set) or there is nothing to compute (empty output).
+  bool PrepareForward(::tensorflow::OpKernelContext* ctx, PoolGeometry* g,
+                      ::tensorflow::Tensor** output, ::tensorflow::Tensor** argmax) {
+    if (!Check(ctx, ValidatePoolInputs(ctx->input(0), ctx->input(1), pooled_height_,
+                                       pooled_width_, spatial_scale_, g))) {
+      return false;
+    }
+    const ::tensorflow::TensorShape shape(
+        {ctx->input(1).dim_size(0), g->pooled_height, g->pooled_width, g->channels});
+    return Check(ctx, ctx->allocate_output(0, shape, output)) &&
+           Check(ctx, ctx->allocate_output(1, shape, argmax)) && (*output)->NumElements() > 0;
+  }
+
+  // Backward: inputs (features, rois, argmax, grad). Returns false when the op
+  // failed or the features are empty.
+  bool PrepareBackward(::tensorflow::OpKernelContext* ctx, PoolGeometry* g,
+                       ::tensorflow::Tensor** grad_features) {
+    const ::tensorflow::Tensor& features = ctx->input(0);
+    return Check(ctx, ValidatePoolInputs(features, ctx->input(1), pooled_height_,
+                                         pooled_width_, spatial_scale_, g)) &&
+           Check(ctx, ValidateGradInputs(ctx->input(2), ctx->input(3), ctx->input(1), *g)) &&
+           Check(ctx, ctx->allocate_output(0, features.shape(), grad_features)) &&
+           features.NumElements() > 0;
+  }
+
+ private:
+  static bool Check(::tensorflow::OpKernelContext* ctx, const ::tensorflow::Status& status) {
+    if (!status.ok()) ctx->SetStatus(status);
+    return status.ok();
+  }
+
+  int pooled_height_;
+  int pooled_width_;
+  float spatial_scale_;
+};
+
 }  // namespace keras_frcnn
 
 #endif  // KERAS_FRCNN_CUSTOM_OPS_ROI_POOL_OP_COMMON_H_

@@ -17,11 +17,9 @@
 namespace keras_frcnn {
 
 using ::tensorflow::DEVICE_GPU;
-using ::tensorflow::OpKernel;
 using ::tensorflow::OpKernelConstruction;
 using ::tensorflow::OpKernelContext;
 using ::tensorflow::Tensor;
-using ::tensorflow::TensorShape;
 
 namespace {
 
@@ -52,61 +50,39 @@ namespace {
 }  // namespace
 
 template <typename T>
-class RoiPoolGpuOp : public OpKernel {
+class RoiPoolGpuOp : public RoiPoolKernelBase {
  public:
-  explicit RoiPoolGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    ReadPoolAttrs(ctx, &pooled_height_, &pooled_width_, &spatial_scale_);
-  }
+  explicit RoiPoolGpuOp(OpKernelConstruction* ctx) : RoiPoolKernelBase(ctx) {}
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor& features = ctx->input(0);
-    const Tensor& rois = ctx->input(1);
     PoolGeometry g;
-    OP_REQUIRES_OK(ctx, ValidatePoolInputs(features, rois, pooled_height_, pooled_width_,
-                                           spatial_scale_, &g));
-    const TensorShape out_shape({rois.dim_size(0), g.pooled_height, g.pooled_width, g.channels});
     Tensor* output = nullptr;
     Tensor* argmax = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &output));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, out_shape, &argmax));
-    if (output->NumElements() == 0) return;
+    if (!PrepareForward(ctx, &g, &output, &argmax)) return;
     void* stream = nullptr;
     OP_REQUIRES_OK(ctx, GpuStream(ctx, &stream));
+    const Tensor& rois = ctx->input(1);
     Tensor device_rois;
     OP_REQUIRES_OK(ctx, RoisToDevice(ctx, stream, rois, &device_rois));
     OP_REQUIRES_OK(ctx, CudaStatus(LaunchRoiPoolForward<T>(
-                            stream, features.flat<T>().data(), device_rois.flat<float>().data(),
-                            rois.dim_size(0), g, output->flat<T>().data(),
-                            argmax->flat<int32_t>().data())));
+                            stream, ctx->input(0).flat<T>().data(),
+                            device_rois.flat<float>().data(), rois.dim_size(0), g,
+                            output->flat<T>().data(), argmax->flat<int32_t>().data())));
   }
-
- private:
-  int pooled_height_;
-  int pooled_width_;
-  float spatial_scale_;
 };
 
 template <typename T>
-class RoiPoolGradGpuOp : public OpKernel {
+class RoiPoolGradGpuOp : public RoiPoolKernelBase {
  public:
-  explicit RoiPoolGradGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    ReadPoolAttrs(ctx, &pooled_height_, &pooled_width_, &spatial_scale_);
-  }
+  explicit RoiPoolGradGpuOp(OpKernelConstruction* ctx) : RoiPoolKernelBase(ctx) {}
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor& features = ctx->input(0);
-    const Tensor& rois = ctx->input(1);
-    const Tensor& argmax = ctx->input(2);
-    const Tensor& grad = ctx->input(3);
     PoolGeometry g;
-    OP_REQUIRES_OK(ctx, ValidatePoolInputs(features, rois, pooled_height_, pooled_width_,
-                                           spatial_scale_, &g));
-    OP_REQUIRES_OK(ctx, ValidateGradInputs(argmax, grad, rois, g));
     Tensor* grad_features = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, features.shape(), &grad_features));
-    if (features.NumElements() == 0) return;
+    if (!PrepareBackward(ctx, &g, &grad_features)) return;
     void* stream = nullptr;
     OP_REQUIRES_OK(ctx, GpuStream(ctx, &stream));
+    const Tensor& rois = ctx->input(1);
     Tensor device_rois;
     OP_REQUIRES_OK(ctx, RoisToDevice(ctx, stream, rois, &device_rois));
     // The atomic kernel is faster but sums in a scheduling-dependent order;
@@ -114,15 +90,11 @@ class RoiPoolGradGpuOp : public OpKernel {
     // reproduces the CPU result bit for bit.
     const bool deterministic = ::tensorflow::OpDeterminismRequired();
     OP_REQUIRES_OK(ctx, CudaStatus(LaunchRoiPoolBackward<T>(
-                            stream, grad.flat<T>().data(), argmax.flat<int32_t>().data(),
+                            stream, ctx->input(3).flat<T>().data(),
+                            ctx->input(2).flat<int32_t>().data(),
                             device_rois.flat<float>().data(), rois.dim_size(0), g, deterministic,
                             grad_features->flat<T>().data())));
   }
-
- private:
-  int pooled_height_;
-  int pooled_width_;
-  float spatial_scale_;
 };
 
 #define REGISTER_GPU(T)                                                             \
