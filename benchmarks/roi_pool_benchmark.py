@@ -161,7 +161,7 @@ def markdown(results, one_thread, repeats):
         "| crop-and-resize / custom op | composite / custom op |",
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
-    for mode in MODES:
+    for mode in results:
         for shape_name, (n, h, w, c, num_rois) in SHAPES.items():
             for pass_name in ("forward", "forward+backward"):
                 t = {m: results[mode][shape_name][m][pass_name] for m in METHODS}
@@ -201,7 +201,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats-train", type=int, default=20)
     parser.add_argument("--repeats-test", type=int, default=5)
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="with --json only; the report needs all three")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: all)")
     parser.add_argument("--json", action="store_true", help="print results as JSON only")
