@@ -1,0 +1,109 @@
+"""Box arithmetic of Fast R-CNN (numpy).
+
+Conventions (DESIGN.md section 3), stated once for the package: boxes are
+``(x1, y1, x2, y2)``, 0-based, *inclusive* pixel coordinates, so a box's width
+is ``x2 - x1 + 1`` everywhere (areas, IoU, regression targets, decoding). Box
+arrays have shape ``[n, 4]``; per-class arrays ``[n, 4 * K]``.
+
+Regression targets use the R-CNN parameterisation: for a proposal P and its
+ground truth G, ``tx = (Gx - Px) / Pw``, ``ty = (Gy - Py) / Ph``,
+``tw = log(Gw / Pw)``, ``th = log(Gh / Ph)`` with centres ``Px = x1 + 0.5 * Pw``.
+Decoding inverts it exactly (``x2 = centre + 0.5 * w - 1``), so
+``decode(P, encode(P, G)) == G``.
+"""
+
+import numpy as np
+
+
+def widths_heights(boxes):
+    """(widths, heights) of [n, 4] boxes, inclusive convention."""
+    boxes = np.asarray(boxes)
+    return boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1
+
+
+def areas(boxes):
+    """[n] areas, inclusive convention (a 1x1-pixel box has area 1)."""
+    w, h = widths_heights(boxes)
+    return w * h
+
+
+def iou_matrix(boxes, query_boxes):
+    """[n, k] intersection over union of every box with every query box (+1 areas).
+
+    Degenerate boxes (x2 < x1) have no intersection with anything.
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    query_boxes = np.asarray(query_boxes, np.float64).reshape(-1, 4)
+    iw = (np.minimum(boxes[:, None, 2], query_boxes[None, :, 2])
+          - np.maximum(boxes[:, None, 0], query_boxes[None, :, 0]) + 1)
+    ih = (np.minimum(boxes[:, None, 3], query_boxes[None, :, 3])
+          - np.maximum(boxes[:, None, 1], query_boxes[None, :, 1]) + 1)
+    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+    union = areas(boxes)[:, None] + areas(query_boxes)[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(inter > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def encode(rois, gt_boxes):
+    """[n, 4] regression targets (tx, ty, tw, th) taking ``rois`` to ``gt_boxes``.
+
+    Raises ValueError for a box of zero or negative width or height (its log
+    would be -inf or NaN): callers pass validated boxes.
+    """
+    rois = np.asarray(rois, np.float64).reshape(-1, 4)
+    gt_boxes = np.asarray(gt_boxes, np.float64).reshape(-1, 4)
+    pw, ph = widths_heights(rois)
+    gw, gh = widths_heights(gt_boxes)
+    if np.any(pw <= 0) or np.any(ph <= 0) or np.any(gw <= 0) or np.any(gh <= 0):
+        raise ValueError("encode: boxes must have x2 >= x1 and y2 >= y1 (width and height >= 1)")
+    px, py = rois[:, 0] + 0.5 * pw, rois[:, 1] + 0.5 * ph
+    gx, gy = gt_boxes[:, 0] + 0.5 * gw, gt_boxes[:, 1] + 0.5 * gh
+    return np.stack([(gx - px) / pw, (gy - py) / ph, np.log(gw / pw), np.log(gh / ph)], axis=1)
+
+
+def decode(boxes, deltas):
+    """Applies [n, 4 * K] deltas to [n, 4] boxes; returns [n, 4 * K] boxes."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    deltas = np.asarray(deltas, np.float64)
+    w, h = widths_heights(boxes)
+    cx, cy = boxes[:, 0] + 0.5 * w, boxes[:, 1] + 0.5 * h
+    dx, dy, dw, dh = (deltas[:, k::4] for k in range(4))
+    pred_cx = dx * w[:, None] + cx[:, None]
+    pred_cy = dy * h[:, None] + cy[:, None]
+    pred_w = np.exp(dw) * w[:, None]
+    pred_h = np.exp(dh) * h[:, None]
+    out = np.empty_like(deltas)
+    out[:, 0::4] = pred_cx - 0.5 * pred_w
+    out[:, 1::4] = pred_cy - 0.5 * pred_h
+    out[:, 2::4] = pred_cx + 0.5 * pred_w - 1
+    out[:, 3::4] = pred_cy + 0.5 * pred_h - 1
+    return out
+
+
+def clip(boxes, width, height):
+    """Clips [n, 4 * K] boxes to an image of ``width`` x ``height`` pixels."""
+    boxes = np.array(boxes, copy=True)
+    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width - 1)
+    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height - 1)
+    return boxes
+
+
+def flip_horizontally(boxes, width):
+    """Boxes of the mirrored image: ``x1' = W - x2 - 1``, ``x2' = W - x1 - 1``."""
+    boxes = np.array(boxes, copy=True)
+    x1 = boxes[:, 0].copy()
+    boxes[:, 0] = width - boxes[:, 2] - 1
+    boxes[:, 2] = width - x1 - 1
+    return boxes
+
+
+def invalid_box_reason(box, width, height):
+    """Why a 0-based box is not a valid box of a ``width`` x ``height`` image, or None."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if not all(np.isfinite([x1, y1, x2, y2])):
+        return "has a non-finite coordinate"
+    if x2 < x1 or y2 < y1:
+        return "has x2 < x1 or y2 < y1"
+    if x1 < 0 or y1 < 0 or x2 > width - 1 or y2 > height - 1:
+        return f"lies outside the {width}x{height} image"
+    return None

@@ -1,0 +1,61 @@
+"""COCO instances annotations through pycocotools.
+
+Category ids are mapped to contiguous classes 1..K in ascending id order
+(``metadata["category_ids"][k - 1]`` is the COCO id of class k, for writing
+results). ``iscrowd`` regions are not training targets and are left out of the
+records; evaluation reads them from the original JSON through COCOeval.
+COCO boxes ``[x, y, w, h]`` become ``(x, y, x + w - 1, y + h - 1)`` clipped to
+the image, as in the release; boxes that end up empty are dropped.
+"""
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from keras_frcnn.data.records import Dataset, DatasetError, ImageRecord, check_on_error, handle_error
+
+
+def load_coco(annotation_file, images_dir, name=None, on_error="raise"):
+    """An instances_*.json file and its image folder -> Dataset (images without
+    objects are kept: they are valid negatives and count in evaluation)."""
+    from pycocotools.coco import COCO  # imported here: only COCO users need it
+
+    check_on_error(on_error)
+    annotation_file, images_dir = Path(annotation_file), Path(images_dir)
+    if not annotation_file.is_file():
+        raise DatasetError(f"{annotation_file}: COCO annotation file not found")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+            coco = COCO(str(annotation_file))
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DatasetError(f"{annotation_file}: not a COCO instances file: {err}") from None
+    category_ids = sorted(coco.getCatIds())
+    classes = tuple(coco.loadCats(cid)[0]["name"] for cid in category_ids)
+    contiguous = {cid: k + 1 for k, cid in enumerate(category_ids)}
+    records = []
+    for image_id in sorted(coco.getImgIds()):
+        info = coco.loadImgs(image_id)[0]
+        width, height = int(info["width"]), int(info["height"])
+        boxes, labels = [], []
+        for ann in coco.loadAnns(coco.getAnnIds(imgIds=image_id, iscrowd=None)):
+            if ann.get("iscrowd", 0):
+                continue
+            x, y, w, h = (float(v) for v in ann["bbox"])
+            x1, y1 = max(0.0, x), max(0.0, y)
+            x2 = min(width - 1.0, x1 + max(0.0, w - 1))
+            y2 = min(height - 1.0, y1 + max(0.0, h - 1))
+            if ann.get("area", 1) > 0 and x2 >= x1 and y2 >= y1:
+                boxes.append((x1, y1, x2, y2))
+                labels.append(contiguous[ann["category_id"]])
+        image_path = images_dir / info["file_name"]
+        if not image_path.is_file():
+            handle_error(DatasetError(f"{annotation_file}: image {image_path} (id {image_id}) "
+                                      "not found"), on_error)
+            continue
+        records.append(ImageRecord.create(image_id, image_path, width, height,
+                                          np.array(boxes).reshape(-1, 4), labels))
+    return Dataset(name or annotation_file.stem, classes, tuple(records),
+                   {"category_ids": category_ids, "annotation_file": str(annotation_file)})

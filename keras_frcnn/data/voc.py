@@ -1,0 +1,147 @@
+"""PASCAL VOC annotations: devkit layout or any folder of VOC XML files.
+
+VOC XML boxes are 1-based inclusive; records hold them 0-based (subtract 1).
+``difficult`` objects are kept, flagged; whether training uses them is the
+RoI database's ``use_difficult`` option (the release trains without them).
+"""
+
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import numpy as np
+
+from keras_frcnn.boxes import invalid_box_reason
+from keras_frcnn.data.records import (
+    Dataset,
+    DatasetError,
+    ImageRecord,
+    check_on_error,
+    handle_error,
+)
+
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def _text(element, path, xml_path):
+    node = element.find(path)
+    if node is None or node.text is None or not node.text.strip():
+        raise DatasetError(f"{xml_path}: missing <{path}>")
+    return node.text.strip()
+
+
+def _number(element, path, xml_path):
+    text = _text(element, path, xml_path)
+    try:
+        return float(text)
+    except ValueError:
+        raise DatasetError(f"{xml_path}: <{path}> is not a number: {text!r}") from None
+
+
+def _image_path(xml_root, xml_path, images_dir, image_id):
+    """The image file: <filename> in images_dir if present, else <id>.<suffix>."""
+    images_dir = Path(images_dir)
+    name = xml_root.findtext("filename")
+    candidates = ([images_dir / name.strip()] if name and name.strip() else []) + [
+        images_dir / f"{image_id}{suffix}" for suffix in IMAGE_SUFFIXES]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise DatasetError(f"{xml_path}: image not found (looked for "
+                       f"{', '.join(str(c) for c in candidates[:2])})")
+
+
+def parse_voc_xml(xml_path, images_dir, classes=VOC_CLASSES, allow_empty=False):
+    """One VOC XML file -> ImageRecord (0-based boxes). Raises DatasetError naming the file."""
+    xml_path = Path(xml_path)
+    try:
+        root = ElementTree.parse(xml_path).getroot()
+    except (ElementTree.ParseError, OSError) as err:
+        raise DatasetError(f"{xml_path}: cannot read the annotation: {err}") from None
+    image_id = xml_path.stem
+    width = int(_number(root, "size/width", xml_path))
+    height = int(_number(root, "size/height", xml_path))
+    if width <= 0 or height <= 0:
+        raise DatasetError(f"{xml_path}: image size {width}x{height} is not positive")
+    class_index = {name: k + 1 for k, name in enumerate(classes)}
+    boxes, labels, difficult = [], [], []
+    for obj in root.findall("object"):
+        name = _text(obj, "name", xml_path)
+        if name not in class_index:
+            raise DatasetError(f"{xml_path}: unknown class {name!r}; the class list is "
+                               f"{list(classes)}")
+        box = [_number(obj, f"bndbox/{k}", xml_path) - 1 for k in ("xmin", "ymin", "xmax", "ymax")]
+        reason = invalid_box_reason(box, width, height)
+        if reason is not None:
+            raise DatasetError(f"{xml_path}: object {len(boxes)} ({name}) box "
+                               f"{[v + 1 for v in box]} (1-based) {reason}")
+        boxes.append(box)
+        labels.append(class_index[name])
+        difficult.append(obj.findtext("difficult", "0").strip() == "1")
+    if not boxes and not allow_empty:
+        raise DatasetError(f"{xml_path}: no <object> in the annotation")
+    image_path = _image_path(root, xml_path, images_dir, image_id)
+    return ImageRecord.create(image_id, image_path, width, height, boxes, labels, difficult)
+
+
+def load_voc_folder(annotations_dir, images_dir, classes=VOC_CLASSES, ids=None, name=None,
+                    on_error="raise", allow_empty=False):
+    """Every ``<id>.xml`` of a folder (or the given ids, in order) -> Dataset.
+
+    on_error="skip" logs a warning and drops a bad record instead of raising.
+    """
+    check_on_error(on_error)
+    annotations_dir = Path(annotations_dir)
+    if not annotations_dir.is_dir():
+        raise DatasetError(f"{annotations_dir}: annotation folder not found")
+    if ids is None:
+        ids = sorted(p.stem for p in annotations_dir.glob("*.xml"))
+    records = []
+    for image_id in ids:
+        try:
+            records.append(parse_voc_xml(annotations_dir / f"{image_id}.xml", images_dir,
+                                         classes, allow_empty))
+        except DatasetError as err:
+            handle_error(err, on_error)
+    return Dataset(name or annotations_dir.parent.name, tuple(classes), tuple(records))
+
+
+def load_voc(root, split, classes=VOC_CLASSES, on_error="raise", allow_empty=False):
+    """A split of a devkit-layout VOC year, e.g. ``load_voc("VOCdevkit/VOC2007", "trainval")``.
+
+    Reads ImageSets/Main/<split>.txt, Annotations/<id>.xml and JPEGImages/<id>.jpg.
+    """
+    root = Path(root)
+    split_file = root / "ImageSets" / "Main" / f"{split}.txt"
+    if not split_file.is_file():
+        raise DatasetError(f"{split_file}: split file not found (is {root} a VOC year folder "
+                           "such as VOCdevkit/VOC2007?)")
+    ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+    dataset = load_voc_folder(root / "Annotations", root / "JPEGImages", classes, ids,
+                              f"{root.name}_{split}", on_error, allow_empty)
+    return dataset
+
+
+def write_voc_xml(path, record, classes):
+    """Writes a record as VOC XML (1-based boxes), atomically."""
+    root = ElementTree.Element("annotation")
+    ElementTree.SubElement(root, "filename").text = Path(record.image_path).name
+    size = ElementTree.SubElement(root, "size")
+    ElementTree.SubElement(size, "width").text = str(record.width)
+    ElementTree.SubElement(size, "height").text = str(record.height)
+    ElementTree.SubElement(size, "depth").text = "3"
+    for box, label, difficult in zip(record.boxes, record.classes, record.difficult):
+        obj = ElementTree.SubElement(root, "object")
+        ElementTree.SubElement(obj, "name").text = classes[label - 1]
+        ElementTree.SubElement(obj, "difficult").text = str(int(difficult))
+        bndbox = ElementTree.SubElement(obj, "bndbox")
+        for key, value in zip(("xmin", "ymin", "xmax", "ymax"), np.asarray(box) + 1):
+            ElementTree.SubElement(bndbox, key).text = f"{value:g}"
+    path = Path(path)
+    tmp = path.with_suffix(".xml.tmp")
+    ElementTree.ElementTree(root).write(tmp)
+    tmp.replace(path)

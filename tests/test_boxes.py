@@ -1,0 +1,53 @@
+"""Box arithmetic: +1 convention, IoU, targets, decoding, flips."""
+
+import numpy as np
+import pytest
+
+from keras_frcnn import boxes
+
+
+def test_areas_and_iou_use_inclusive_pixels():
+    a = np.array([[0, 0, 9, 9]])  # 10 x 10 = 100 pixels
+    b = np.array([[5, 5, 14, 14], [10, 0, 19, 9], [0, 0, 0, 0]])
+    assert boxes.areas(a)[0] == 100 and boxes.areas(b)[2] == 1
+    # overlap 5 x 5 = 25, union 100 + 100 - 25 = 175; touching boxes share nothing.
+    np.testing.assert_allclose(boxes.iou_matrix(a, b), [[25 / 175, 0.0, 1 / 100]])
+    assert boxes.iou_matrix(a, a)[0, 0] == 1.0
+    assert boxes.iou_matrix(np.zeros((0, 4)), a).shape == (0, 1)
+
+
+def test_encode_hand_worked():
+    roi = [[0, 0, 9, 19]]  # w 10, h 20, centre (5, 10)
+    gt = [[5, 0, 24, 19]]  # w 20, h 20, centre (15, 10)
+    np.testing.assert_allclose(boxes.encode(roi, gt), [[1.0, 0.0, np.log(2), 0.0]])
+
+
+def test_decode_inverts_encode(rng):
+    xy = rng.uniform(0, 500, size=(200, 2))
+    rois = np.concatenate([xy, xy + rng.uniform(0, 300, size=(200, 2))], 1)
+    gt_xy = xy + rng.normal(0, 20, (200, 2))
+    gt = np.concatenate([gt_xy, gt_xy + rng.uniform(0, 300, size=(200, 2))], 1)
+    np.testing.assert_allclose(boxes.decode(rois, boxes.encode(rois, gt)), gt, atol=1e-9)
+    # Per-class layout [n, 4K]: class k uses columns 4k..4k+3.
+    deltas = np.concatenate([np.zeros((200, 4)), boxes.encode(rois, gt)], 1)
+    np.testing.assert_allclose(boxes.decode(rois, deltas)[:, 4:], gt, atol=1e-9)
+    np.testing.assert_allclose(boxes.decode(rois, deltas)[:, :4], rois, atol=1e-9)
+
+
+def test_encode_refuses_degenerate_boxes():
+    with pytest.raises(ValueError, match="x2 >= x1"):
+        boxes.encode([[5, 5, 3, 9]], [[0, 0, 9, 9]])
+
+
+def test_flip_and_clip():
+    flipped = boxes.flip_horizontally(np.array([[0, 1, 9, 5], [90, 0, 99, 9]]), width=100)
+    np.testing.assert_array_equal(flipped, [[90, 1, 99, 5], [0, 0, 9, 9]])
+    np.testing.assert_array_equal(boxes.flip_horizontally(flipped, 100), [[0, 1, 9, 5], [90, 0, 99, 9]])
+    np.testing.assert_array_equal(boxes.clip(np.array([[-5, -1, 120, 50]]), 100, 40), [[0, 0, 99, 39]])
+
+
+def test_invalid_box_reasons():
+    assert boxes.invalid_box_reason([0, 0, 99, 39], 100, 40) is None
+    assert "x2 < x1" in boxes.invalid_box_reason([5, 0, 4, 9], 100, 40)
+    assert "outside" in boxes.invalid_box_reason([0, 0, 100, 9], 100, 40)
+    assert "non-finite" in boxes.invalid_box_reason([0, np.nan, 5, 9], 100, 40)
