@@ -1,0 +1,154 @@
+"""Selective search with OpenCV (``cv2.ximgproc.segmentation``), cached on disk.
+
+Each image's proposals are cached as ``<cache>/<method key>/<image digest>.npz``:
+the method key hashes the mode, the parameters and the OpenCV version, the
+image digest hashes the file's bytes, so a changed image or setting is never
+served stale results. Entries are written to a temporary name and renamed, so
+an interrupted run leaves only complete entries and the next run resumes where
+it stopped. Images are processed in spawned worker processes (one OpenCV
+thread each) with a progress bar.
+"""
+
+import concurrent.futures
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from keras_frcnn.data.records import DatasetError
+
+logger = logging.getLogger("keras_frcnn.proposals")
+MODES = ("fast", "quality")
+
+
+def read_image_bgr(path):
+    """Decodes an image file (BGR uint8); DatasetError naming the file if it cannot."""
+    data = np.fromfile(str(path), np.uint8) if Path(path).is_file() else None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
+    if image is None:
+        raise DatasetError(f"{path}: missing or not a decodable image")
+    return image
+
+
+def selective_search(image_bgr, mode="fast"):
+    """Selective search proposals of one image: [n, 4] float32 0-based (x1, y1, x2, y2),
+    in OpenCV's ranking order."""
+    if mode not in MODES:
+        raise ValueError(f"selective search mode must be one of {MODES}, got {mode!r}")
+    search = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
+    search.setBaseImage(image_bgr)
+    if mode == "fast":
+        search.switchToSelectiveSearchFast()
+    else:
+        search.switchToSelectiveSearchQuality()
+    rects = np.asarray(search.process(), np.float32).reshape(-1, 4)  # x, y, w, h
+    return np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:] - 1], axis=1)
+
+
+def method_key(mode):
+    """Digest of everything besides the image that determines the output."""
+    settings = {"method": "opencv_selective_search", "mode": mode, "opencv": cv2.__version__}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def image_digest(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+class ProposalCache:
+    """One folder of ``.npz`` files, one per image digest."""
+
+    def __init__(self, directory):
+        self.directory = Path(directory)
+
+    def path(self, digest):
+        return self.directory / f"{digest}.npz"
+
+    def load(self, digest):
+        """The cached boxes, or None (missing or unreadable entries are recomputed)."""
+        path = self.path(digest)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return data["boxes"].astype(np.float32)
+        except (OSError, ValueError, KeyError) as err:
+            logger.warning("recomputing unreadable proposal cache entry %s: %s", path, err)
+            return None
+
+    def save(self, digest, boxes):
+        """Writes atomically: a temporary file in the same folder, then a rename."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".npz.tmp", dir=self.directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, boxes=np.asarray(boxes, np.float32))
+            os.replace(tmp, self.path(digest))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _worker_init():
+    cv2.setNumThreads(1)
+
+
+def _compute_one(path, mode):
+    return selective_search(read_image_bgr(path), mode)
+
+
+def compute_selective_search(image_paths, cache_dir, mode="fast", workers=None, progress=True):
+    """Selective search for many images, cached; returns a list of [n, 4] arrays.
+
+    Args:
+      image_paths: image files.
+      cache_dir: root of the proposal cache.
+      mode: "fast" or "quality" (OpenCV's two strategies).
+      workers: processes (default: all cores); 0 computes in this process.
+      progress: show a tqdm progress bar.
+    """
+    if mode not in MODES:
+        raise ValueError(f"selective search mode must be one of {MODES}, got {mode!r}")
+    cache = ProposalCache(Path(cache_dir) / method_key(mode))
+    paths = [Path(p) for p in image_paths]
+    for path in paths:
+        if not path.is_file():
+            raise DatasetError(f"{path}: image not found")
+    digests = [image_digest(p) for p in paths]
+    results = [cache.load(d) for d in digests]
+    todo = [k for k, r in enumerate(results) if r is None]
+    bar = None
+    if progress and todo:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc=f"selective search ({mode})", unit="image")
+    workers = os.cpu_count() if workers is None else workers
+    try:
+        if workers == 0 or len(todo) <= 1:
+            for k in todo:
+                results[k] = _finish(cache, digests[k], _compute_one(paths[k], mode), bar)
+        else:
+            context = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
+                                                        initializer=_worker_init) as pool:
+                futures = {pool.submit(_compute_one, paths[k], mode): k for k in todo}
+                for future in concurrent.futures.as_completed(futures):
+                    k = futures[future]
+                    results[k] = _finish(cache, digests[k], future.result(), bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    return results
+
+
+def _finish(cache, digest, boxes, bar):
+    cache.save(digest, boxes)
+    if bar is not None:
+        bar.update(1)
+    return boxes

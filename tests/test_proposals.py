@@ -1,0 +1,144 @@
+"""Proposals: release .mat files, filtering, dense boxes, cached selective search."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+
+from keras_frcnn.data.records import DatasetError
+from keras_frcnn.proposals import dense, mat, postprocess, selective_search
+from tests.data.fixtures import write_image
+
+SHARED_DEMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "fast_rcnn_demo" / "fast-rcnn"
+
+
+def test_dataset_mat_converts_yxyx_one_based(tmp_path):
+    cells = np.empty((1, 2), dtype=object)
+    cells[0, 0] = np.array([[1, 2, 10, 20], [5, 5, 5, 5]], np.uint16)  # (y1, x1, y2, x2) 1-based
+    cells[0, 1] = np.zeros((0, 4), np.uint16)
+    images = np.empty((2, 1), dtype=object)
+    images[0, 0], images[1, 0] = np.array(["000005"]), np.array(["000007"])
+    scipy.io.savemat(tmp_path / "voc_2007_test.mat", {"boxes": cells, "images": images})
+    boxes = mat.load_dataset_boxes(tmp_path / "voc_2007_test.mat")
+    assert list(boxes) == ["000005", "000007"]
+    np.testing.assert_array_equal(boxes["000005"], [[1, 0, 19, 9], [4, 4, 4, 4]])
+    assert boxes["000007"].shape == (0, 4)
+    # Without an 'images' key the ids come from the caller, counts must match.
+    scipy.io.savemat(tmp_path / "noids.mat", {"boxes": cells})
+    assert list(mat.load_dataset_boxes(tmp_path / "noids.mat", ["a", "b"])) == ["a", "b"]
+    with pytest.raises(DatasetError, match="2 box arrays for 3 image ids"):
+        mat.load_dataset_boxes(tmp_path / "noids.mat", ["a", "b", "c"])
+
+
+def test_demo_mat_is_already_zero_based(tmp_path):
+    scipy.io.savemat(tmp_path / "x_boxes.mat", {"boxes": np.array([[0, 1, 9, 19]], np.uint16)})
+    np.testing.assert_array_equal(mat.load_demo_boxes(tmp_path / "x_boxes.mat"), [[0, 1, 9, 19]])
+
+
+@pytest.mark.skipif(not SHARED_DEMO.is_dir(), reason="../shared/data/fast_rcnn_demo not present")
+def test_release_demo_files():
+    from PIL import Image
+
+    for image_id in ("000004", "001551"):
+        boxes = mat.load_demo_boxes(SHARED_DEMO / f"{image_id}_boxes.mat")
+        width, height = Image.open(SHARED_DEMO / f"{image_id}.jpg").size
+        assert len(boxes) > 1000
+        assert boxes[:, 0].min() == 0 and boxes[:, 2].max() == width - 1
+        assert boxes[:, 3].max() == height - 1 and (boxes[:, 2:] >= boxes[:, :2]).all()
+
+
+def test_bad_mat_files(tmp_path):
+    scipy.io.savemat(tmp_path / "wrong_key.mat", {"rects": np.zeros((3, 4))})
+    with pytest.raises(DatasetError, match="no 'boxes' key .*'rects'"):
+        mat.load_demo_boxes(tmp_path / "wrong_key.mat")
+    scipy.io.savemat(tmp_path / "wrong_shape.mat", {"boxes": np.zeros((3, 5))})
+    with pytest.raises(DatasetError, match=r"shape \(3, 5\), expected \[n, 4\]"):
+        mat.load_demo_boxes(tmp_path / "wrong_shape.mat")
+    (tmp_path / "garbage.mat").write_bytes(b"not a mat file at all")
+    with pytest.raises(DatasetError, match="garbage.mat"):
+        mat.load_demo_boxes(tmp_path / "garbage.mat")
+    with pytest.raises(DatasetError, match="not found"):
+        mat.load_demo_boxes(tmp_path / "missing.mat")
+
+
+def test_postprocess_clips_dedups_filters_and_keeps_order():
+    boxes = np.array([
+        [10, 10, 50, 50],
+        [-5, -5, 20, 20],     # clipped to (0, 0, 20, 20)
+        [10.2, 9.8, 50, 50],  # duplicate of the first after rounding
+        [30, 30, 30.5, 60],   # 1.5 pixels wide: too small
+        [0, 0, 20, 20],       # duplicate of the clipped second
+        [60, 0, 99, 39],
+    ], np.float32)
+    out = postprocess.postprocess(boxes, width=100, height=80)
+    np.testing.assert_array_equal(out, [[10, 10, 50, 50], [0, 0, 20, 20], [60, 0, 99, 39]])
+    assert len(postprocess.postprocess(boxes, 100, 80, top_k=2)) == 2
+
+
+def test_dense_boxes_cover_scales_ratios_and_edges():
+    boxes = dense.dense_boxes(500, 375)
+    assert 40_000 < len(boxes) < 50_000  # the paper: about 45k per image
+    w = boxes[:, 2] - boxes[:, 0] + 1
+    h = boxes[:, 3] - boxes[:, 1] + 1
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 499).all() and (boxes[:, 3] <= 374).all()
+    assert set(np.round(h / w, 1)) == {0.5, 1.0, 2.0}
+    assert (boxes[:, 2] == 499).any() and (boxes[:, 3] == 374).any()  # flush with the edges
+    assert len(dense.dense_boxes(20, 20)) == 0  # nothing fits
+
+
+def synthetic_image(path, seed):
+    rng = np.random.default_rng(seed)
+    image = np.full((96, 128, 3), 40, np.uint8)
+    for _ in range(4):
+        x, y = rng.integers(0, 100), rng.integers(0, 70)
+        image[y:y + 24, x:x + 24] = rng.integers(0, 255, 3)
+    from PIL import Image
+
+    Image.fromarray(image).save(path)
+
+
+def test_selective_search_is_cached_and_resumable(tmp_path):
+    paths = []
+    for k in range(3):
+        paths.append(tmp_path / f"im{k}.png")
+        synthetic_image(paths[-1], k)
+    cache_dir = tmp_path / "cache"
+    first = selective_search.compute_selective_search(paths[:2], cache_dir, workers=2,
+                                                      progress=False)
+    entries = sorted((cache_dir).rglob("*.npz"))
+    assert len(entries) == 2 and not list(cache_dir.rglob("*.tmp"))
+    for boxes, path in zip(first, paths):
+        assert len(boxes) > 0 and (boxes[:, 2:] >= boxes[:, :2]).all()
+        assert (boxes[:, 2] <= 127).all() and (boxes[:, 3] <= 95).all()
+    stamps = [e.stat().st_mtime_ns for e in entries]
+    # A later run with one more image computes only that one.
+    again = selective_search.compute_selective_search(paths, cache_dir, workers=0, progress=False)
+    assert [e.stat().st_mtime_ns for e in entries] == stamps
+    assert len(list(cache_dir.rglob("*.npz"))) == 3
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    # The same image under another name hits the cache (keyed by content).
+    shutil.copy(paths[0], tmp_path / "copy.png")
+    copy = selective_search.compute_selective_search([tmp_path / "copy.png"], cache_dir,
+                                                     workers=0, progress=False)
+    np.testing.assert_array_equal(copy[0], first[0])
+    assert len(list(cache_dir.rglob("*.npz"))) == 3
+    # A corrupt cache entry is recomputed, not trusted.
+    entries[0].write_bytes(b"garbage")
+    fixed = selective_search.compute_selective_search(paths[:2], cache_dir, workers=0,
+                                                      progress=False)
+    np.testing.assert_array_equal(sorted(map(len, fixed)), sorted(map(len, first)))
+
+
+def test_selective_search_bad_inputs(tmp_path):
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not an image")
+    with pytest.raises(DatasetError, match="broken.jpg"):
+        selective_search.compute_selective_search([tmp_path / "broken.jpg"], tmp_path / "c",
+                                                  workers=0, progress=False)
+    with pytest.raises(DatasetError, match="image not found"):
+        selective_search.compute_selective_search([tmp_path / "nope.jpg"], tmp_path / "c",
+                                                  workers=0, progress=False)
+    with pytest.raises(ValueError, match="mode"):
+        selective_search.selective_search(np.zeros((8, 8, 3), np.uint8), "slow")
