@@ -12,3 +12,12 @@ import pytest  # noqa: E402
 def rng():
     """A numpy Generator with a fixed seed per test."""
     return np.random.default_rng(20150413)
+
+
+def pytest_configure(config):
+    """Two logical CPU devices, so tf.distribute tests can run on one CPU."""
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])

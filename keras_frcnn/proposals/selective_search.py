@@ -15,6 +15,7 @@ import json
 import logging
 import multiprocessing
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -95,6 +96,12 @@ class ProposalCache:
             raise
 
 
+def _worker_context():
+    """fork when TensorFlow is not loaded here (fast, no re-import of __main__);
+    spawn otherwise, since forking a process with TensorFlow's threads is unsafe."""
+    return multiprocessing.get_context("spawn" if "tensorflow" in sys.modules else "fork")
+
+
 def _worker_init():
     cv2.setNumThreads(1)
 
@@ -134,13 +141,20 @@ def compute_selective_search(image_paths, cache_dir, mode="fast", workers=None, 
             for k in todo:
                 results[k] = _finish(cache, digests[k], _compute_one(paths[k], mode), bar)
         else:
-            context = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
+            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=_worker_context(),
                                                         initializer=_worker_init) as pool:
                 futures = {pool.submit(_compute_one, paths[k], mode): k for k in todo}
                 for future in concurrent.futures.as_completed(futures):
                     k = futures[future]
-                    results[k] = _finish(cache, digests[k], future.result(), bar)
+                    try:
+                        boxes = future.result()
+                    except concurrent.futures.process.BrokenProcessPool as err:
+                        raise RuntimeError(
+                            "selective-search worker processes died. A script that starts "
+                            "them after importing TensorFlow must guard its entry point with "
+                            "`if __name__ == '__main__':` (they are spawned and re-import "
+                            "it); or pass workers=0.") from err
+                    results[k] = _finish(cache, digests[k], boxes, bar)
     finally:
         if bar is not None:
             bar.close()

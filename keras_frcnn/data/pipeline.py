@@ -1,0 +1,120 @@
+"""The training input pipeline (tf.data), deterministic given a seed.
+
+Each element is one minibatch of N images and R RoIs:
+
+    ({"images": [N, H, W, 3] float32,    scaled, preprocessed, zero-padded
+      "rois":   [R, 5] float32},         (batch_index, x1, y1, x2, y2), scaled pixels
+     {"labels": [R] int32,               0 = background
+      "bbox_targets": [R, 4] float32,    normalised, for the label's class
+      "bbox_weights": [R] float32,       1 on foreground rows
+      "sample_weights": [R] float32})    0 on padding rows (see sampling.py)
+
+Order and randomness: epoch e visits the images in the permutation drawn from
+(seed, e); the image at position p of epoch e is flipped, scaled and sampled
+with a generator seeded by (seed, e, p). Elements are produced in parallel but
+in order, so a run is reproducible regardless of the number of threads.
+Under tf.distribute, pass the InputContext (``distribute_datasets_from_function``):
+each input pipeline takes every k-th image of the stream and builds batches of
+the per-replica size.
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from keras_frcnn.data import transforms
+from keras_frcnn.data.sampling import SamplingConfig, sample_rois
+from keras_frcnn.proposals.selective_search import read_image_bgr
+
+MULTI_SCALES = (480, 576, 688, 864, 1200)
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """Release defaults: shortest side 600 (cap 1000), flip with p = 0.5, Caffe means.
+
+    Multi-scale training: scales=MULTI_SCALES, max_size=2000.
+    """
+
+    scales: tuple = (600,)
+    max_size: int = 1000
+    flip: bool = True
+    preprocessing: str = "caffe"
+    seed: int = 0
+
+
+def load_example(entry, rng, sampling, config, stats):
+    """One image of a minibatch, in numpy: (image, rois, labels, targets, bbox_w, sample_w)."""
+    flipped = bool(config.flip and rng.random() < 0.5)
+    target_size = config.scales[rng.integers(len(config.scales))]
+    sample = sample_rois(entry, rng, sampling, stats, flipped=flipped)
+    image = read_image_bgr(entry.record.image_path)
+    if image.shape[:2] != (entry.record.height, entry.record.width):
+        raise ValueError(f"{entry.record.image_path}: image is {image.shape[1]}x{image.shape[0]} "
+                         f"but its annotation says {entry.record.width}x{entry.record.height}")
+    if flipped:
+        image = image[:, ::-1]
+    scale = transforms.image_scale(image.shape[0], image.shape[1], target_size, config.max_size)
+    image = transforms.preprocess(transforms.resize(np.ascontiguousarray(image), scale),
+                                  config.preprocessing)
+    return (image, (sample.rois * scale).astype(np.float32), sample.labels, sample.targets,
+            sample.target_weights, sample.sample_weights)
+
+
+def element_seeds(num_images, seed, shard=0, num_shards=1):
+    """Endless (image index, element seed) stream: epoch permutations, sharded."""
+    epoch = 0
+    while True:
+        order = np.random.default_rng([seed, epoch]).permutation(num_images)
+        for position in range(shard, num_images, num_shards):
+            yield int(order[position]), int(np.random.SeedSequence(
+                [seed, epoch, position]).generate_state(1)[0])
+        epoch += 1
+
+
+def training_dataset(roidb, stats, sampling=SamplingConfig(), config=PipelineConfig(),
+                     input_context=None):
+    """An endless tf.data.Dataset of minibatches (see the module docstring)."""
+    if config.preprocessing not in transforms.PREPROCESSING:
+        raise ValueError(f"preprocessing must be one of {transforms.PREPROCESSING}, "
+                         f"got {config.preprocessing!r}")
+    shard, num_shards = 0, 1
+    images_per_batch = sampling.images_per_batch
+    if input_context is not None:
+        shard, num_shards = input_context.input_pipeline_id, input_context.num_input_pipelines
+        images_per_batch = input_context.get_per_replica_batch_size(images_per_batch)
+        sampling = dataclasses.replace(
+            sampling, images_per_batch=images_per_batch,
+            rois_per_batch=sampling.rois_per_image * images_per_batch)
+    per_image = sampling.rois_per_image
+
+    def load(index, element_seed):
+        rng = np.random.default_rng(int(element_seed))
+        return load_example(roidb[int(index)], rng, sampling, config, stats)
+
+    def load_tf(index, element_seed):
+        out = tf.numpy_function(load, [index, element_seed],
+                                [tf.float32, tf.float32, tf.int32, tf.float32, tf.float32,
+                                 tf.float32], stateful=False)
+        shapes = ([None, None, 3], [per_image, 4], [per_image], [per_image, 4], [per_image],
+                  [per_image])
+        return tuple(tf.ensure_shape(t, s) for t, s in zip(out, shapes))
+
+    def assemble(images, rois, labels, targets, bbox_weights, sample_weights):
+        n = tf.shape(rois)[0]
+        batch_index = tf.repeat(tf.cast(tf.range(n), tf.float32), per_image)[:, None]
+        rois = tf.concat([batch_index, tf.reshape(rois, [-1, 4])], axis=1)
+        return ({"images": images, "rois": rois},
+                {"labels": tf.reshape(labels, [-1]),
+                 "bbox_targets": tf.reshape(targets, [-1, 4]),
+                 "bbox_weights": tf.reshape(bbox_weights, [-1]),
+                 "sample_weights": tf.reshape(sample_weights, [-1])})
+
+    seeds = tf.data.Dataset.from_generator(
+        lambda: element_seeds(len(roidb), config.seed, shard, num_shards),
+        output_signature=(tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)))
+    dataset = seeds.map(load_tf, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.padded_batch(images_per_batch, drop_remainder=True)
+    dataset = dataset.map(assemble, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,105 @@
+"""Hierarchical sampling of RoIs (paper section 2.3; the release's _sample_rois).
+
+A minibatch holds N images and R RoIs, R / N from each image: up to
+``fg_fraction`` of them foreground (max IoU >= fg_threshold) and the rest
+background (max IoU in [bg_threshold_lo, bg_threshold_hi)), each drawn
+without replacement. Ground-truth boxes are candidates like any proposal
+(IoU 1 with themselves).
+
+Static shapes: when an image has too few candidates (the release then
+returns a shorter minibatch), the remaining rows are *padding*: a 1-pixel box
+at the origin with label 0, zero regression weight and zero sample weight, so
+they contribute nothing to either loss term; the losses are normalised by the
+number of real RoIs (the sum of sample weights), not by R.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from keras_frcnn.boxes import flip_horizontally
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    """Release defaults: 2 images x 64 RoIs, 25 % foreground, bg IoU in [0.1, 0.5)."""
+
+    images_per_batch: int = 2
+    rois_per_batch: int = 128
+    fg_fraction: float = 0.25
+    fg_threshold: float = 0.5
+    bg_threshold_hi: float = 0.5
+    bg_threshold_lo: float = 0.1
+
+    def __post_init__(self):
+        if self.images_per_batch < 1 or self.rois_per_batch % self.images_per_batch:
+            raise ValueError(f"rois_per_batch ({self.rois_per_batch}) must be a positive "
+                             f"multiple of images_per_batch ({self.images_per_batch})")
+        if not 0 <= self.fg_fraction <= 1:
+            raise ValueError(f"fg_fraction must be in [0, 1], got {self.fg_fraction}")
+        if not self.bg_threshold_lo <= self.bg_threshold_hi <= self.fg_threshold:
+            raise ValueError("need bg_threshold_lo <= bg_threshold_hi <= fg_threshold, got "
+                             f"{self.bg_threshold_lo}, {self.bg_threshold_hi}, {self.fg_threshold}")
+
+    @property
+    def rois_per_image(self):
+        return self.rois_per_batch // self.images_per_batch
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ImageSample:
+    """The RoIs drawn from one image, padded to rois_per_image rows."""
+
+    rois: np.ndarray  # [P, 4] float32, image pixels (before scaling)
+    labels: np.ndarray  # [P] int32, 0 = background (and padding)
+    targets: np.ndarray  # [P, 4] float32, normalised, for the label's class
+    target_weights: np.ndarray  # [P] float32: 1 for foreground rows
+    sample_weights: np.ndarray  # [P] float32: 1 for real rows, 0 for padding
+    num_fg: int
+    num_bg: int
+
+
+def sample_rois(entry, rng, config, stats, flipped=False):
+    """Draws one image's RoIs from a RoidbEntry.
+
+    Args:
+      entry: RoidbEntry.
+      rng: numpy Generator (the only source of randomness).
+      config: SamplingConfig.
+      stats: TargetStats used to normalise the targets.
+      flipped: the image is mirrored: RoIs are flipped and tx negated.
+    """
+    per_image = config.rois_per_image
+    fg_candidates = np.flatnonzero(entry.max_overlaps >= config.fg_threshold)
+    bg_candidates = np.flatnonzero((entry.max_overlaps < config.bg_threshold_hi)
+                                   & (entry.max_overlaps >= config.bg_threshold_lo))
+    num_fg = min(int(round(config.fg_fraction * per_image)), len(fg_candidates))
+    num_bg = min(per_image - num_fg, len(bg_candidates))
+    fg = rng.choice(fg_candidates, num_fg, replace=False)
+    bg = rng.choice(bg_candidates, num_bg, replace=False)
+    keep = np.concatenate([fg, bg]).astype(np.int64)
+    num_pad = per_image - len(keep)
+
+    rois = entry.boxes[keep]
+    if flipped:
+        rois = flip_horizontally(rois, entry.record.width)
+    labels = entry.max_classes[keep].copy()
+    labels[num_fg:] = 0
+    raw = entry.targets[keep].astype(np.float64)
+    if flipped:
+        raw[:, 0] = -raw[:, 0]
+    targets = np.where((labels > 0)[:, None], stats.normalize(raw, labels), 0).astype(np.float32)
+
+    def pad(array, value=0):
+        shape = (num_pad,) + array.shape[1:]
+        return np.concatenate([array, np.full(shape, value, array.dtype)])
+
+    return ImageSample(
+        rois=pad(rois.astype(np.float32)),
+        labels=pad(labels.astype(np.int32)),
+        targets=pad(targets),
+        target_weights=pad((labels > 0).astype(np.float32)),
+        sample_weights=pad(np.ones(len(keep), np.float32)),
+        num_fg=num_fg,
+        num_bg=num_bg,
+    )

@@ -1,0 +1,111 @@
+"""Transforms and the tf.data pipeline on a tiny dataset written by the test."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from keras_frcnn.data import transforms
+from keras_frcnn.data.pipeline import PipelineConfig, load_example, training_dataset
+from keras_frcnn.data.records import ImageRecord
+from keras_frcnn.data.roidb import build_entry, target_stats
+from keras_frcnn.data.sampling import SamplingConfig
+
+
+def test_image_scale_hand_worked():
+    assert transforms.image_scale(375, 500, 600, 1000) == 1.6  # short side 600, long 800
+    assert transforms.image_scale(300, 1000, 600, 1000) == 1.0  # long side capped at 1000
+    assert transforms.image_scale(1200, 400, 600, 1000) == pytest.approx(1000 / 1200)
+
+
+def test_preprocessing_modes():
+    bgr = np.array([[[10, 20, 30]]], np.uint8)
+    np.testing.assert_allclose(transforms.preprocess(bgr, "caffe"),
+                               [[[10 - 102.9801, 20 - 115.9465, 30 - 122.7717]]], rtol=1e-6)
+    np.testing.assert_allclose(transforms.preprocess(bgr, "tf"), [[[30 / 127.5 - 1, 20 / 127.5 - 1, 10 / 127.5 - 1]]], rtol=1e-6)
+    np.testing.assert_array_equal(transforms.preprocess(bgr, "none"), [[[30, 20, 10]]])
+    with pytest.raises(ValueError, match="preprocessing"):
+        transforms.preprocess(bgr, "imagenet")
+
+
+def make_roidb(tmp_path, count=4):
+    roidb = []
+    for k in range(count):
+        width, height = 80 + 10 * k, 60
+        pixels = np.zeros((height, width, 3), np.uint8)
+        pixels[:, : width // 2] = 200  # left half bright: shows flips
+        path = tmp_path / f"im{k}.png"
+        Image.fromarray(pixels).save(path)
+        rec = ImageRecord.create(f"im{k}", path, width, height, [[5, 5, 30, 40]], [1])
+        xy = np.random.default_rng(k).uniform(0, 40, size=(60, 2))
+        proposals = np.concatenate([xy, xy + np.random.default_rng(k).uniform(8, 30, (60, 2))], 1)
+        roidb.append(build_entry(rec, np.clip(proposals, 0, [width - 1, height - 1] * 2)))
+    return roidb
+
+
+def test_load_example_scales_and_flips(tmp_path):
+    entry = make_roidb(tmp_path, 1)[0]
+    sampling = SamplingConfig(images_per_batch=1, rois_per_batch=16)
+    config = PipelineConfig(scales=(120,), max_size=1000, preprocessing="none")
+    stats = target_stats([entry], 2)
+    seen = set()
+    for seed in range(12):
+        image, rois, labels, *_ , sample_w = load_example(
+            entry, np.random.default_rng(seed), sampling, config, stats)
+        assert image.shape == (120, 160, 3)  # 60 x 80 scaled by 2
+        real = rois[sample_w > 0]
+        assert (real >= 0).all() and (real[:, 2] <= 159).all() and (real[:, 3] <= 119).all()
+        flipped = image[0, 0, 0] == 0  # the bright half moved to the right
+        seen.add(bool(flipped))
+        gt_rows = real[(labels[sample_w > 0] == 1)]
+        expected = [2 * (80 - 30 - 1), 10, 2 * (80 - 5 - 1), 80] if flipped else [10, 10, 60, 80]
+        assert any(np.allclose(r, expected) for r in gt_rows) or len(gt_rows) < 16
+    assert seen == {True, False}
+
+
+def first_batches(roidb, stats, seed, count=3):
+    config = PipelineConfig(scales=(60, 90), max_size=200, seed=seed)
+    sampling = SamplingConfig(images_per_batch=2, rois_per_batch=32)
+    return [b for _, b in zip(range(count), training_dataset(roidb, stats, sampling, config))]
+
+
+def test_pipeline_shapes_padding_and_determinism(tmp_path):
+    roidb = make_roidb(tmp_path)
+    stats = target_stats(roidb, 2)
+    batches = first_batches(roidb, stats, seed=5)
+    x, y = batches[0]
+    assert x["images"].shape[0] == 2 and x["images"].shape[3] == 3
+    assert x["rois"].shape == (32, 5) and y["labels"].shape == (32,)
+    assert y["bbox_targets"].shape == (32, 4)
+    np.testing.assert_array_equal(x["rois"][:16, 0], 0)
+    np.testing.assert_array_equal(x["rois"][16:, 0], 1)
+    assert float(tf.reduce_sum(y["bbox_weights"])) == float(tf.reduce_sum(
+        tf.cast(y["labels"] > 0, tf.float32)))
+    assert np.all(np.isfinite(y["bbox_targets"].numpy()))
+    again = first_batches(roidb, stats, seed=5)
+    for (xa, ya), (xb, yb) in zip(batches, again):
+        np.testing.assert_array_equal(xa["images"].numpy(), xb["images"].numpy())
+        np.testing.assert_array_equal(xa["rois"].numpy(), xb["rois"].numpy())
+        np.testing.assert_array_equal(ya["labels"].numpy(), yb["labels"].numpy())
+    other = first_batches(roidb, stats, seed=6)
+    assert any(not np.array_equal(a[0]["rois"].numpy(), b[0]["rois"].numpy())
+               for a, b in zip(batches, other))
+
+
+def test_pipeline_under_tf_distribute(tmp_path):
+    cpus = tf.config.list_logical_devices("CPU")
+    if len(cpus) < 2:
+        pytest.skip("needs two logical CPU devices (set before TensorFlow initialises)")
+    roidb = make_roidb(tmp_path)
+    stats = target_stats(roidb, 2)
+    strategy = tf.distribute.MirroredStrategy([d.name for d in cpus[:2]])
+    sampling = SamplingConfig(images_per_batch=2, rois_per_batch=32)
+    config = PipelineConfig(scales=(60,), max_size=200)
+    dist = strategy.distribute_datasets_from_function(
+        lambda ctx: training_dataset(roidb, stats, sampling, config, input_context=ctx))
+    x, y = next(iter(dist))
+    per_replica = strategy.experimental_local_results(x["rois"])
+    assert len(per_replica) == 2
+    for rois in per_replica:
+        assert rois.shape == (16, 5)  # one image and its 16 RoIs per replica
+        np.testing.assert_array_equal(rois[:, 0], 0)

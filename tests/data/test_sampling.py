@@ -1,0 +1,126 @@
+"""RoI database, target statistics and hierarchical sampling, on hand-made boxes."""
+
+import numpy as np
+import pytest
+
+from keras_frcnn.data.records import DatasetError, Dataset, ImageRecord
+from keras_frcnn.data.roidb import TargetStats, build_entry, build_roidb, target_stats
+from keras_frcnn.data.sampling import SamplingConfig, sample_rois
+
+GT = [[0, 0, 9, 9]]  # 10 x 10 = 100 pixels, class 1
+# Proposals with IoUs against GT worked out by hand (+1 areas):
+PROPOSALS = [
+    [0, 0, 9, 4],   # 50 / 100 = 0.5 exactly   -> foreground (>= 0.5)
+    [0, 0, 9, 3],   # 40 / 100 = 0.4           -> background
+    [0, 0, 9, 0],   # 10 / 100 = 0.1 exactly   -> background (>= 0.1)
+    [0, 0, 8, 0],   #  9 / 100 = 0.09          -> neither
+    [50, 50, 60, 60],  # 0                     -> neither
+]
+
+
+def record(boxes=GT, classes=(1,), difficult=None, width=100, height=100):
+    return ImageRecord.create("im", "im.jpg", width, height, boxes, classes, difficult)
+
+
+def unit_stats(num_classes=3):
+    return TargetStats(np.zeros((num_classes, 4)), np.ones((num_classes, 4)))
+
+
+def test_entry_overlaps_classes_and_targets():
+    entry = build_entry(record(), PROPOSALS)
+    np.testing.assert_allclose(entry.max_overlaps, [1.0, 0.5, 0.4, 0.1, 0.09, 0.0])
+    np.testing.assert_array_equal(entry.gt_classes, [1, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(entry.max_classes, [1, 1, 1, 1, 1, 0])
+    # Targets only where IoU >= 0.5: the GT itself (zeros) and the 0.5 box:
+    # P = (0, 0, 9, 4): w 10, h 5, centre (5, 2.5); G centre (5, 5): ty = 2.5 / 5, th = log 2.
+    np.testing.assert_allclose(entry.targets[1], [0, 0.5, 0, np.log(2)], atol=1e-6)
+    np.testing.assert_array_equal(entry.targets[[0, 2, 3, 4, 5]], 0)
+
+
+def test_difficult_gt_only_with_use_difficult():
+    rec = record(boxes=[[0, 0, 9, 9], [20, 20, 29, 29]], classes=(1, 2), difficult=(False, True))
+    assert build_entry(rec, PROPOSALS).num_gt == 1
+    assert build_entry(rec, PROPOSALS, use_difficult=True).num_gt == 2
+
+
+def test_sampling_thresholds_counts_and_padding():
+    entry = build_entry(record(), PROPOSALS)
+    config = SamplingConfig(images_per_batch=1, rois_per_batch=8, fg_fraction=0.25)
+    sample = sample_rois(entry, np.random.default_rng(0), config, unit_stats())
+    # fg candidates: GT (IoU 1) and the 0.5 box; round(0.25 * 8) = 2 -> both.
+    # bg candidates: IoU 0.4 and exactly 0.1; the 0.09 and 0 boxes never.
+    assert (sample.num_fg, sample.num_bg) == (2, 2)
+    assert {tuple(r) for r in sample.rois[:2]} == {(0, 0, 9, 9), (0, 0, 9, 4)}
+    assert {tuple(r) for r in sample.rois[2:4]} == {(0, 0, 9, 3), (0, 0, 9, 0)}
+    np.testing.assert_array_equal(sample.labels, [1, 1, 0, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(sample.target_weights, [1, 1, 0, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(sample.sample_weights, [1, 1, 1, 1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(sample.targets[2:], 0)
+    np.testing.assert_array_equal(sample.rois[4:], 0)  # padding rows
+
+
+def test_sampling_fg_fraction_and_no_replacement(rng):
+    # 40 foreground and 300 background candidates: 16 + 48 of 64, all distinct.
+    xs = rng.uniform(0, 2, size=40)
+    fg = np.stack([xs, xs, xs + 9, xs + 9], 1)
+    bg = np.stack([np.full(300, 5.0), np.zeros(300), np.full(300, 14.0), np.linspace(5, 9, 300)], 1)
+    entry = build_entry(record(width=40, height=40), np.concatenate([fg, bg]))
+    config = SamplingConfig()
+    sample = sample_rois(entry, np.random.default_rng(1), config, unit_stats())
+    assert (sample.num_fg, sample.num_bg) == (16, 48)
+    assert sample.sample_weights.sum() == 64 and sample.target_weights.sum() == 16
+    assert len({tuple(r) for r in sample.rois}) == 64 or len(np.unique(sample.rois, axis=0)) >= 60
+    again = sample_rois(entry, np.random.default_rng(1), config, unit_stats())
+    np.testing.assert_array_equal(sample.rois, again.rois)  # same seed, same draw
+    other = sample_rois(entry, np.random.default_rng(2), config, unit_stats())
+    assert not np.array_equal(sample.rois, other.rois)
+
+
+def test_flipped_sample_mirrors_rois_and_negates_tx():
+    entry = build_entry(record(boxes=[[10, 0, 19, 9]], width=100), [[11, 0, 20, 9]])
+    config = SamplingConfig(images_per_batch=1, rois_per_batch=2, fg_fraction=1.0)
+    plain = sample_rois(entry, np.random.default_rng(0), config, unit_stats())
+    flipped = sample_rois(entry, np.random.default_rng(0), config, unit_stats(), flipped=True)
+    order = np.argsort(plain.rois[:, 0])
+    np.testing.assert_array_equal(plain.rois[order], [[10, 0, 19, 9], [11, 0, 20, 9]])
+    # x1' = W - x2 - 1 = 100 - 20 - 1 = 79 for the shifted box; its tx -0.1 becomes +0.1.
+    shifted = np.flatnonzero(plain.rois[:, 0] == 11)[0]
+    np.testing.assert_array_equal(flipped.rois[shifted], [79, 0, 88, 9])
+    np.testing.assert_allclose(plain.targets[shifted], [-0.1, 0, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(flipped.targets[shifted], [0.1, 0, 0, 0], atol=1e-6)
+
+
+def test_target_statistics_hand_worked():
+    # Class 1 rows with IoU >= 0.5: the GT (targets 0) and a box whose tx is -0.1
+    # (P = (11, 0, 20, 9), G = (10, 0, 19, 9)): mean tx -0.05, std 0.05;
+    # ty, tw, th are all 0: std 0 -> guarded to 1. Class 2 has no rows: mean 0, std 1.
+    rec = record(boxes=[[10, 0, 19, 9]], width=100)
+    roidb = [build_entry(rec, [[11, 0, 20, 9]])]
+    stats = target_stats(roidb, num_classes=3, with_flipped=False)
+    np.testing.assert_allclose(stats.means[1], [-0.05, 0, 0, 0], atol=1e-9)
+    np.testing.assert_allclose(stats.stds[1], [0.05, 1, 1, 1], atol=1e-9)
+    np.testing.assert_array_equal(stats.means[2], 0) and np.testing.assert_array_equal(stats.stds[2], 1)
+    # With the mirrored copies (the release's flipped roidb): mean tx 0, std sqrt(E[tx^2]).
+    flipped = target_stats(roidb, num_classes=3)
+    np.testing.assert_allclose(flipped.means[1], [0, 0, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(flipped.stds[1, 0], np.sqrt(0.01 / 2), atol=1e-9)
+    fixed = target_stats(roidb, 3, mode="fixed")
+    np.testing.assert_array_equal(fixed.stds[1], [0.1, 0.1, 0.2, 0.2])
+    assert TargetStats.from_dict(stats.to_dict()).stds.tolist() == stats.stds.tolist()
+    normalised = stats.normalize(np.array([[-0.1, 0, 0, 0]]), np.array([1]))
+    np.testing.assert_allclose(normalised, [[-1, 0, 0, 0]], atol=1e-6)
+
+
+def test_empty_proposal_set_is_an_error_naming_the_image():
+    dataset = Dataset("d", ("a",), (record(),))
+    with pytest.raises(DatasetError, match="im.jpg: no proposals"):
+        build_roidb(dataset, {"im": np.zeros((0, 4))})
+    with pytest.raises(DatasetError, match="no usable image"):
+        build_roidb(dataset, {}, on_error="skip")
+
+
+def test_sampling_config_validation():
+    with pytest.raises(ValueError, match="multiple of images_per_batch"):
+        SamplingConfig(images_per_batch=3, rois_per_batch=128)
+    with pytest.raises(ValueError, match="bg_threshold_lo"):
+        SamplingConfig(bg_threshold_lo=0.6)
