@@ -24,24 +24,22 @@ intra-op thread, to show the speed-up from TensorFlow's thread pool. Results go 
 import argparse
 import json
 import os
-import platform
-import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+import report
 from keras_frcnn import roi_pool
 
 SHAPES = {"train": (2, 38, 50, 512, 128), "test": (1, 38, 63, 512, 2000)}
 STRIDE = 16
 METHODS = ("custom_op", "composite", "crop_and_resize")
 MODES = ("graph", "eager")
-SECTION_START = "<!-- roi_pool_benchmark:start -->"
-SECTION_END = "<!-- roi_pool_benchmark:end -->"
+SECTION = "roi_pool_benchmark"
+SECTION_START, SECTION_END = report.markers(SECTION)
 
 
 def make_inputs(shape_name, seed=0):
@@ -120,17 +118,6 @@ def measure(methods, repeats, modes=MODES):
     return results
 
 
-def machine_description():
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        model = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
-        cpu = model.group(1) if model else cpu
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, TensorFlow {tf.__version__}")
-
-
 def single_thread_custom_op(repeats):
     """The custom op timed in a child process limited to one intra-op thread."""
     result = subprocess.run(
@@ -147,7 +134,7 @@ def markdown(results, one_thread, repeats):
         SECTION_START,
         "## RoI pooling op",
         "",
-        f"Machine: {machine_description()}. Median of {repeats['train']} (train) and "
+        f"Machine: {report.machine_description()}. Median of {repeats['train']} (train) and "
         f"{repeats['test']} (test) runs after a warm-up, each method in the same process "
         "on the same inputs (`python benchmarks/roi_pool_benchmark.py --output "
         "docs/benchmarks.md`). RoI sides uniform in 5-60 % of the image, spatial scale 1/16, "
@@ -183,20 +170,6 @@ def markdown(results, one_thread, repeats):
     return "\n".join(lines) + "\n"
 
 
-def write_section(path, section):
-    """Replaces the RoI pooling section of a Markdown file (atomically)."""
-    path = Path(path)
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if SECTION_START in text:
-        before, rest = text.split(SECTION_START, 1)
-        text = before + section + rest.split(SECTION_END, 1)[1].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats-train", type=int, default=20)
@@ -218,13 +191,13 @@ def main():
         sys.stdout = sys.__stdout__
         print(json.dumps(results))
         return
-    print(f"Machine: {machine_description()}")
+    print(f"Machine: {report.machine_description()}")
     results = measure(methods, repeats, modes)
     one_thread = single_thread_custom_op(repeats)
     section = markdown(results, one_thread, repeats)
     print(section)
     if args.output:
-        write_section(args.output, section)
+        report.write_section(args.output, section, SECTION)
         print(f"wrote {args.output}")
 
 

@@ -74,8 +74,12 @@ def element_seeds(num_images, seed, shard=0, num_shards=1):
 
 
 def training_dataset(roidb, stats, sampling=SamplingConfig(), config=PipelineConfig(),
-                     input_context=None):
-    """An endless tf.data.Dataset of minibatches (see the module docstring)."""
+                     input_context=None, parallel_calls=tf.data.AUTOTUNE):
+    """An endless tf.data.Dataset of minibatches (see the module docstring).
+
+    parallel_calls: images loaded and sampled concurrently (AUTOTUNE by
+    default; 1 runs them one at a time, for comparison).
+    """
     if config.preprocessing not in transforms.PREPROCESSING:
         raise ValueError(f"preprocessing must be one of {transforms.PREPROCESSING}, "
                          f"got {config.preprocessing!r}")
@@ -114,7 +118,7 @@ def training_dataset(roidb, stats, sampling=SamplingConfig(), config=PipelineCon
     seeds = tf.data.Dataset.from_generator(
         lambda: element_seeds(len(roidb), config.seed, shard, num_shards),
         output_signature=(tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)))
-    dataset = seeds.map(load_tf, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = seeds.map(load_tf, num_parallel_calls=parallel_calls, deterministic=True)
     dataset = dataset.padded_batch(images_per_batch, drop_remainder=True)
     dataset = dataset.map(assemble, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -1,9 +1,11 @@
 """The benchmark's report and Markdown section handling (no timing here)."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 spec = importlib.util.spec_from_file_location("roi_pool_benchmark",
                                               ROOT / "benchmarks" / "roi_pool_benchmark.py")
 bench = importlib.util.module_from_spec(spec)
@@ -32,9 +34,10 @@ def test_write_section_replaces_only_its_own_section(tmp_path):
     path = tmp_path / "benchmarks.md"
     path.write_text("# Benchmarks\n\nintro\n")
     first = f"{bench.SECTION_START}\nold\n{bench.SECTION_END}\n"
-    bench.write_section(path, first)
+    bench.report.write_section(path, first, bench.SECTION)
     path.write_text(path.read_text() + "\n## Other section\nkept\n")
-    bench.write_section(path, f"{bench.SECTION_START}\nnew\n{bench.SECTION_END}\n")
+    bench.report.write_section(path, f"{bench.SECTION_START}\nnew\n{bench.SECTION_END}\n",
+                               bench.SECTION)
     text = path.read_text()
     assert "intro" in text and "kept" in text and "new" in text and "old" not in text
     assert text.count(bench.SECTION_START) == 1

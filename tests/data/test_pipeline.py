@@ -1,5 +1,7 @@
 """Transforms and the tf.data pipeline on a tiny dataset written by the test."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -109,3 +111,13 @@ def test_pipeline_under_tf_distribute(tmp_path):
     for rois in per_replica:
         assert rois.shape == (16, 5)  # one image and its 16 RoIs per replica
         np.testing.assert_array_equal(rois[:, 0], 0)
+
+
+def test_unreadable_image_is_an_error_naming_the_file(tmp_path):
+    roidb = make_roidb(tmp_path, 2)
+    Path(roidb[1].record.image_path).write_bytes(b"\x89PNG truncated")
+    stats = target_stats(roidb, 2)
+    sampling = SamplingConfig(images_per_batch=2, rois_per_batch=8)
+    dataset = training_dataset(roidb, stats, sampling, PipelineConfig(scales=(60,)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="im1.png"):
+        next(iter(dataset))

@@ -1,0 +1,43 @@
+"""Shared by the benchmark scripts: machine description and Markdown sections.
+
+Each script owns one section of docs/benchmarks.md between
+``<!-- NAME:start -->`` and ``<!-- NAME:end -->``; rewriting it leaves the rest
+of the file alone.
+"""
+
+import os
+import platform
+import re
+from pathlib import Path
+
+
+def machine_description():
+    import tensorflow as tf
+
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        model = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
+        cpu = model.group(1) if model else cpu
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, TensorFlow {tf.__version__}")
+
+
+def markers(name):
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def write_section(path, section, name):
+    """Replaces section ``name`` of a Markdown file (appends it if new), atomically."""
+    start, end = markers(name)
+    path = Path(path)
+    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
+    if start in text:
+        before, rest = text.split(start, 1)
+        text = before + section + rest.split(end, 1)[1].lstrip("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

@@ -1,0 +1,43 @@
+"""Precomputes object proposals for a dataset split into the proposal cache.
+
+    python bin/proposals.py --config=configs/demo.py --split=train
+    python bin/proposals.py --config=configs/kangaroo.py \
+        --config.dataset.root=../shared/data/kangaroo --config.proposals.mode=quality
+
+Selective search results are cached per image (keyed by content and method),
+so training and detection later reuse them; an interrupted run resumes.
+"""
+
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config (configs/*.py)",
+                                          lock_config=True)
+_SPLIT = flags.DEFINE_string("split", None, "dataset split (default: the config's train split)")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from keras_frcnn.data.records import DatasetError
+    from keras_frcnn.data.sources import load_dataset
+    from keras_frcnn.proposals.sources import summarize, timed_proposals
+
+    config = _CONFIG.value
+    print(config.dataset, config.proposals, sep="\n")
+    split = _SPLIT.value or config.dataset.train_split
+    try:
+        dataset = load_dataset(config.dataset, split)
+        proposals, seconds = timed_proposals(dataset, config.proposals)
+    except DatasetError as err:
+        sys.exit(f"error: {err}")
+    print(f"{dataset.name}: {summarize(proposals, seconds)}")
+
+
+if __name__ == "__main__":
+    flags.mark_flag_as_required("config")
+    from keras_frcnn import cli
+
+    cli.run(main)

@@ -1,0 +1,54 @@
+"""Shared defaults of the experiment configs in configs/ (ml_collections).
+
+Every key has a one-line comment with its meaning and unit. Experiment files
+start from ``base_config()`` and change what differs; absl flags override any
+key (``--config.sampling.fg_fraction=0.5``) and unknown keys are an error.
+"""
+
+import ml_collections
+
+
+def base_config():
+    config = ml_collections.ConfigDict()
+
+    config.dataset = ml_collections.ConfigDict()
+    config.dataset.kind = "demo"  # demo | voc | voc_folder | coco | images
+    config.dataset.root = ""  # voc: VOCdevkit/VOC2007; voc_folder: folder with annots/ images/
+    config.dataset.annotations = ""  # voc_folder: XML folder; coco: instances JSON
+    config.dataset.images = ""  # voc_folder / coco: image folder
+    config.dataset.classes = ()  # object class names; empty: the dataset's own list
+    config.dataset.train_split = "train"  # split used for training
+    config.dataset.test_split = "test"  # split used for evaluation
+    config.dataset.train_fraction = 0.8  # voc_folder: share of sorted files in "train"
+    config.dataset.use_difficult = False  # train on VOC "difficult" objects too
+    config.dataset.on_error = "raise"  # bad records: raise | skip (with a warning)
+    config.dataset.seed = 0  # demo: generator seed
+    config.dataset.cache_dir = ""  # demo: cache root (default $KERAS_FRCNN_CACHE or ~/.cache)
+
+    config.proposals = ml_collections.ConfigDict()
+    config.proposals.method = "selective_search"  # selective_search | dense | mat | demo_mat
+    config.proposals.mode = "fast"  # selective search strategy: fast | quality
+    config.proposals.cache_dir = ""  # selective search cache (default <cache root>/proposals)
+    config.proposals.workers = 0  # selective search processes (0: one per core)
+    config.proposals.mat_file = ""  # mat: the release's <dataset>.mat
+    config.proposals.mat_has_no_ids = False  # mat: file lacks 'images'; use split order
+    config.proposals.mat_dir = ""  # demo_mat: folder of <id>_boxes.mat
+    config.proposals.min_size = 2  # drop proposals narrower or lower than this (pixels)
+    config.proposals.top_k = 2000  # keep the first k proposals per image (0: all)
+
+    config.sampling = ml_collections.ConfigDict()
+    config.sampling.images_per_batch = 2  # N images per minibatch
+    config.sampling.rois_per_batch = 128  # R RoIs per minibatch (R / N per image)
+    config.sampling.fg_fraction = 0.25  # share of foreground RoIs
+    config.sampling.fg_threshold = 0.5  # IoU at or above: foreground
+    config.sampling.bg_threshold_hi = 0.5  # IoU below: background ...
+    config.sampling.bg_threshold_lo = 0.1  # ... and at or above this
+
+    config.pipeline = ml_collections.ConfigDict()
+    config.pipeline.scales = (600,)  # shortest-side targets (one drawn per image)
+    config.pipeline.max_size = 1000  # cap on the longest side (pixels)
+    config.pipeline.flip = True  # horizontal flip with p = 0.5
+    config.pipeline.preprocessing = "caffe"  # caffe (BGR - means) | tf ([-1, 1] RGB) | none
+    config.pipeline.seed = 0  # order, flips, scales and sampling
+    config.pipeline.target_normalization = "per_class"  # per_class (release) | fixed
+    return config

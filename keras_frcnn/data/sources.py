@@ -1,0 +1,45 @@
+"""Datasets named by a config section (``config.dataset``, see configs/)."""
+
+from pathlib import Path
+
+from keras_frcnn.data import coco, demo, folder, voc
+from keras_frcnn.data.records import DatasetError
+
+KINDS = ("demo", "voc", "voc_folder", "coco", "images")
+
+
+def load_dataset(dataset_config, split):
+    """The Dataset for ``split`` as ``dataset_config`` describes it.
+
+    kinds: "demo" (the embedded synthetic set), "voc" (devkit year folder in
+    ``root``), "voc_folder" (``annotations`` + ``images`` folders, by default
+    ``root``/annots and ``root``/images; the split is
+    the sorted file list cut at ``train_fraction``: "train" before, "test"
+    after), "coco" (``annotations`` JSON + ``images``), "images" (``root``, no
+    annotations).
+    """
+    cfg = dataset_config
+    classes = tuple(cfg.classes) if cfg.get("classes") else None
+    kind = cfg.kind
+    if kind == "demo":
+        return demo.load_demo(split, cfg.get("cache_dir") or None, cfg.get("seed", 0))
+    if kind == "voc":
+        return voc.load_voc(cfg.root, split, classes or voc.VOC_CLASSES, cfg.on_error)
+    if kind == "voc_folder":
+        annotations = Path(cfg.annotations or Path(cfg.root) / "annots")
+        images = Path(cfg.images or Path(cfg.root) / "images")
+        ids = sorted(p.stem for p in annotations.glob("*.xml"))
+        if not ids:
+            raise DatasetError(f"{annotations}: no .xml annotations (set dataset.root, or "
+                               "dataset.annotations and dataset.images)")
+        cut = int(round(len(ids) * cfg.train_fraction))
+        parts = {"train": ids[:cut], "test": ids[cut:], "all": ids}
+        if split not in parts:
+            raise ValueError(f"voc_folder splits are {sorted(parts)}, got {split!r}")
+        return voc.load_voc_folder(annotations, images, classes or voc.VOC_CLASSES, parts[split],
+                                   f"{annotations.parent.name}_{split}", cfg.on_error)
+    if kind == "coco":
+        return coco.load_coco(cfg.annotations, cfg.images, on_error=cfg.on_error)
+    if kind == "images":
+        return folder.load_images(cfg.root, classes or (), on_error=cfg.on_error)
+    raise ValueError(f"dataset.kind must be one of {KINDS}, got {kind!r}")
