@@ -142,3 +142,28 @@ def test_selective_search_bad_inputs(tmp_path):
                                                   workers=0, progress=False)
     with pytest.raises(ValueError, match="mode"):
         selective_search.selective_search(np.zeros((8, 8, 3), np.uint8), "slow")
+
+
+def test_truncated_image_decodes_what_is_there(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    from PIL import Image
+
+    Image.fromarray(rng.integers(0, 255, (60, 80, 3), np.uint8)).save(tmp_path / "full.jpg")
+    data = (tmp_path / "full.jpg").read_bytes()
+    (tmp_path / "half.jpg").write_bytes(data[: len(data) // 2])
+    with caplog.at_level("WARNING", logger="keras_frcnn.proposals"):
+        image = selective_search.read_image_bgr(tmp_path / "half.jpg")
+        selective_search.read_image_bgr(tmp_path / "half.jpg")
+    assert image.shape == (60, 80, 3)
+    assert [r.message for r in caplog.records].count(
+        f"{tmp_path / 'half.jpg'}: truncated or damaged image, decoded what is there") == 1
+
+
+def test_a_bad_image_among_many_stops_the_workers_with_its_name(tmp_path):
+    paths = []
+    for k in range(6):
+        paths.append(tmp_path / f"im{k}.png")
+        synthetic_image(paths[-1], k)
+    (tmp_path / "im3.png").write_bytes(b"garbage, not an image")
+    with pytest.raises(DatasetError, match="im3.png"):
+        selective_search.compute_selective_search(paths, tmp_path / "c", workers=2, progress=False)

@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import cv2
@@ -28,10 +29,38 @@ logger = logging.getLogger("keras_frcnn.proposals")
 MODES = ("fast", "quality")
 
 
+_TRUNCATED_LOCK = threading.Lock()
+_warned_damaged = set()
+
+
+def _decode_damaged(path):
+    """Pillow's decoding of a truncated file (what OpenCV refuses), or None."""
+    from PIL import Image, ImageFile
+
+    with _TRUNCATED_LOCK:  # LOAD_TRUNCATED_IMAGES is global to Pillow
+        previous, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, True
+        try:
+            with Image.open(path) as image:
+                return np.ascontiguousarray(np.asarray(image.convert("RGB"))[..., ::-1])
+        except (OSError, ValueError):
+            return None
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
 def read_image_bgr(path):
-    """Decodes an image file (BGR uint8); DatasetError naming the file if it cannot."""
+    """Decodes an image file (BGR uint8); DatasetError naming the file if it cannot.
+
+    A truncated or damaged file that OpenCV rejects is decoded by Pillow as far
+    as it goes (the missing part is grey), with a warning once per file.
+    """
     data = np.fromfile(str(path), np.uint8) if Path(path).is_file() else None
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
+    if image is None and data is not None and data.size:
+        image = _decode_damaged(path)
+        if image is not None and str(path) not in _warned_damaged:
+            _warned_damaged.add(str(path))
+            logger.warning("%s: truncated or damaged image, decoded what is there", path)
     if image is None:
         raise DatasetError(f"{path}: missing or not a decodable image")
     return image
@@ -141,8 +170,9 @@ def compute_selective_search(image_paths, cache_dir, mode="fast", workers=None, 
             for k in todo:
                 results[k] = _finish(cache, digests[k], _compute_one(paths[k], mode), bar)
         else:
-            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=_worker_context(),
-                                                        initializer=_worker_init) as pool:
+            pool = concurrent.futures.ProcessPoolExecutor(
+                workers, mp_context=_worker_context(), initializer=_worker_init)
+            try:
                 futures = {pool.submit(_compute_one, paths[k], mode): k for k in todo}
                 for future in concurrent.futures.as_completed(futures):
                     k = futures[future]
@@ -155,6 +185,10 @@ def compute_selective_search(image_paths, cache_dir, mode="fast", workers=None, 
                             "`if __name__ == '__main__':` (they are spawned and re-import "
                             "it); or pass workers=0.") from err
                     results[k] = _finish(cache, digests[k], boxes, bar)
+            finally:
+                # On an error, do not wait for the images still queued (they
+                # are computed again on the next run; finished ones are cached).
+                pool.shutdown(wait=True, cancel_futures=True)
     finally:
         if bar is not None:
             bar.close()
