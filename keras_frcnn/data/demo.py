@@ -4,7 +4,7 @@ Generated deterministically from a seed on first use into a cache folder, in
 PASCAL VOC devkit layout (Annotations/, JPEGImages/, ImageSets/Main/), so the
 demo exercises the VOC code path. Five classes that differ by *shape only*:
 every object gets a random colour pair and a random texture (solid, stripes,
-checks, speckle), so colour cannot tell them apart; "disc" and "ring" differ
+checks), so colour cannot tell them apart; "disc" and "ring" differ
 only by the hole. Backgrounds are a colour gradient with noise, line segments
 and dots. Objects may overlap, but a new object is only placed where it leaves
 every earlier object at least MIN_VISIBLE of its area, and each box is the
@@ -28,10 +28,11 @@ from keras_frcnn.data.voc import load_voc, write_voc_xml
 
 DEMO_CLASSES = ("disc", "ring", "square", "triangle", "cross")
 DEFAULT_SPLITS = (("train", 400), ("val", 60), ("test", 120))
-GENERATOR_VERSION = 1  # bump when the drawing changes: new cache folder
+GENERATOR_VERSION = 2  # bump when the drawing changes: new cache folder
 MIN_VISIBLE = 0.6
-MIN_SIZE, MAX_SIZE = 26, 64  # object extent in pixels
-TEXTURES = ("solid", "stripes", "checks", "speckle")
+MIN_SIZE, MAX_SIZE = 32, 72  # object extent in pixels
+TEXTURES = ("solid", "stripes", "checks")
+TEXTURE_WEIGHTS = (0.4, 0.3, 0.3)
 
 
 def default_cache_dir():
@@ -77,20 +78,18 @@ def _texture(rng, shape, background_mean):
     """An [H, W, 3] float texture: two colours far from the local background."""
     while True:
         fg, bg = _colour(rng), _colour(rng)
-        if min(np.linalg.norm(fg - background_mean), np.linalg.norm(bg - background_mean)) > 60:
+        if min(np.linalg.norm(fg - background_mean), np.linalg.norm(bg - background_mean)) > 80:
             break
-    kind = TEXTURES[rng.integers(len(TEXTURES))]
+    kind = TEXTURES[rng.choice(len(TEXTURES), p=TEXTURE_WEIGHTS)]
     yy, xx = np.mgrid[:shape[0], :shape[1]]
-    period = rng.integers(4, 9)
+    period = rng.integers(6, 11)
     if kind == "solid":
         pattern = np.ones(shape, bool)
     elif kind == "stripes":
         theta = rng.uniform(0, np.pi)
         pattern = ((xx * np.cos(theta) + yy * np.sin(theta)) // period) % 2 == 0
-    elif kind == "checks":
+    else:  # checks
         pattern = ((xx // period) + (yy // period)) % 2 == 0
-    else:
-        pattern = rng.random(shape) < 0.6
     return np.where(pattern[..., None], fg, bg)
 
 
@@ -102,13 +101,13 @@ def _background(rng, height, width):
     image = _colour(rng) * (1 - ramp) + _colour(rng) * ramp
     image = image + rng.normal(0, 10, size=image.shape)
     canvas = np.ascontiguousarray(np.clip(image, 0, 255).astype(np.uint8))
-    for _ in range(rng.integers(12, 28)):  # clutter: segments
+    for _ in range(rng.integers(6, 16)):  # clutter: segments
         p1 = tuple(int(v) for v in rng.integers(0, [width, height]))
         p2 = tuple(int(v) for v in rng.integers(0, [width, height]))
-        cv2.line(canvas, p1, p2, tuple(int(v) for v in _colour(rng)), int(rng.integers(1, 3)))
-    for _ in range(rng.integers(20, 50)):  # clutter: dots
+        cv2.line(canvas, p1, p2, tuple(int(v) for v in _colour(rng)), 1)
+    for _ in range(rng.integers(10, 30)):  # clutter: dots
         centre = tuple(int(v) for v in rng.integers(0, [width, height]))
-        cv2.circle(canvas, centre, int(rng.integers(1, 4)), tuple(int(v) for v in _colour(rng)), -1)
+        cv2.circle(canvas, centre, int(rng.integers(1, 3)), tuple(int(v) for v in _colour(rng)), -1)
     return canvas.astype(np.float64)
 
 
