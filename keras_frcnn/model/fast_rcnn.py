@@ -1,0 +1,176 @@
+"""``FastRCNN``: the detector network with the paper's training step.
+
+Graph (paper section 2): images -> backbone -> RoIPooling (replaces the last
+max pool) -> flatten -> fc6 -> dropout -> fc7 -> dropout -> cls_score (K + 1)
+with softmax, and bbox_pred (4K deltas), both initialised as the release
+(N(0, 0.01) and N(0, 0.001), zero biases). Inputs {"images", "rois"}; outputs
+{"cls_score", "cls_prob", "bbox_pred"}.
+
+Training (the release's SGD semantics, applied in ``train_step``): the loss of
+model/losses.py; L2 weight decay ``weight_decay`` on kernels only (the
+gradient gets ``weight_decay * w``, as Caffe); biases get ``bias_lr_mult``
+times the learning rate (their gradient is scaled, identical for plain or
+momentum SGD) and no decay; frozen layers are not trainable.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_frcnn.layers import RoIPooling
+from keras_frcnn.model.backbones import build_backbone, freeze
+from keras_frcnn.model.losses import fast_rcnn_losses
+
+
+def step_schedule(base_lr, total_steps, step_fraction=0.75, gamma=0.1):
+    """The release's schedule scaled to a run: lr * gamma from step_fraction of it on
+    (30k of 40k iterations). Steps count from 0 as Caffe's: with 40k steps, step 29999
+    uses base_lr and step 30000 base_lr * gamma (Keras keeps the first value while
+    step <= boundary, hence the - 1)."""
+    step_size = max(1, int(round(total_steps * step_fraction)))
+    return keras.optimizers.schedules.PiecewiseConstantDecay([step_size - 1],
+                                                             [base_lr, base_lr * gamma])
+
+
+def is_bias(variable):
+    return variable.path.endswith("bias") or variable.path.endswith("beta")
+
+
+def is_decayed(variable):
+    """Weight decay applies to kernels (conv, depthwise, dense), not biases or BN scales."""
+    return variable.path.endswith("kernel")
+
+
+@keras.saving.register_keras_serializable(package="keras_frcnn")
+class FastRCNN(keras.Model):
+    """Fast R-CNN with a custom train_step (see the module docstring).
+
+    Args:
+      num_classes: K + 1 (object classes and background).
+      backbone: a name of model/backbones.py.
+      backbone_weights: None, "imagenet" or a weights file for the backbone.
+      frozen: layer-name prefixes to freeze; None: the backbone's default
+        (paper section 4.5); () trains everything. ``freeze_backbone=True``
+        trains the fc layers only (paper Table 5).
+      loss_lambda: weight of the box loss (0: classification only).
+      weight_decay: L2 on kernels (0.0005).
+      bias_lr_mult: learning-rate multiplier of biases (2).
+      dropout: rate after fc6 and fc7 (0.5).
+      roi_pool_implementation: "custom_op", "composite" or None.
+    """
+
+    def __init__(self, num_classes, backbone="small", backbone_weights=None, frozen=None,
+                 freeze_backbone=False, loss_lambda=1.0, weight_decay=5e-4, bias_lr_mult=2.0,
+                 dropout=0.5, roi_pool_implementation=None, **kwargs):
+        if num_classes < 2:
+            raise ValueError(f"num_classes counts background too and must be >= 2, got {num_classes}")
+        features_model, spec, fc_init = build_backbone(backbone, backbone_weights)
+        frozen_layers = freeze(features_model, spec.frozen_prefixes if frozen is None else frozen)
+        if freeze_backbone:
+            features_model.trainable = False
+        images = keras.Input((None, None, 3), name="images")
+        rois = keras.Input((5,), name="rois")
+        pooled = RoIPooling(spec.pooled_size, 1.0 / spec.stride, roi_pool_implementation,
+                            name="roi_pool")([features_model(images), rois])
+        x = keras.layers.Flatten(name="flatten")(pooled)
+        fc6 = keras.layers.Dense(spec.fc_units[0], activation="relu", name="fc6")
+        x = keras.layers.Dropout(dropout, name="drop6")(fc6(x))
+        fc7 = keras.layers.Dense(spec.fc_units[1], activation="relu", name="fc7")
+        x = keras.layers.Dropout(dropout, name="drop7")(fc7(x))
+        cls_score = keras.layers.Dense(
+            num_classes, name="cls_score",
+            kernel_initializer=keras.initializers.RandomNormal(0.0, 0.01))(x)
+        bbox_pred = keras.layers.Dense(
+            4 * (num_classes - 1), name="bbox_pred",
+            kernel_initializer=keras.initializers.RandomNormal(0.0, 0.001))(x)
+        cls_prob = keras.layers.Softmax(name="cls_prob")(cls_score)
+        super().__init__(inputs={"images": images, "rois": rois},
+                         outputs={"cls_score": cls_score, "cls_prob": cls_prob,
+                                  "bbox_pred": bbox_pred},
+                         name=kwargs.pop("name", "fast_rcnn"), **kwargs)
+        if fc_init is not None:
+            fc6.set_weights(fc_init["fc6"])
+            fc7.set_weights(fc_init["fc7"])
+        self.spec = spec
+        self.frozen_layers = tuple(frozen_layers)
+        self._config = dict(num_classes=num_classes, backbone=backbone, frozen=frozen,
+                            freeze_backbone=freeze_backbone, loss_lambda=loss_lambda,
+                            weight_decay=weight_decay, bias_lr_mult=bias_lr_mult,
+                            dropout=dropout, roi_pool_implementation=roi_pool_implementation)
+        self.loss_lambda = loss_lambda
+        self.weight_decay = weight_decay
+        self.bias_lr_mult = bias_lr_mult
+        self._trackers = {name: keras.metrics.Mean(name=name) for name in
+                          ("loss", "cls_loss", "bbox_loss", "accuracy", "fg_accuracy")}
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    def get_config(self):
+        # backbone_weights are not recorded: a saved model carries its weights.
+        return {**self._config, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def compute_losses(self, outputs, targets):
+        return fast_rcnn_losses(outputs["cls_score"], outputs["bbox_pred"], targets["labels"],
+                                targets["bbox_targets"], targets["bbox_weights"],
+                                targets["sample_weights"], self.loss_lambda)
+
+    def _update_metrics(self, losses, outputs, targets):
+        weights = tf.cast(targets["sample_weights"], tf.float32)
+        labels = tf.cast(targets["labels"], tf.int32)
+        correct = tf.cast(tf.equal(tf.argmax(outputs["cls_score"], axis=1, output_type=tf.int32),
+                                   labels), tf.float32)
+        fg = weights * tf.cast(labels > 0, tf.float32)
+        for name in ("loss", "cls_loss", "bbox_loss"):
+            self._trackers[name].update_state(losses[name])
+        self._trackers["accuracy"].update_state(correct, sample_weight=weights)
+        self._trackers["fg_accuracy"].update_state(correct, sample_weight=fg)
+        return {name: tracker.result() for name, tracker in self._trackers.items()}
+
+    def adjusted_gradients(self, gradients, variables):
+        """The release's SGD details: decay on kernels, x bias_lr_mult on biases."""
+        adjusted = []
+        for gradient, variable in zip(gradients, variables):
+            if gradient is None:
+                adjusted.append(None)
+            elif is_bias(variable):
+                adjusted.append(gradient * self.bias_lr_mult)
+            elif is_decayed(variable) and self.weight_decay:
+                adjusted.append(gradient + self.weight_decay * variable.value)
+            else:
+                adjusted.append(gradient)
+        return adjusted
+
+    def train_step(self, data):
+        inputs, targets, _ = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            outputs = self(inputs, training=True)
+            losses = self.compute_losses(outputs, targets)
+        variables = self.trainable_variables
+        gradients = tape.gradient(losses["loss"], variables)
+        self.optimizer.apply(self.adjusted_gradients(gradients, variables), variables)
+        return self._update_metrics(losses, outputs, targets)
+
+    def test_step(self, data):
+        inputs, targets, _ = keras.utils.unpack_x_y_sample_weight(data)
+        outputs = self(inputs, training=False)
+        return self._update_metrics(self.compute_losses(outputs, targets), outputs, targets)
+
+
+def sgd(learning_rate, momentum=0.9):
+    """The release's optimiser: SGD with momentum (Caffe's update, v = m v - lr g)."""
+    return keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
+
+
+def fold_target_stats(bbox_pred_weights, stats, num_classes):
+    """bbox_pred [kernel, bias] that emit raw deltas from a layer trained on
+    normalised ones: raw = normalised * std + mean, per class (rows 1..K of stats)."""
+    kernel, bias = bbox_pred_weights
+    stds = np.asarray(stats.stds, np.float64)[1:num_classes].reshape(-1)
+    means = np.asarray(stats.means, np.float64)[1:num_classes].reshape(-1)
+    return [(kernel * stds).astype(kernel.dtype), (bias * stds + means).astype(bias.dtype)]
