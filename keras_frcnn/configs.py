@@ -23,6 +23,7 @@ def base_config():
     config.dataset.use_difficult = False  # train on VOC "difficult" objects too
     config.dataset.on_error = "raise"  # bad records: raise | skip (with a warning)
     config.dataset.seed = 0  # demo: generator seed
+    config.dataset.demo_sizes = (400, 60, 120)  # demo: images in train, val, test
     config.dataset.cache_dir = ""  # demo: cache root (default $KERAS_FRCNN_CACHE or ~/.cache)
 
     config.proposals = ml_collections.ConfigDict()
@@ -51,4 +52,24 @@ def base_config():
     config.pipeline.preprocessing = "caffe"  # caffe (BGR - means) | tf ([-1, 1] RGB) | none
     config.pipeline.seed = 0  # order, flips, scales and sampling
     config.pipeline.target_normalization = "per_class"  # per_class (release) | fixed
+
+    config.model = ml_collections.ConfigDict()
+    config.model.backbone = "vgg16"  # vgg16 | vgg_cnn_m_1024 | caffenet | mobilenet_v2 | small
+    config.model.weights = ""  # backbone weights: "" (random) | imagenet | path of a weights file
+    config.model.frozen = ml_collections.FieldReference(None, field_type=tuple)  # layer-name prefixes; None: the backbone's default
+    config.model.freeze_backbone = False  # train the fc layers only (paper Table 5)
+    config.model.dropout = 0.5  # after fc6 and fc7
+    config.model.roi_pool = ""  # RoI pooling: "" (custom op if built) | custom_op | composite
+
+    config.train = ml_collections.ConfigDict()
+    config.train.steps = 40000  # SGD iterations (minibatches)
+    config.train.base_lr = 0.001  # learning rate before the step
+    config.train.step_fraction = 0.75  # lr x 0.1 from this share of the run (30k of 40k)
+    config.train.momentum = 0.9  # SGD momentum
+    config.train.weight_decay = 0.0005  # L2 on kernels (not biases)
+    config.train.bias_lr_mult = 2.0  # learning-rate multiplier of biases
+    config.train.loss_lambda = 1.0  # weight of the box loss (0: classification only)
+    config.train.checkpoint_every = 2000  # steps between checkpoints
+    config.train.keep_checkpoints = 3  # checkpoints kept in <workdir>/checkpoints
+    config.train.log_every = 20  # steps between TensorBoard and log lines
     return config

@@ -62,23 +62,27 @@ def load_example(entry, rng, sampling, config, stats):
             sample.target_weights, sample.sample_weights)
 
 
-def element_seeds(num_images, seed, shard=0, num_shards=1):
-    """Endless (image index, element seed) stream: epoch permutations, sharded."""
-    epoch = 0
+def element_seeds(num_images, seed, shard=0, num_shards=1, start=0):
+    """Endless (image index, element seed) stream: epoch permutations, sharded,
+    beginning at this shard's element ``start`` (to resume a run where it stopped)."""
+    per_epoch = len(range(shard, num_images, num_shards))
+    epoch, skip = divmod(start, per_epoch)
     while True:
         order = np.random.default_rng([seed, epoch]).permutation(num_images)
-        for position in range(shard, num_images, num_shards):
+        for position in list(range(shard, num_images, num_shards))[skip:]:
             yield int(order[position]), int(np.random.SeedSequence(
                 [seed, epoch, position]).generate_state(1)[0])
-        epoch += 1
+        epoch, skip = epoch + 1, 0
 
 
 def training_dataset(roidb, stats, sampling=SamplingConfig(), config=PipelineConfig(),
-                     input_context=None, parallel_calls=tf.data.AUTOTUNE):
+                     input_context=None, parallel_calls=tf.data.AUTOTUNE, start_batch=0):
     """An endless tf.data.Dataset of minibatches (see the module docstring).
 
     parallel_calls: images loaded and sampled concurrently (AUTOTUNE by
     default; 1 runs them one at a time, for comparison).
+    start_batch: the first minibatch of the stream (a resumed run passes its
+    step, and continues with exactly the minibatches it would have seen).
     """
     if config.preprocessing not in transforms.PREPROCESSING:
         raise ValueError(f"preprocessing must be one of {transforms.PREPROCESSING}, "
@@ -116,7 +120,8 @@ def training_dataset(roidb, stats, sampling=SamplingConfig(), config=PipelineCon
                  "sample_weights": tf.reshape(sample_weights, [-1])})
 
     seeds = tf.data.Dataset.from_generator(
-        lambda: element_seeds(len(roidb), config.seed, shard, num_shards),
+        lambda: element_seeds(len(roidb), config.seed, shard, num_shards,
+                              start_batch * images_per_batch),
         output_signature=(tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)))
     dataset = seeds.map(load_tf, num_parallel_calls=parallel_calls, deterministic=True)
     dataset = dataset.padded_batch(images_per_batch, drop_remainder=True)

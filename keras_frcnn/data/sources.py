@@ -22,7 +22,8 @@ def load_dataset(dataset_config, split):
     classes = tuple(cfg.classes) if cfg.get("classes") else None
     kind = cfg.kind
     if kind == "demo":
-        return demo.load_demo(split, cfg.get("cache_dir") or None, cfg.get("seed", 0))
+        splits = tuple(zip(("train", "val", "test"), (int(n) for n in cfg.demo_sizes)))
+        return demo.load_demo(split, cfg.get("cache_dir") or None, cfg.get("seed", 0), splits)
     if kind == "voc":
         return voc.load_voc(cfg.root, split, classes or voc.VOC_CLASSES, cfg.on_error)
     if kind == "voc_folder":

@@ -121,3 +121,17 @@ def test_unreadable_image_is_an_error_naming_the_file(tmp_path):
     dataset = training_dataset(roidb, stats, sampling, PipelineConfig(scales=(60,)))
     with pytest.raises(tf.errors.InvalidArgumentError, match="im1.png"):
         next(iter(dataset))
+
+
+def test_start_batch_continues_the_same_stream(tmp_path):
+    roidb = make_roidb(tmp_path, 3)  # odd count: batches straddle epochs
+    stats = target_stats(roidb, 2)
+    config = PipelineConfig(scales=(60,), max_size=200, seed=2)
+    sampling = SamplingConfig(images_per_batch=2, rois_per_batch=16)
+    full = [b for _, b in zip(range(5), training_dataset(roidb, stats, sampling, config))]
+    resumed = [b for _, b in zip(range(2), training_dataset(roidb, stats, sampling, config,
+                                                            start_batch=3))]
+    for (xa, ya), (xb, yb) in zip(full[3:], resumed):
+        np.testing.assert_array_equal(xa["rois"].numpy(), xb["rois"].numpy())
+        np.testing.assert_array_equal(xa["images"].numpy(), xb["images"].numpy())
+        np.testing.assert_array_equal(ya["labels"].numpy(), yb["labels"].numpy())

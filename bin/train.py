@@ -1,0 +1,42 @@
+"""Trains a Fast R-CNN detector.
+
+    python bin/train.py --config=configs/demo.py --workdir=workdirs/demo
+    python bin/train.py --config=configs/voc07_vgg16.py --workdir=... --config.train.base_lr=0.002
+
+Running again with the same --workdir resumes from its latest checkpoint.
+See keras_frcnn/training.py for what the workdir holds.
+"""
+
+import logging
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config (configs/*.py)",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, logs and the model go")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.getLogger("keras_frcnn").setLevel(logging.INFO)
+    from keras_frcnn.data.records import DatasetError
+    from keras_frcnn.training import TrainingDiverged, train
+
+    config = _CONFIG.value
+    print(config)
+    try:
+        result = train(config, _WORKDIR.value)
+    except (DatasetError, TrainingDiverged, ValueError) as err:
+        sys.exit(f"error: {err}")
+    state = "interrupted" if result["interrupted"] else "finished"
+    print(f"{state} at step {result['step']}; model in {_WORKDIR.value}/model.keras")
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config", "workdir"])
+    from keras_frcnn import cli
+
+    cli.run(main)

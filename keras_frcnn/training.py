@@ -1,0 +1,176 @@
+"""Training: the one place where a FastRCNN is trained (bin/train.py calls ``train``).
+
+Workdir layout:
+  config.json          the resolved config (written before training starts)
+  target_stats.json    regression-target normalisation of the training set
+  checkpoints/         training state (model, optimiser, step), every
+                       ``train.checkpoint_every`` steps and at the end
+  model.keras          the trained model for inference: target normalisation
+                       folded into bbox_pred, so it emits raw deltas
+  logs/                TensorBoard scalars
+
+Restarting with the same workdir resumes from the latest checkpoint with the
+same step count, learning-rate schedule and data stream. Ctrl-C saves a
+checkpoint and returns. A non-finite loss stops training with a clear error
+and keeps the last good checkpoint. Every file is written to a temporary name
+and renamed (TensorFlow checkpoints are written that way already).
+"""
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_frcnn.data.pipeline import PipelineConfig, training_dataset
+from keras_frcnn.data.roidb import TargetStats, build_roidb, target_stats
+from keras_frcnn.data.sampling import SamplingConfig
+from keras_frcnn.data.sources import load_dataset
+from keras_frcnn.model.fast_rcnn import FastRCNN, fold_target_stats, sgd, step_schedule
+from keras_frcnn.proposals.sources import proposals_for_dataset
+
+logger = logging.getLogger("keras_frcnn.training")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def write_atomically(path, text):
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def build_model(config, num_classes):
+    """The FastRCNN a config describes."""
+    m, t = config.model, config.train
+    return FastRCNN(num_classes=num_classes, backbone=m.backbone,
+                    backbone_weights=m.weights or None,
+                    frozen=None if m.frozen is None else tuple(m.frozen),
+                    freeze_backbone=m.freeze_backbone, dropout=m.dropout,
+                    loss_lambda=t.loss_lambda, weight_decay=t.weight_decay,
+                    bias_lr_mult=t.bias_lr_mult, roi_pool_implementation=m.roi_pool or None)
+
+
+def prepare_training_data(config, progress=True):
+    """(dataset, roidb, TargetStats) of the training split."""
+    dataset = load_dataset(config.dataset, config.dataset.train_split)
+    proposals = proposals_for_dataset(dataset, config.proposals, progress)
+    roidb = build_roidb(dataset, proposals, config.dataset.use_difficult,
+                        on_error=config.dataset.on_error)
+    stats = target_stats(roidb, dataset.num_classes, config.pipeline.target_normalization,
+                         with_flipped=config.pipeline.flip)
+    return dataset, roidb, stats
+
+
+def make_dataset(config, roidb, stats, start_batch):
+    """The minibatch stream of a config (a separate function so tests can replace it)."""
+    sampling = SamplingConfig(**config.sampling)
+    pipeline = PipelineConfig(scales=tuple(config.pipeline.scales),
+                              max_size=config.pipeline.max_size, flip=config.pipeline.flip,
+                              preprocessing=config.pipeline.preprocessing,
+                              seed=config.pipeline.seed)
+    return training_dataset(roidb, stats, sampling, pipeline, start_batch=start_batch)
+
+
+def inference_copy(model, stats):
+    """A copy of ``model`` whose bbox_pred emits raw deltas (normalisation folded in)."""
+    copy = FastRCNN.from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    layer = copy.get_layer("bbox_pred")
+    layer.set_weights(fold_target_stats(layer.get_weights(), stats,
+                                        copy.get_config()["num_classes"]))
+    return copy
+
+
+def save_inference_model(model, stats, path):
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".tmp.keras")
+    inference_copy(model, stats).save(tmp)
+    os.replace(tmp, path)
+
+
+def train(config, workdir, progress=True):
+    """Trains (or resumes) per ``config`` in ``workdir``; returns {"step", "history"}."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_atomically(workdir / "config.json", config.to_json_best_effort(indent=2))
+    dataset, roidb, stats = prepare_training_data(config, progress)
+    write_atomically(workdir / "target_stats.json", json.dumps(stats.to_dict()))
+    logger.info("%s: %d training images, %d classes", dataset.name, len(roidb),
+                dataset.num_classes)
+
+    model = build_model(config, dataset.num_classes)
+    t = config.train
+    optimizer = sgd(step_schedule(t.base_lr, t.steps, t.step_fraction), t.momentum)
+    model.compile(optimizer=optimizer)
+    optimizer.build(model.trainable_variables)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    manager = tf.train.CheckpointManager(checkpoint, workdir / "checkpoints", t.keep_checkpoints)
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    step = int(optimizer.iterations.numpy())
+    if step:
+        logger.info("resuming from %s at step %d", manager.latest_checkpoint, step)
+
+    history = {"loss": [], "cls_loss": [], "bbox_loss": [], "accuracy": [], "fg_accuracy": []}
+    if step < t.steps:
+        train_step = tf.function(model.train_step, reduce_retracing=True)
+        writer = tf.summary.create_file_writer(str(workdir / "logs"))
+        bar = keras.utils.Progbar(t.steps, verbose=1 if progress else 0,
+                                  stateful_metrics=list(history))
+        bar.update(step)
+        batches = iter(make_dataset(config, roidb, stats, start_batch=step))
+        try:
+            while step < t.steps:
+                model.reset_metrics()
+                logs = {k: float(v) for k, v in train_step(next(batches)).items()}
+                if not np.isfinite(logs["loss"]):
+                    raise TrainingDiverged(
+                        f"loss became {logs['loss']} at step {step + 1}; stopped without "
+                        f"saving. The last good checkpoint is {manager.latest_checkpoint}. "
+                        "Lower train.base_lr or check the data.")
+                step += 1
+                bar.update(step, list(logs.items()))
+                if step % t.log_every == 0 or step == t.steps:
+                    for name, value in logs.items():
+                        history[name].append((step, value))
+                    with writer.as_default(step=step):
+                        for name, value in logs.items():
+                            tf.summary.scalar(name, value)
+                        tf.summary.scalar("learning_rate",
+                                          float(optimizer.learning_rate.numpy()))
+                if step % t.checkpoint_every == 0 and step < t.steps:
+                    manager.save(checkpoint_number=step)
+        except KeyboardInterrupt:
+            manager.save(checkpoint_number=step)
+            logger.warning("interrupted: checkpoint saved at step %d; run again to resume", step)
+            return {"step": step, "history": history, "interrupted": True}
+        finally:
+            writer.flush()
+        manager.save(checkpoint_number=step)
+    save_inference_model(model, stats, workdir / "model.keras")
+    return {"step": step, "history": history, "interrupted": False}
+
+
+def load_inference_model(workdir_or_path):
+    """The exported model (raw deltas) of a workdir, or a .keras path."""
+    path = Path(workdir_or_path)
+    if path.is_dir():
+        path = path / "model.keras"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no trained model (run bin/train.py first)")
+    import keras_frcnn.layers  # noqa: F401  (registers RoIPooling for deserialisation)
+
+    return keras.saving.load_model(path)
+
+
+def load_target_stats(workdir):
+    return TargetStats.from_dict(json.loads((Path(workdir) / "target_stats.json").read_text()))

@@ -1,0 +1,101 @@
+"""Training: resume, divergence, export, and a short run of the demo config."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_frcnn import training
+from keras_frcnn.configs import base_config
+from tests.data.fixtures import write_voc
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(tmp_path, steps):
+    root = write_voc(tmp_path / "VOC", {
+        f"{k}": (96, 72, [("cat", 0, 10 + k, 10, 50 + k, 50)]) for k in range(4)}, split="train")
+    rng = np.random.default_rng(0)
+    from PIL import Image
+
+    for k in range(4):  # texture, so selective search finds regions
+        Image.fromarray(rng.integers(0, 255, (72, 96, 3), np.uint8)).save(
+            root / "JPEGImages" / f"{k}.jpg")
+    config = base_config()
+    config.dataset.kind, config.dataset.root, config.dataset.classes = "voc", str(root), ("cat",)
+    config.proposals.method = "dense"
+    config.proposals.top_k = 300
+    config.pipeline.scales, config.pipeline.max_size = (72,), 128
+    config.pipeline.preprocessing = "tf"
+    config.sampling.rois_per_batch = 32
+    config.model.backbone, config.model.dropout = "small", 0.0
+    config.train.steps, config.train.checkpoint_every, config.train.log_every = steps, 2, 1
+    config.train.base_lr = 0.001
+    return config
+
+
+def test_resume_continues_the_step_count(tmp_path):
+    config = tiny_config(tmp_path, steps=4)
+    first = training.train(config, tmp_path / "work", progress=False)
+    assert first["step"] == 4 and (tmp_path / "work" / "model.keras").is_file()
+    config.train.steps = 6
+    second = training.train(config, tmp_path / "work", progress=False)
+    assert second["step"] == 6
+    assert [s for s, _ in second["history"]["loss"]] == [5, 6]  # only the new steps ran
+    state = tf.train.get_checkpoint_state(str(tmp_path / "work" / "checkpoints"))
+    assert state.model_checkpoint_path.endswith("ckpt-6")
+    assert (tmp_path / "work" / "config.json").is_file()
+    assert (tmp_path / "work" / "target_stats.json").is_file()
+    assert list((tmp_path / "work" / "logs").iterdir())
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    config = tiny_config(tmp_path, steps=10)
+    real = training.make_dataset
+
+    def poisoned(config, roidb, stats, start_batch):
+        def poison(index, batch):  # the third minibatch carries NaN targets
+            x, y = batch
+            bad = tf.fill(tf.shape(y["bbox_targets"]), float("nan"))
+            return x, {**y, "bbox_targets": tf.where(index == 2, bad, y["bbox_targets"])}
+
+        return real(config, roidb, stats, start_batch).enumerate().map(poison)
+
+    monkeypatch.setattr(training, "make_dataset", poisoned)
+    with pytest.raises(training.TrainingDiverged, match=r"at step 3.*ckpt-2"):
+        training.train(config, tmp_path / "work", progress=False)
+    state = tf.train.get_checkpoint_state(str(tmp_path / "work" / "checkpoints"))
+    assert state.model_checkpoint_path.endswith("ckpt-2")
+    assert not (tmp_path / "work" / "model.keras").exists()
+
+
+def test_exported_model_emits_raw_deltas(tmp_path):
+    config = tiny_config(tmp_path, steps=2)
+    training.train(config, tmp_path / "work", progress=False)
+    exported = training.load_inference_model(tmp_path / "work")
+    stats = training.load_target_stats(tmp_path / "work")
+    trained = training.build_model(config, 2)  # same architecture, weights from the checkpoint
+    x = {"images": np.zeros((1, 72, 96, 3), np.float32),
+         "rois": np.array([[0, 5, 5, 40, 40]], np.float32)}
+    checkpoint = tf.train.Checkpoint(model=trained)
+    checkpoint.restore(tf.train.latest_checkpoint(str(tmp_path / "work" / "checkpoints"))).expect_partial()
+    normalised = trained(x)["bbox_pred"].numpy()
+    raw = exported(x)["bbox_pred"].numpy()
+    np.testing.assert_allclose(raw, normalised * stats.stds[1] + stats.means[1], rtol=1e-5, atol=1e-6)
+
+
+def test_demo_config_end_to_end(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bin" / "train.py"), "--config=configs/demo.py",
+         f"--workdir={tmp_path / 'demo'}", f"--config.dataset.cache_dir={tmp_path / 'cache'}",
+         "--config.dataset.demo_sizes=(6, 1, 1)", f"--config.proposals.cache_dir={tmp_path / 'p'}",
+         "--config.train.steps=3", "--config.train.checkpoint_every=2"],
+        capture_output=True, text=True, env=env, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "finished at step 3" in result.stdout
+    assert (tmp_path / "demo" / "model.keras").is_file()
