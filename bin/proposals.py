@@ -30,7 +30,7 @@ def main(argv):
     split = _SPLIT.value or config.dataset.train_split
     try:
         dataset = load_dataset(config.dataset, split)
-        proposals, seconds = timed_proposals(dataset, config.proposals)
+        proposals, seconds = timed_proposals(dataset, config.proposals, split=split)
     except DatasetError as err:
         sys.exit(f"error: {err}")
     print(f"{dataset.name}: {summarize(proposals, seconds)}")

@@ -1,7 +1,8 @@
-"""The kangaroo photos (VOC XML in annots/, JPEGs in images/), split 80/20 by file name.
+"""The kangaroo photos (VOC XML in annots/, JPEGs in images/), split 80/20 by file name,
+MobileNetV2 from the ImageNet weights in ../shared/weights.
 
-    python bin/proposals.py --config=configs/kangaroo.py \
-        --config.dataset.root=../shared/data/kangaroo --split=train
+    python bin/train.py --config=configs/kangaroo.py --workdir=workdirs/kangaroo \
+        --config.dataset.root=../shared/data/kangaroo
 """
 
 from keras_frcnn.configs import base_config
@@ -16,4 +17,8 @@ def get_config():
     config.dataset.classes = ("kangaroo",)
     config.dataset.train_fraction = 0.8
     config.pipeline.preprocessing = "tf"
+    config.model.backbone = "mobilenet_v2"
+    config.model.weights = "../shared/weights/mobilenet_v2_1.0_224_from_coral_quant.weights.h5"
+    config.train.steps = 4000
+    config.train.checkpoint_every = 500
     return config

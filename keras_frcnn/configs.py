@@ -31,7 +31,7 @@ def base_config():
     config.proposals.mode = "fast"  # selective search strategy: fast | quality
     config.proposals.cache_dir = ""  # selective search cache (default <cache root>/proposals)
     config.proposals.workers = 0  # selective search processes (0: one per core)
-    config.proposals.mat_file = ""  # mat: the release's <dataset>.mat
+    config.proposals.mat_file = ""  # mat: the release's <dataset>.mat; "{split}" is replaced
     config.proposals.mat_has_no_ids = False  # mat: file lacks 'images'; use split order
     config.proposals.mat_dir = ""  # demo_mat: folder of <id>_boxes.mat
     config.proposals.min_size = 2  # drop proposals narrower or lower than this (pixels)
@@ -65,6 +65,7 @@ def base_config():
     config.train.steps = 40000  # SGD iterations (minibatches)
     config.train.base_lr = 0.001  # learning rate before the step
     config.train.step_fraction = 0.75  # lr x 0.1 from this share of the run (30k of 40k)
+    config.train.step_size = 0  # if > 0: lr x 0.1 every step_size steps instead (VOC12: 40k)
     config.train.momentum = 0.9  # SGD momentum
     config.train.weight_decay = 0.0005  # L2 on kernels (not biases)
     config.train.bias_lr_mult = 2.0  # learning-rate multiplier of biases
@@ -73,3 +74,22 @@ def base_config():
     config.train.keep_checkpoints = 3  # checkpoints kept in <workdir>/checkpoints
     config.train.log_every = 20  # steps between TensorBoard and log lines
     return config
+
+
+def voc07_config(backbone, weights="imagenet", multiscale=False):
+    """The paper's VOC 2007 setting: trainval -> test, the release's selective-search
+    boxes, 40k iterations with lr 0.001 -> 0.0001 at 30k, 2 x 64 RoIs."""
+    config = base_config()
+    config.dataset.kind = "voc"
+    config.dataset.root = "data/VOCdevkit/VOC2007"
+    config.dataset.train_split = "trainval"
+    config.dataset.test_split = "test"
+    config.proposals.method = "mat"
+    config.proposals.mat_file = "data/selective_search_data/voc_2007_{split}.mat"
+    config.model.backbone = backbone
+    config.model.weights = weights
+    if multiscale:  # paper section 5.2, models S and M
+        config.pipeline.scales = (480, 576, 688, 864, 1200)
+        config.pipeline.max_size = 2000
+    return config
+

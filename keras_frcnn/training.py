@@ -62,7 +62,8 @@ def build_model(config, num_classes):
 def prepare_training_data(config, progress=True):
     """(dataset, roidb, TargetStats) of the training split."""
     dataset = load_dataset(config.dataset, config.dataset.train_split)
-    proposals = proposals_for_dataset(dataset, config.proposals, progress)
+    proposals = proposals_for_dataset(dataset, config.proposals, progress,
+                                      split=config.dataset.train_split)
     roidb = build_roidb(dataset, proposals, config.dataset.use_difficult,
                         on_error=config.dataset.on_error)
     stats = target_stats(roidb, dataset.num_classes, config.pipeline.target_normalization,
@@ -109,7 +110,8 @@ def train(config, workdir, progress=True):
 
     model = build_model(config, dataset.num_classes)
     t = config.train
-    optimizer = sgd(step_schedule(t.base_lr, t.steps, t.step_fraction), t.momentum)
+    optimizer = sgd(step_schedule(t.base_lr, t.steps, t.step_fraction, step_size=t.step_size),
+                    t.momentum)
     model.compile(optimizer=optimizer)
     optimizer.build(model.trainable_variables)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)

@@ -1,5 +1,6 @@
 """Datasets named by a config section (``config.dataset``, see configs/)."""
 
+import dataclasses
 from pathlib import Path
 
 from keras_frcnn.data import coco, demo, folder, voc
@@ -12,7 +13,7 @@ def load_dataset(dataset_config, split):
     """The Dataset for ``split`` as ``dataset_config`` describes it.
 
     kinds: "demo" (the embedded synthetic set), "voc" (devkit year folder in
-    ``root``), "voc_folder" (``annotations`` + ``images`` folders, by default
+    ``root``, or several joined with "+"), "voc_folder" (``annotations`` + ``images`` folders, by default
     ``root``/annots and ``root``/images; the split is
     the sorted file list cut at ``train_fraction``: "train" before, "test"
     after), "coco" (``annotations`` JSON + ``images``), "images" (``root``, no
@@ -24,8 +25,12 @@ def load_dataset(dataset_config, split):
     if kind == "demo":
         splits = tuple(zip(("train", "val", "test"), (int(n) for n in cfg.demo_sizes)))
         return demo.load_demo(split, cfg.get("cache_dir") or None, cfg.get("seed", 0), splits)
-    if kind == "voc":
-        return voc.load_voc(cfg.root, split, classes or voc.VOC_CLASSES, cfg.on_error)
+    if kind == "voc":  # several devkit years joined with "+" (VOC 07+12)
+        parts = [voc.load_voc(root, split, classes or voc.VOC_CLASSES, cfg.on_error)
+                 for root in cfg.root.split("+")]
+        records = tuple(r for part in parts for r in part.records)
+        return dataclasses.replace(parts[0], name="+".join(p.name for p in parts),
+                                   records=records)
     if kind == "voc_folder":
         annotations = Path(cfg.annotations or Path(cfg.root) / "annots")
         images = Path(cfg.images or Path(cfg.root) / "images")

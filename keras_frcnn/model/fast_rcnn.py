@@ -22,14 +22,18 @@ from keras_frcnn.model.backbones import build_backbone, freeze
 from keras_frcnn.model.losses import fast_rcnn_losses
 
 
-def step_schedule(base_lr, total_steps, step_fraction=0.75, gamma=0.1):
-    """The release's schedule scaled to a run: lr * gamma from step_fraction of it on
-    (30k of 40k iterations). Steps count from 0 as Caffe's: with 40k steps, step 29999
-    uses base_lr and step 30000 base_lr * gamma (Keras keeps the first value while
-    step <= boundary, hence the - 1)."""
-    step_size = max(1, int(round(total_steps * step_fraction)))
-    return keras.optimizers.schedules.PiecewiseConstantDecay([step_size - 1],
-                                                             [base_lr, base_lr * gamma])
+def step_schedule(base_lr, total_steps, step_fraction=0.75, gamma=0.1, step_size=0):
+    """Caffe's "step" policy: lr = base_lr * gamma ** floor(step / step_size).
+
+    step_size 0 scales the release's VOC07 schedule (30k of 40k) to the run:
+    step_fraction * total_steps. Steps count from 0 as Caffe's, so with 40k
+    steps step 29999 uses base_lr and step 30000 base_lr * gamma (Keras keeps a
+    value while step <= boundary, hence the - 1).
+    """
+    step_size = step_size or max(1, int(round(total_steps * step_fraction)))
+    boundaries = list(range(step_size, total_steps, step_size)) or [step_size]
+    values = [base_lr * gamma ** k for k in range(len(boundaries) + 1)]
+    return keras.optimizers.schedules.PiecewiseConstantDecay([b - 1 for b in boundaries], values)
 
 
 def is_bias(variable):

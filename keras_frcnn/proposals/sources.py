@@ -15,12 +15,13 @@ def default_cache_dir():
     return cache_root() / "proposals"
 
 
-def proposals_for_dataset(dataset, proposals_config, progress=True):
+def proposals_for_dataset(dataset, proposals_config, progress=True, split=""):
     """{image_id: [n, 4] boxes} after post-processing (unique, min size, top-k).
 
     methods: "selective_search" (OpenCV, ``mode`` fast|quality, cached),
     "dense" (paper section 5.5), "mat" (the release's dataset file
-    ``mat_file``), "demo_mat" (per-image ``<id>_boxes.mat`` in ``mat_dir``).
+    ``mat_file``, where "{split}" becomes ``split``), "demo_mat" (per-image
+    ``<id>_boxes.mat`` in ``mat_dir``).
     """
     cfg = proposals_config
     records = dataset.records
@@ -31,11 +32,14 @@ def proposals_for_dataset(dataset, proposals_config, progress=True):
     elif cfg.method == "dense":
         raw = [dense.dense_boxes(r.width, r.height) for r in records]
     elif cfg.method == "mat":
-        by_id = mat.load_dataset_boxes(cfg.mat_file, [r.image_id for r in records]
-                                       if cfg.get("mat_has_no_ids") else None)
+        mat_file = cfg.mat_file.replace("{split}", split)
+        by_id = {}
+        for path in mat_file.split("+"):  # one file per joined dataset (VOC 07+12)
+            by_id.update(mat.load_dataset_boxes(path, [r.image_id for r in records]
+                                                if cfg.get("mat_has_no_ids") else None))
         missing = [r.image_id for r in records if r.image_id not in by_id]
         if missing:
-            raise DatasetError(f"{cfg.mat_file}: no boxes for images {missing[:5]}"
+            raise DatasetError(f"{mat_file}: no boxes for images {missing[:5]}"
                                f"{' ...' if len(missing) > 5 else ''}")
         raw = [by_id[r.image_id] for r in records]
     elif cfg.method == "demo_mat":
@@ -53,7 +57,7 @@ def summarize(proposals, seconds):
             f"(min {min(counts, default=0)}, max {max(counts, default=0)}), {seconds:.1f} s")
 
 
-def timed_proposals(dataset, proposals_config, progress=True):
+def timed_proposals(dataset, proposals_config, progress=True, split=""):
     start = time.perf_counter()
-    result = proposals_for_dataset(dataset, proposals_config, progress)
+    result = proposals_for_dataset(dataset, proposals_config, progress, split)
     return result, time.perf_counter() - start

@@ -85,6 +85,10 @@ def test_schedule_changes_rate_at_the_configured_step():
     assert float(schedule(30_000)) == pytest.approx(0.0001)
     short = step_schedule(0.01, total_steps=100)
     assert float(short(74)) == pytest.approx(0.01) and float(short(75)) == pytest.approx(0.001)
+    # VOC 2012 in the paper: 100k steps, x 0.1 every 40k.
+    voc12 = step_schedule(0.001, total_steps=100_000, step_size=40_000)
+    assert [float(voc12(s)) for s in (39_999, 40_000, 79_999, 80_000, 99_999)] == pytest.approx(
+        [0.001, 0.0001, 0.0001, 0.00001, 0.00001])
 
 
 def test_save_load_round_trip(tmp_path):

@@ -1,0 +1,12 @@
+"""PASCAL VOC 2007: CaffeNet (model S). No ImageNet weights ship for it: pass a converted file with --config.model.weights=PATH.
+
+    python bin/train.py --config=configs/voc07_caffenet.py --workdir=workdirs/voc07_caffenet \
+        --config.dataset.root=data/VOCdevkit/VOC2007
+"""
+
+from keras_frcnn.configs import voc07_config
+
+
+def get_config():
+    config = voc07_config("caffenet", weights="", multiscale=False)
+    return config

@@ -1,0 +1,12 @@
+"""PASCAL VOC 2007: VGG_CNN_M_1024 (model M). No ImageNet weights ship for it: pass a converted file with --config.model.weights=PATH.
+
+    python bin/train.py --config=configs/voc07_vgg_cnn_m_1024.py --workdir=workdirs/voc07_vgg_cnn_m_1024 \
+        --config.dataset.root=data/VOCdevkit/VOC2007
+"""
+
+from keras_frcnn.configs import voc07_config
+
+
+def get_config():
+    config = voc07_config("vgg_cnn_m_1024", weights="", multiscale=False)
+    return config

@@ -1,0 +1,12 @@
+"""PASCAL VOC 2007: model M trained and tested at five scales (paper section 5.2).
+
+    python bin/train.py --config=configs/voc07_vgg_cnn_m_1024_multiscale.py --workdir=workdirs/voc07_vgg_cnn_m_1024_multiscale \
+        --config.dataset.root=data/VOCdevkit/VOC2007
+"""
+
+from keras_frcnn.configs import voc07_config
+
+
+def get_config():
+    config = voc07_config("vgg_cnn_m_1024", weights="", multiscale=True)
+    return config
