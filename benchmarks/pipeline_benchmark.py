@@ -70,8 +70,7 @@ def main():
     parser.add_argument("--batches", type=int, default=60)
     parser.add_argument("--output", help="Markdown file whose pipeline section to rewrite")
     args = parser.parse_args()
-    start, end = report.markers(SECTION)
-    lines = [start, "## Input pipeline", "",
+    lines = ["## Input pipeline", "",
              f"Machine: {report.machine_description()}. Minibatches of 2 images x 64 RoIs, "
              f"{args.batches} after 3 warm-up batches, the pipeline alone "
              "(`python benchmarks/pipeline_benchmark.py --output docs/benchmarks.md`).", "",
@@ -82,11 +81,7 @@ def main():
         print(f"{name}: {rates}", flush=True)
         lines.append(f"| {name} | {rates['parallel']:.1f} | {rates['serial']:.1f} | "
                      f"{rates['parallel'] / rates['serial']:.2f}x |")
-    lines.append(end)
-    section = "\n".join(lines) + "\n"
-    print(section)
-    if args.output:
-        report.write_section(args.output, section, SECTION)
+    report.publish(SECTION, lines, args.output)
 
 
 if __name__ == "__main__":

@@ -41,3 +41,12 @@ def write_section(path, section, name):
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+def publish(name, lines, output=None):
+    """Wraps ``lines`` in section ``name``'s markers, prints it, writes it into ``output``."""
+    start, end = markers(name)
+    section = "\n".join([start, *lines, end]) + "\n"
+    print(section)
+    if output:
+        write_section(output, section, name)

@@ -63,8 +63,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--output", help="Markdown file whose training section to rewrite")
     args = parser.parse_args()
-    start, end = report.markers(SECTION)
-    lines = [start, "## Training steps", "",
+    lines = ["## Training steps", "",
              f"Machine: {report.machine_description()}. One SGD step (forward, backward, "
              f"update) of FastRCNN on {HEIGHT}x{WIDTH} images, median of {args.repeats} after a "
              "warm-up (`python benchmarks/training_benchmark.py --output docs/benchmarks.md`).",
@@ -86,11 +85,7 @@ def main():
         print(f"{backbone}: custom {custom:.3f} s, composite {composite:.3f} s", flush=True)
         lines.append(f"| {backbone} | {1 / custom:.2f} | {1 / composite:.2f} | "
                      f"{composite / custom:.2f}x |")
-    lines.append(end)
-    section = "\n".join(lines) + "\n"
-    print(section)
-    if args.output:
-        report.write_section(args.output, section, SECTION)
+    report.publish(SECTION, lines, args.output)
 
 
 if __name__ == "__main__":
