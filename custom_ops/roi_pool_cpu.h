@@ -6,7 +6,7 @@
 // with -mavx2, where the channel loop of the forward scan runs 8 floats per
 // compare and select. Only comparisons, selects and the backward's additions
 // (in the same order) are involved, so both give identical bits.
-// roi_pool_op_cpu.cc calls CpuKernels<T>::Get().
+// roi_pool_op_cpu.cc picks one with SelectKernels<T>() (AVX2 when the CPU has it).
 #ifndef KERAS_FRCNN_CUSTOM_OPS_ROI_POOL_CPU_H_
 #define KERAS_FRCNN_CUSTOM_OPS_ROI_POOL_CPU_H_
 

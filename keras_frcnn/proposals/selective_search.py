@@ -5,8 +5,8 @@ the method key hashes the mode, the parameters and the OpenCV version, the
 image digest hashes the file's bytes, so a changed image or setting is never
 served stale results. Entries are written to a temporary name and renamed, so
 an interrupted run leaves only complete entries and the next run resumes where
-it stopped. Images are processed in spawned worker processes (one OpenCV
-thread each) with a progress bar.
+it stopped. Images are processed in worker processes (one OpenCV thread each;
+forked, or spawned when TensorFlow is loaded) with a progress bar.
 """
 
 import concurrent.futures
