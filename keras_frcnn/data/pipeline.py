@@ -24,8 +24,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_frcnn.data import transforms
+from keras_frcnn.data.images import read_image_bgr
 from keras_frcnn.data.sampling import SamplingConfig, sample_rois
-from keras_frcnn.proposals.selective_search import read_image_bgr
 
 MULTI_SCALES = (480, 576, 688, 864, 1200)
 
