@@ -19,7 +19,6 @@ and renamed (TensorFlow checkpoints are written that way already).
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import keras
@@ -30,6 +29,7 @@ from keras_frcnn.data.pipeline import PipelineConfig, training_dataset
 from keras_frcnn.data.roidb import TargetStats, build_roidb, target_stats
 from keras_frcnn.data.sampling import SamplingConfig
 from keras_frcnn.data.sources import load_dataset
+from keras_frcnn.files import atomic_write
 from keras_frcnn.model.fast_rcnn import FastRCNN, fold_target_stats, sgd, step_schedule
 from keras_frcnn.proposals.sources import proposals_for_dataset
 
@@ -38,14 +38,6 @@ logger = logging.getLogger("keras_frcnn.training")
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
-
-
-def write_atomically(path, text):
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def build_model(config, num_classes):
@@ -102,9 +94,9 @@ def train(config, workdir, progress=True):
     """Trains (or resumes) per ``config`` in ``workdir``; returns {"step", "history"}."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    write_atomically(workdir / "config.json", config.to_json_best_effort(indent=2))
+    atomic_write(workdir / "config.json", config.to_json_best_effort(indent=2))
     dataset, roidb, stats = prepare_training_data(config, progress)
-    write_atomically(workdir / "target_stats.json", json.dumps(stats.to_dict()))
+    atomic_write(workdir / "target_stats.json", json.dumps(stats.to_dict()))
     logger.info("%s: %d training images, %d classes", dataset.name, len(roidb),
                 dataset.num_classes)
 

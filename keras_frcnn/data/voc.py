@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_frcnn.boxes import invalid_box_reason
+from keras_frcnn.files import atomic_write
 from keras_frcnn.data.records import (
     Dataset,
     DatasetError,
@@ -141,7 +142,4 @@ def write_voc_xml(path, record, classes):
         bndbox = ElementTree.SubElement(obj, "bndbox")
         for key, value in zip(("xmin", "ymin", "xmax", "ymax"), np.asarray(box) + 1):
             ElementTree.SubElement(bndbox, key).text = f"{value:g}"
-    path = Path(path)
-    tmp = path.with_suffix(".xml.tmp")
-    ElementTree.ElementTree(root).write(tmp)
-    tmp.replace(path)
+    atomic_write(path, ElementTree.tostring(root))

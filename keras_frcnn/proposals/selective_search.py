@@ -11,12 +11,12 @@ forked, or spawned when TensorFlow is loaded) with a progress bar.
 
 import concurrent.futures
 import hashlib
+import io
 import json
 import logging
 import multiprocessing
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -24,6 +24,7 @@ import numpy as np
 
 from keras_frcnn.data.images import read_image_bgr
 from keras_frcnn.data.records import DatasetError
+from keras_frcnn.files import atomic_write
 
 logger = logging.getLogger("keras_frcnn.proposals")
 MODES = ("fast", "quality")
@@ -76,16 +77,11 @@ class ProposalCache:
             return None
 
     def save(self, digest, boxes):
-        """Writes atomically: a temporary file in the same folder, then a rename."""
+        """Writes atomically (keras_frcnn.files.atomic_write)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".npz.tmp", dir=self.directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, boxes=np.asarray(boxes, np.float32))
-            os.replace(tmp, self.path(digest))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        buffer = io.BytesIO()
+        np.savez(buffer, boxes=np.asarray(boxes, np.float32))
+        atomic_write(self.path(digest), buffer.getvalue())
 
 
 def _worker_context():
