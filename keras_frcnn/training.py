@@ -114,7 +114,7 @@ def train(config, workdir, progress=True):
     if step:
         logger.info("resuming from %s at step %d", manager.latest_checkpoint, step)
 
-    history = {"loss": [], "cls_loss": [], "bbox_loss": [], "accuracy": [], "fg_accuracy": []}
+    history = {metric.name: [] for metric in model.metrics}
     if step < t.steps:
         train_step = tf.function(model.train_step, reduce_retracing=True)
         writer = tf.summary.create_file_writer(str(workdir / "logs"))
