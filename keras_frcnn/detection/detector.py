@@ -1,0 +1,180 @@
+"""Detection with a trained FastRCNN: scales, forward pass, decoding, clipping, NMS.
+
+Single-scale test: the image resized as in training (shortest side ``scales[0]``,
+longest capped at ``max_size``). Multi-scale test (paper section 5.1): one
+image per scale in the batch, and each RoI goes to the scale where its scaled
+area is closest to 224^2. RoIs that land on the same feature cells at the same
+scale give identical outputs (RoI pooling sees only the rounded cells), so each
+such group is computed once and its outputs copied back, as the release does;
+the cells are computed with the op's own arithmetic (float32, rounded half away
+from zero), so the copy is exact.
+
+The model must emit raw deltas (a model saved by training.py or loaded with
+``load_inference_model``; the target normalisation is folded into bbox_pred).
+Deltas are decoded per class onto the proposals in original-image pixels and
+clipped to the image; post-processing is detection/postprocess.py.
+"""
+
+import dataclasses
+import logging
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from keras_frcnn import boxes as box_ops
+from keras_frcnn.data import transforms
+from keras_frcnn.data.images import read_image_bgr
+from keras_frcnn.detection.postprocess import (Detections, PostprocessConfig, apply_set_cap,
+                                               make_postprocess)
+
+logger = logging.getLogger("keras_frcnn.detection")
+
+CANONICAL_AREA = 224 * 224
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectorConfig:
+    scales: tuple = (600,)  # one entry: single-scale test; several: image pyramid
+    max_size: int = 1000
+    preprocessing: str = "caffe"  # data.transforms.preprocess mode of the backbone
+    postprocess: PostprocessConfig = PostprocessConfig()
+    deduplicate: bool = True  # compute RoIs sharing feature cells once
+
+
+def pyramid_levels(proposals, scale_factors):
+    """[n] index of the scale whose scaled RoI area is closest to 224^2 (paper 5.1)."""
+    if len(scale_factors) == 1:
+        return np.zeros(len(proposals), np.int64)
+    w, h = box_ops.widths_heights(np.asarray(proposals, np.float64).reshape(-1, 4))
+    scaled = (w * h)[:, None] * np.asarray(scale_factors, np.float64)[None, :] ** 2
+    return np.abs(scaled - CANONICAL_AREA).argmin(axis=1)
+
+
+def feature_cells(rois, spatial_scale):
+    """[n, 5] integer keys (level, cells) of [n, 5] RoIs, as the op rounds them."""
+    scaled = rois[:, 1:].astype(np.float32) * np.float32(spatial_scale)
+    cells = np.sign(scaled) * np.floor(np.abs(scaled) + np.float32(0.5))
+    return np.concatenate([rois[:, :1], cells], axis=1).astype(np.int64)
+
+
+class Detector:
+    """Runs a FastRCNN on images and their proposals.
+
+    ``detect(image_bgr, proposals)`` -> Detections for one image;
+    ``detect_dataset(dataset, proposals)`` -> ({image_id: Detections}, timing).
+    """
+
+    def __init__(self, model, config=DetectorConfig()):
+        if config.preprocessing not in transforms.PREPROCESSING:
+            raise ValueError(f"preprocessing must be one of {transforms.PREPROCESSING}, "
+                             f"got {config.preprocessing!r}")
+        if not config.scales:
+            raise ValueError("DetectorConfig.scales is empty: give at least one test scale")
+        self.model = model
+        self.config = config
+        self.num_classes = int(model.get_layer("cls_score").units)
+        self.spatial_scale = float(model.get_layer("roi_pool").spatial_scale)
+        self._forward = tf.function(
+            lambda images, rois: model({"images": images, "rois": rois}, training=False),
+            input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32),
+                             tf.TensorSpec([None, 5], tf.float32)])
+        self._postprocess = make_postprocess(self.num_classes, config.postprocess)
+
+    def prepare(self, image_bgr, proposals):
+        """Network inputs of one image: (images [S, H, W, 3], rois [u, 5], inverse [n])."""
+        height, width = image_bgr.shape[:2]
+        factors = [transforms.image_scale(height, width, s, self.config.max_size)
+                   for s in self.config.scales]
+        images = transforms.pad_images([
+            transforms.preprocess(transforms.resize(image_bgr, f), self.config.preprocessing)
+            for f in factors])
+        proposals = np.asarray(proposals, np.float32).reshape(-1, 4)
+        levels = pyramid_levels(proposals, factors)
+        rois = np.concatenate([levels[:, None].astype(np.float32),
+                               proposals * np.asarray(factors, np.float32)[levels][:, None]],
+                              axis=1).astype(np.float32)
+        inverse = np.arange(len(rois))
+        if self.config.deduplicate and len(rois):
+            _, first, inverse = np.unique(feature_cells(rois, self.spatial_scale), axis=0,
+                                          return_index=True, return_inverse=True)
+            rois = rois[first]
+        return images, rois, inverse.reshape(-1)
+
+    def _raw(self, images, rois, inverse):
+        out = self._forward(tf.constant(images), tf.constant(rois))
+        return out["cls_prob"].numpy()[inverse], out["bbox_pred"].numpy()[inverse]
+
+    def _finish(self, proposals, scores, deltas, width, height):
+        with np.errstate(over="ignore"):  # exp of a huge delta: inf, clipped below
+            boxes = box_ops.clip(box_ops.decode(proposals, deltas), width, height)
+        b, s, c = self._postprocess(tf.constant(boxes, tf.float32), tf.constant(scores))
+        return Detections(b.numpy(), s.numpy(), c.numpy().astype(np.int32))
+
+    def detect(self, image_bgr, proposals):
+        """Detections of one image (BGR uint8) with its proposals ([n, 4], 0-based)."""
+        proposals = np.asarray(proposals, np.float32).reshape(-1, 4)
+        if len(proposals) == 0:
+            return Detections.empty()
+        images, rois, inverse = self.prepare(image_bgr, proposals)
+        scores, deltas = self._raw(images, rois, inverse)
+        return self._finish(proposals, scores, deltas, image_bgr.shape[1], image_bgr.shape[0])
+
+    def detect_dataset(self, dataset, proposals, progress=True):
+        """Detections of every image of ``dataset`` ({image_id: [n, 4] proposals}).
+
+        Images are read and prepared by a parallel tf.data pipeline while the
+        network runs. Returns ({image_id: Detections}, timing) where timing
+        has seconds per image of the network and post-processing alone.
+        """
+        records = list(dataset.records)
+        missing = [r.image_id for r in records if r.image_id not in proposals]
+        if missing:
+            raise ValueError(f"no proposals for {len(missing)} images of {dataset.name} "
+                             f"(first: {missing[:3]})")
+
+        def load(index):
+            record = records[int(index)]
+            image = read_image_bgr(record.image_path)
+            boxes = np.asarray(proposals[record.image_id], np.float32).reshape(-1, 4)
+            images, rois, inverse = self.prepare(image, boxes)
+            return images, rois, inverse.astype(np.int64)
+
+        def load_tf(index):
+            return tf.numpy_function(load, [index], [tf.float32, tf.float32, tf.int64],
+                                     stateful=False)
+
+        stream = tf.data.Dataset.range(len(records)).map(
+            load_tf, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(4)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=len(records), desc="detecting", unit="image")
+        results, top_scores = {}, {}
+        network_seconds = 0.0
+        cap = self.config.postprocess.mode == "frcnn"
+        for record, (images, rois, inverse) in zip(records, stream):
+            boxes = np.asarray(proposals[record.image_id], np.float32).reshape(-1, 4)
+            start = time.perf_counter()
+            if len(boxes) == 0:
+                logger.warning("%s: no proposals, no detections", record.image_id)
+                results[record.image_id] = Detections.empty()
+            else:
+                scores, deltas = self._raw(images.numpy(), rois.numpy(), inverse.numpy())
+                results[record.image_id] = self._finish(boxes, scores, deltas, record.width,
+                                                        record.height)
+                if cap:
+                    per_class = self.config.postprocess.max_per_class
+                    for k in range(1, self.num_classes):
+                        top_scores.setdefault(k, []).append(np.sort(scores[:, k])[-per_class:])
+            network_seconds += time.perf_counter() - start
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        if cap:
+            results = apply_set_cap(results, top_scores, self.num_classes,
+                                    self.config.postprocess.max_per_set_factor)
+        timing = {"images": len(records),
+                  "network_seconds_per_image": network_seconds / max(len(records), 1)}
+        return results, timing

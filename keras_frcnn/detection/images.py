@@ -1,0 +1,49 @@
+"""Detection on image files: proposals computed (and cached) as configured,
+detections drawn into pictures and listed in a JSON file (bin/detect.py)."""
+
+import json
+from pathlib import Path
+
+import cv2
+
+from keras_frcnn.data.folder import load_images
+from keras_frcnn.data.images import read_image_bgr
+from keras_frcnn.detection.detector import Detector
+from keras_frcnn.detection.draw import draw_detections
+from keras_frcnn.files import atomic_write
+
+
+def detect_images(model, paths, class_names, detector_config, proposals_config, output_dir,
+                  score_threshold=0.5, progress=True):
+    """Detects objects in ``paths`` (files or folders); returns {image path: [detection]}.
+
+    Writes ``<output_dir>/<name>.detections.jpg`` per image and
+    ``<output_dir>/detections.json`` with every detection at or above the
+    threshold: {"image", "class", "score", "box" (0-based x1, y1, x2, y2)}.
+    """
+    from keras_frcnn.proposals.sources import proposals_for_dataset
+
+    detector = Detector(model, detector_config)
+    if len(class_names) != detector.num_classes - 1:
+        raise ValueError(f"{len(class_names)} class names given for a model with "
+                         f"{detector.num_classes - 1} object classes")
+    dataset = load_images(paths, tuple(class_names))
+    proposals = proposals_for_dataset(dataset, proposals_config, progress)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    found = {}
+    for record in dataset.records:
+        image = read_image_bgr(record.image_path)
+        dets = detector.detect(image, proposals[record.image_id])
+        keep = dets.select(dets.scores >= score_threshold)
+        found[str(record.image_path)] = [
+            {"class": class_names[int(k) - 1], "score": round(float(s), 4),
+             "box": [round(float(v), 1) for v in b]}
+            for b, s, k in zip(keep.boxes, keep.scores, keep.classes)]
+        ok, jpg = cv2.imencode(".jpg", draw_detections(image, dets, class_names,
+                                                       score_threshold))
+        if ok:
+            atomic_write(output_dir / f"{Path(record.image_path).stem}.detections.jpg",
+                         jpg.tobytes())
+    atomic_write(output_dir / "detections.json", json.dumps(found, indent=1) + "\n")
+    return found

@@ -1,0 +1,135 @@
+"""From per-RoI scores and per-class boxes to detections: NMS and the two modes.
+
+NMS follows the release: boxes in score order, a box is suppressed when its IoU
+with a kept box is *greater than* the threshold, areas with the +1 convention.
+It runs as TensorFlow's NMS kernel on boxes shifted to ``[y1, x1, y2 + 1, x2 + 1]``
+(whose plain areas and intersections are exactly the +1 ones); there is no
+Python loop over boxes, and the loop over classes is unrolled at trace time.
+
+Modes (DESIGN.md section 3, Detection):
+  "frcnn"    the release's test_net: per class the top ``max_per_class`` (100)
+             RoIs by score, then NMS at 0.3. ``detect_dataset`` adds the
+             release's dataset-level cap (``max_per_set``: 40 detections per
+             image and class over the set, applied as a score threshold).
+  "default"  scores > 0.05, NMS at 0.3 per class, at most 100 detections per
+             image (the highest scores).
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+MODES = ("frcnn", "default")
+
+
+@dataclasses.dataclass(frozen=True)
+class PostprocessConfig:
+    mode: str = "default"
+    nms_threshold: float = 0.3
+    score_threshold: float = 0.05  # "default": keep scores above
+    max_per_image: int = 100  # "default": after NMS, over all classes
+    max_per_class: int = 100  # "frcnn": before NMS, per class
+    max_per_set_factor: int = 40  # "frcnn": dataset-level cap, per image and class
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"post-processing mode must be one of {MODES}, got {self.mode!r}")
+        if not 0.0 <= self.nms_threshold <= 1.0:
+            raise ValueError(f"nms_threshold must be in [0, 1], got {self.nms_threshold}")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Detections:
+    """Detections of one image: 0-based inclusive boxes in original-image pixels."""
+
+    boxes: np.ndarray  # [n, 4] float32
+    scores: np.ndarray  # [n] float32
+    classes: np.ndarray  # [n] int32 in 1..K
+
+    @classmethod
+    def empty(cls):
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32))
+
+    def __len__(self):
+        return len(self.scores)
+
+    def select(self, keep):
+        return Detections(self.boxes[keep], self.scores[keep], self.classes[keep])
+
+
+def nms(boxes, scores, iou_threshold=0.3, max_output_size=None):
+    """Indices kept by NMS (score order), +1 areas, suppression when IoU > threshold.
+
+    boxes [n, 4] (x1, y1, x2, y2) inclusive, scores [n]; tensors or arrays.
+    """
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    scores = tf.convert_to_tensor(scores, tf.float32)
+    if max_output_size is None:
+        max_output_size = tf.shape(boxes)[0]
+    shifted = tf.stack([boxes[:, 1], boxes[:, 0], boxes[:, 3] + 1.0, boxes[:, 2] + 1.0], axis=1)
+    return tf.image.non_max_suppression(shifted, scores, max_output_size,
+                                        iou_threshold=iou_threshold)
+
+
+def _per_class(boxes, scores, k, config):
+    """(boxes, scores) of class k after the mode's pre-selection and NMS."""
+    class_boxes = boxes[:, 4 * (k - 1):4 * k]
+    class_scores = scores[:, k]
+    if config.mode == "default":
+        candidates = tf.where(class_scores > config.score_threshold)[:, 0]
+    else:
+        count = tf.minimum(tf.shape(class_scores)[0], config.max_per_class)
+        candidates = tf.math.top_k(class_scores, count, sorted=True).indices
+    class_boxes = tf.gather(class_boxes, candidates)
+    class_scores = tf.gather(class_scores, candidates)
+    keep = nms(class_boxes, class_scores, config.nms_threshold)
+    return tf.gather(class_boxes, keep), tf.gather(class_scores, keep)
+
+
+def make_postprocess(num_classes, config=PostprocessConfig()):
+    """A tf.function: (boxes [R, 4K], scores [R, K + 1]) -> (boxes, scores, classes).
+
+    Classes are 1..K; detections are ordered by class, then score.
+    """
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4 * (num_classes - 1)], tf.float32),
+                                  tf.TensorSpec([None, num_classes], tf.float32)])
+    def postprocess(boxes, scores):
+        out_boxes, out_scores, out_classes = [], [], []
+        for k in range(1, num_classes):
+            b, s = _per_class(boxes, scores, k, config)
+            out_boxes.append(b)
+            out_scores.append(s)
+            out_classes.append(tf.fill(tf.shape(s), k))
+        boxes_all = tf.concat(out_boxes, axis=0)
+        scores_all = tf.concat(out_scores, axis=0)
+        classes_all = tf.concat(out_classes, axis=0)
+        if config.mode == "default":
+            count = tf.minimum(tf.shape(scores_all)[0], config.max_per_image)
+            top = tf.sort(tf.math.top_k(scores_all, count, sorted=False).indices)
+            boxes_all = tf.gather(boxes_all, top)
+            scores_all = tf.gather(scores_all, top)
+            classes_all = tf.gather(classes_all, top)
+        return boxes_all, scores_all, classes_all
+
+    return postprocess
+
+
+def apply_set_cap(detections, pre_nms_scores, num_classes, factor=40):
+    """The release's dataset-level cap of mode "frcnn".
+
+    Per class, the threshold is the (factor * num_images)-th highest of the
+    pre-NMS candidate scores of all images (``pre_nms_scores``: {class:
+    list of arrays}); detections at or below it are dropped (the release keeps
+    scores > threshold). Filtering after NMS equals filtering before it, since
+    a box is only ever suppressed by higher-scoring ones.
+    """
+    cap = factor * len(detections)
+    thresholds = np.full(num_classes, -np.inf)
+    for k in range(1, num_classes):
+        scores = np.concatenate(pre_nms_scores.get(k, [np.zeros(0)]))
+        if len(scores) > cap:
+            thresholds[k] = np.partition(scores, len(scores) - cap)[len(scores) - cap]
+    return {image_id: dets.select(dets.scores > thresholds[dets.classes])
+            for image_id, dets in detections.items()}

@@ -1,0 +1,114 @@
+"""The detector: pyramid assignment, exact de-duplication, decoding and clipping."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_frcnn import boxes as box_ops
+from keras_frcnn.data import transforms
+from keras_frcnn.detection import Detector, DetectorConfig, PostprocessConfig, pyramid_levels
+from keras_frcnn.detection.detector import feature_cells
+from keras_frcnn.model.fast_rcnn import FastRCNN
+
+
+@pytest.fixture(scope="module")
+def model():
+    keras_model = FastRCNN(num_classes=3, backbone="small", dropout=0.0)
+    rng = np.random.default_rng(0)
+    layer = keras_model.get_layer("bbox_pred")
+    kernel, bias = layer.get_weights()
+    layer.set_weights([rng.normal(0, 0.01, kernel.shape).astype(np.float32),
+                       rng.normal(0, 0.1, bias.shape).astype(np.float32)])
+    return keras_model
+
+
+def image_and_proposals(seed=0, n=40, width=96, height=72):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 255, (height, width, 3), np.uint8)
+    x1 = rng.uniform(0, width - 20, n)
+    y1 = rng.uniform(0, height - 20, n)
+    proposals = np.stack([x1, y1, x1 + rng.uniform(8, 40, n), y1 + rng.uniform(8, 40, n)], 1)
+    proposals = box_ops.clip(np.round(proposals), width, height).astype(np.float32)
+    return image, np.concatenate([proposals, proposals[:5]])  # exact duplicates too
+
+
+def test_pyramid_levels_pick_the_scale_closest_to_224_squared():
+    factors = [0.5, 1.0, 2.0]
+    proposals = np.array([[0, 0, 223, 223],  # 224^2 at 1.0
+                          [0, 0, 447, 447],  # 224^2 at 0.5
+                          [0, 0, 111, 111],  # 224^2 at 2.0
+                          [0, 0, 9, 9]])  # tiny: the largest scale
+    assert pyramid_levels(proposals, factors).tolist() == [1, 0, 2, 2]
+    assert pyramid_levels(proposals, [1.0]).tolist() == [0, 0, 0, 0]
+
+
+def test_feature_cells_round_half_away_from_zero_like_the_op():
+    rois = np.array([[0, 8, 24, 39.9, 40]], np.float32)  # x 8/16 = .5 -> 1, 24/16 = 1.5 -> 2
+    assert feature_cells(rois, 1 / 16).tolist() == [[0, 1, 2, 2, 3]]
+
+
+def test_deduplication_is_exact(model):
+    image, proposals = image_and_proposals()
+    config = DetectorConfig(scales=(72,), max_size=128, preprocessing="tf")
+    with_dedup = Detector(model, config)
+    without = Detector(model, DetectorConfig(scales=(72,), max_size=128, preprocessing="tf",
+                                             deduplicate=False))
+    _, rois, inverse = with_dedup.prepare(image, proposals)
+    assert len(rois) < len(proposals)
+    a = with_dedup.detect(image, proposals)
+    b = without.detect(image, proposals)
+    np.testing.assert_array_equal(a.boxes, b.boxes)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    np.testing.assert_array_equal(a.classes, b.classes)
+
+
+def test_detect_decodes_raw_deltas_per_class_and_clips(model):
+    image, proposals = image_and_proposals(1)
+    config = DetectorConfig(scales=(144,), max_size=300, preprocessing="tf", deduplicate=False,
+                            postprocess=PostprocessConfig(mode="frcnn", nms_threshold=1.0))
+    detector = Detector(model, config)
+    dets = detector.detect(image, proposals)
+    # By hand: scale 2, RoIs at scale, network outputs, deltas onto the proposals.
+    batch = transforms.preprocess(transforms.resize(image, 2.0), "tf")[None]
+    rois = np.concatenate([np.zeros((len(proposals), 1)), proposals * 2], 1).astype(np.float32)
+    out = model({"images": tf.constant(batch), "rois": tf.constant(rois)}, training=False)
+    expected = box_ops.clip(box_ops.decode(proposals, out["bbox_pred"].numpy()), 96, 72)
+    # NMS at 1.0 keeps everything: each class has every proposal, in score order.
+    for k in (1, 2):
+        order = np.argsort(-out["cls_prob"].numpy()[:, k], kind="stable")
+        got = dets.boxes[dets.classes == k]
+        assert len(got) == len(proposals)
+        np.testing.assert_allclose(np.sort(got, axis=0),
+                                   np.sort(expected[order, 4 * (k - 1):4 * k], axis=0),
+                                   rtol=1e-5, atol=1e-3)
+        np.testing.assert_allclose(np.sort(dets.scores[dets.classes == k]),
+                                   np.sort(out["cls_prob"].numpy()[:, k]), rtol=1e-5)
+    assert dets.boxes[:, 0].min() >= 0 and dets.boxes[:, 2].max() <= 95
+    assert dets.boxes[:, 1].min() >= 0 and dets.boxes[:, 3].max() <= 71
+
+
+def test_multiscale_uses_one_image_per_scale(model):
+    image, proposals = image_and_proposals(2)
+    detector = Detector(model, DetectorConfig(scales=(48, 72, 144), max_size=300,
+                                              preprocessing="tf"))
+    images, rois, _ = detector.prepare(image, proposals)
+    assert images.shape == (3, 144, 192, 3)
+    factors = np.array([48 / 72, 1.0, 2.0])
+    levels = pyramid_levels(proposals, factors)
+    assert set(rois[:, 0].astype(int)) == set(levels)
+    dets = detector.detect(image, proposals)
+    assert np.all(np.isfinite(dets.boxes)) and np.all(dets.scores > 0.05)
+
+
+def test_no_proposals_no_detections(model):
+    image, _ = image_and_proposals()
+    dets = Detector(model, DetectorConfig(scales=(72,), preprocessing="tf")).detect(
+        image, np.zeros((0, 4)))
+    assert len(dets) == 0 and dets.boxes.shape == (0, 4)
+
+
+def test_bad_config_is_an_error(model):
+    with pytest.raises(ValueError, match="preprocessing must be one of"):
+        Detector(model, DetectorConfig(preprocessing="bgr"))
+    with pytest.raises(ValueError, match="scales is empty"):
+        Detector(model, DetectorConfig(scales=()))

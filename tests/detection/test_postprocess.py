@@ -1,0 +1,95 @@
+"""NMS and the two post-processing modes on hand-made boxes."""
+
+import numpy as np
+import pytest
+
+from keras_frcnn.detection import PostprocessConfig, make_postprocess, nms
+from keras_frcnn.detection.postprocess import Detections, apply_set_cap
+
+
+def test_nms_uses_plus_one_areas_and_suppresses_only_above_the_threshold():
+    # A is 10x10 (area 100 with +1 areas). B = 3x10 inside A: IoU 30/100 = 0.3
+    # exactly -> kept at threshold 0.3 (the release suppresses IoU > thresh).
+    # C = 4x10 inside A, apart from B: IoU 0.4 -> suppressed at 0.3 and 0.35. Without
+    # the +1, A would be 9x9 and B 2x9: IoU 18/81 = .22, C 27/81 = .33.
+    boxes = np.array([[0, 0, 9, 9], [0, 0, 2, 9], [5, 0, 8, 9]], np.float32)
+    scores = np.array([0.9, 0.8, 0.7], np.float32)
+    assert nms(boxes, scores, 0.3).numpy().tolist() == [0, 1]
+    assert nms(boxes, scores, 0.35).numpy().tolist() == [0, 1]
+    assert nms(boxes, scores, 0.45).numpy().tolist() == [0, 1, 2]
+
+
+def test_nms_keeps_score_order_and_is_greedy():
+    # B overlaps A and C; A suppresses B, so C survives although B would suppress it.
+    boxes = np.array([[0, 0, 9, 9], [5, 0, 14, 9], [10, 0, 19, 9]], np.float32)
+    scores = np.array([0.5, 0.9, 0.4], np.float32)
+    assert nms(boxes, scores, 0.3).numpy().tolist() == [1]
+    scores = np.array([0.9, 0.5, 0.4], np.float32)
+    assert nms(boxes, scores, 0.3).numpy().tolist() == [0, 2]
+
+
+def _inputs(num_classes, per_class_boxes, scores):
+    """boxes [R, 4K] with the same box for every class."""
+    boxes = np.tile(np.asarray(per_class_boxes, np.float32), (1, num_classes - 1))
+    return boxes, np.asarray(scores, np.float32)
+
+
+def test_default_mode_threshold_nms_per_class_and_image_cap():
+    post = make_postprocess(3, PostprocessConfig(mode="default"))
+    boxes, scores = _inputs(3, [[0, 0, 9, 9], [1, 0, 10, 9], [40, 40, 49, 49]],
+                            [[0.0, 0.6, 0.3], [0.0, 0.5, 0.45], [0.0, 0.05, 0.051]])
+    b, s, c = (t.numpy() for t in post(boxes, scores))
+    # class 1: rows 0 and 1 overlap (IoU 90/110) -> row 0; row 2 scores 0.05, not > 0.05.
+    # class 2: row 1 (0.45) suppresses row 0 (0.3); row 2 (0.051) passes.
+    assert c.tolist() == [1, 2, 2]
+    np.testing.assert_allclose(s, [0.6, 0.45, 0.051])
+    np.testing.assert_array_equal(b, [[0, 0, 9, 9], [1, 0, 10, 9], [40, 40, 49, 49]])
+
+
+def test_default_mode_keeps_the_100_best_per_image():
+    n = 150
+    grid = np.array([[20 * (i % 15), 20 * (i // 15), 20 * (i % 15) + 9, 20 * (i // 15) + 9]
+                     for i in range(n)], np.float32)  # disjoint boxes
+    rng = np.random.default_rng(0)
+    probs = rng.uniform(0.1, 0.9, size=(n, 2)).astype(np.float32)
+    boxes, scores = _inputs(3, grid, np.concatenate([np.zeros((n, 1)), probs], axis=1))
+    _, s, _ = make_postprocess(3)(boxes, scores)
+    assert len(s) == 100
+    np.testing.assert_allclose(np.sort(s.numpy()), np.sort(probs.ravel())[-100:])
+
+
+def test_frcnn_mode_top_100_per_class_before_nms_and_no_score_threshold():
+    n = 150
+    grid = np.array([[20 * (i % 15), 20 * (i // 15), 20 * (i % 15) + 9, 20 * (i // 15) + 9]
+                     for i in range(n)], np.float32)
+    scores = np.zeros((n, 3), np.float32)
+    scores[:, 1] = np.linspace(0.001, 0.02, n)  # all below 0.05
+    scores[:, 2] = 0.0
+    scores[0, 2] = 0.01
+    boxes, scores = _inputs(3, grid, scores)
+    _, s, c = make_postprocess(3, PostprocessConfig(mode="frcnn"))(boxes, scores)
+    c = c.numpy()
+    assert np.count_nonzero(c == 1) == 100  # top 100 of class 1 (boxes are disjoint)
+    np.testing.assert_allclose(np.sort(s.numpy()[c == 1]), np.sort(scores[:, 1])[-100:])
+    assert np.count_nonzero(c == 2) == 100  # zeros too: no score threshold in this mode
+
+
+def test_empty_input_gives_empty_output():
+    b, s, c = make_postprocess(4)(np.zeros((0, 12), np.float32), np.zeros((0, 4), np.float32))
+    assert b.shape == (0, 4) and s.shape == (0,) and c.shape == (0,)
+
+
+def test_set_cap_drops_scores_at_or_below_the_cap_th_best():
+    # factor 1, 2 images: per class keep scores > the 2nd best pre-NMS candidate score.
+    dets = {"a": Detections(np.zeros((2, 4), np.float32), np.array([0.9, 0.4], np.float32),
+                            np.array([1, 1], np.int32)),
+            "b": Detections(np.zeros((1, 4), np.float32), np.array([0.6], np.float32),
+                            np.array([1], np.int32))}
+    pre = {1: [np.array([0.4, 0.9], np.float32), np.array([0.6, 0.2], np.float32)]}
+    capped = apply_set_cap(dets, pre, num_classes=2, factor=1)
+    assert capped["a"].scores.tolist() == pytest.approx([0.9]) and len(capped["b"]) == 0
+
+
+def test_bad_config_is_an_error():
+    with pytest.raises(ValueError, match="mode must be one of"):
+        PostprocessConfig(mode="soft")
