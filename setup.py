@@ -59,15 +59,17 @@ setup(
     description="Fast R-CNN (Girshick, ICCV 2015) for TensorFlow 2 and Keras 3, with an exact "
                 "RoI max-pooling op",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["keras_frcnn", "keras_frcnn.*"]),
+    packages=find_packages(include=["keras_frcnn", "keras_frcnn.*"]) + ["keras_frcnn_bin"],
+    package_dir={"keras_frcnn_bin": "bin"},
     # One placeholder extension makes setuptools run BuildCustomOps (also for
     # editable installs); the real work is the Makefile.
     ext_modules=[Extension("keras_frcnn.ops._roi_pool_ops", sources=[])],
     cmdclass={"build_ext": BuildCustomOps},
     install_requires=requirements("requirements.txt"),
     extras_require={"test": requirements("requirements-test.txt")},
-    # Reserved names, added with their programs in bin/ (issues 4-6): frcnn-train,
-    # frcnn-evaluate, frcnn-detect, frcnn-compress, frcnn-export.
-    entry_points={"console_scripts": []},
+    # frcnn-compress and frcnn-export are added with their programs (issue 6).
+    entry_points={"console_scripts": [
+        f"frcnn-{name}=keras_frcnn_bin.{name}:run"
+        for name in ("train", "evaluate", "detect", "proposals")]},
     zip_safe=False,
 )

@@ -36,8 +36,13 @@ def main(argv):
     print(f"{dataset.name}: {summarize(proposals, seconds)}")
 
 
-if __name__ == "__main__":
+def run():
+    """Entry point of the console script frcnn-proposals."""
     flags.mark_flag_as_required("config")
     from keras_frcnn import cli
 
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

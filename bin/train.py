@@ -35,8 +35,13 @@ def main(argv):
     print(f"{state} at step {result['step']}; model in {_WORKDIR.value}/model.keras")
 
 
-if __name__ == "__main__":
+def run():
+    """Entry point of the console script frcnn-train."""
     flags.mark_flags_as_required(["config", "workdir"])
     from keras_frcnn import cli
 
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -20,4 +20,8 @@ def get_config():
     config.proposals.method = "selective_search"
     config.train.steps = 240000
     config.train.step_size = 100000
+    config.dataset.test_split = "val"  # point dataset.annotations at the val JSON to evaluate
+    config.test.metric = "coco"
+    config.test.use_07_metric = False
+    config.test.mode = "default"
     return config

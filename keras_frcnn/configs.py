@@ -73,6 +73,20 @@ def base_config():
     config.train.checkpoint_every = 2000  # steps between checkpoints
     config.train.keep_checkpoints = 3  # checkpoints kept in <workdir>/checkpoints
     config.train.log_every = 20  # steps between TensorBoard and log lines
+
+    config.test = ml_collections.ConfigDict()
+    config.test.scales = (600,)  # test scales: one (single-scale) or an image pyramid
+    config.test.max_size = 1000  # cap on the longest side at test time
+    config.test.mode = "frcnn"  # post-processing: frcnn (the release) | default
+    config.test.nms_threshold = 0.3  # per-class NMS: suppress IoU > this
+    config.test.score_threshold = 0.05  # mode default: keep scores above this
+    config.test.deduplicate = True  # compute RoIs sharing feature cells once (exact)
+    config.test.metric = "voc"  # voc | coco | both
+    config.test.iou_threshold = 0.5  # VOC: a match needs IoU above this
+    config.test.use_07_metric = False  # VOC: 11-point AP (VOC2007) instead of the area
+    config.test.devkit_ge = False  # VOC: match at IoU >= threshold (MATLAB devkit)
+    config.test.picture_images = 6  # images drawn into detections.png by evaluate
+    config.test.picture_threshold = 0.5  # score threshold of drawn detections
     return config
 
 
@@ -88,8 +102,11 @@ def voc07_config(backbone, weights="imagenet", multiscale=False):
     config.proposals.mat_file = "data/selective_search_data/voc_2007_{split}.mat"
     config.model.backbone = backbone
     config.model.weights = weights
-    if multiscale:  # paper section 5.2, models S and M
+    config.test.use_07_metric = True  # the paper's VOC 2007 numbers
+    if multiscale:  # paper section 5.2, models S and M: trained and tested on 5 scales
         config.pipeline.scales = (480, 576, 688, 864, 1200)
         config.pipeline.max_size = 2000
+        config.test.scales = config.pipeline.scales
+        config.test.max_size = 2000
     return config
 

@@ -3,6 +3,7 @@
 Workdir layout:
   config.json          the resolved config (written before training starts)
   target_stats.json    regression-target normalisation of the training set
+  classes.json         object class names (class k >= 1 is entry k - 1)
   checkpoints/         training state (model, optimiser, step), every
                        ``train.checkpoint_every`` steps and at the end
   model.keras          the trained model for inference: target normalisation
@@ -97,6 +98,7 @@ def train(config, workdir, progress=True):
     atomic_write(workdir / "config.json", config.to_json_best_effort(indent=2))
     dataset, roidb, stats = prepare_training_data(config, progress)
     atomic_write(workdir / "target_stats.json", json.dumps(stats.to_dict()))
+    atomic_write(workdir / "classes.json", json.dumps(list(dataset.classes)))
     logger.info("%s: %d training images, %d classes", dataset.name, len(roidb),
                 dataset.num_classes)
 

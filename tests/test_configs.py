@@ -22,7 +22,10 @@ def load(path):
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_config_is_complete_and_consistent(path):
     config = load(path)
-    assert set(config) == {"dataset", "proposals", "sampling", "pipeline", "model", "train"}
+    assert set(config) == {"dataset", "proposals", "sampling", "pipeline", "model", "train",
+                           "test"}
+    assert config.test.mode in ("frcnn", "default") and config.test.metric in (
+        "voc", "coco", "both")
     assert config.model.backbone in SPECS
     assert config.pipeline.preprocessing == SPECS[config.model.backbone].preprocessing
     assert config.sampling.rois_per_batch % config.sampling.images_per_batch == 0
@@ -40,6 +43,12 @@ def test_paper_settings():
     multiscale = load(Path(__file__).resolve().parents[1] / "configs" / "voc07_caffenet_multiscale.py")
     assert tuple(multiscale.pipeline.scales) == (480, 576, 688, 864, 1200)
     assert multiscale.pipeline.max_size == 2000
+    # Testing: the release's post-processing, the paper's VOC 2007 metric, 5 test scales
+    # for the multi-scale models (section 5.2).
+    assert (config.test.mode, config.test.nms_threshold, config.test.use_07_metric) == (
+        "frcnn", 0.3, True)
+    assert tuple(config.test.scales) == (600,) and config.test.max_size == 1000
+    assert tuple(multiscale.test.scales) == (480, 576, 688, 864, 1200)
 
 
 def test_voc_roots_joined_with_plus(tmp_path):

@@ -1,5 +1,6 @@
 """Training: resume, divergence, export, and a short run of the demo config."""
 
+import json
 import os
 import subprocess
 import sys
@@ -89,13 +90,43 @@ def test_exported_model_emits_raw_deltas(tmp_path):
 
 
 def test_demo_config_end_to_end(tmp_path):
+    """bin/train.py, bin/evaluate.py and bin/detect.py on a tiny demo set."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "bin" / "train.py"), "--config=configs/demo.py",
-         f"--workdir={tmp_path / 'demo'}", f"--config.dataset.cache_dir={tmp_path / 'cache'}",
-         "--config.dataset.demo_sizes=(6, 1, 1)", f"--config.proposals.cache_dir={tmp_path / 'p'}",
-         "--config.train.steps=3", "--config.train.checkpoint_every=2"],
-        capture_output=True, text=True, env=env, cwd=ROOT)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "finished at step 3" in result.stdout
-    assert (tmp_path / "demo" / "model.keras").is_file()
+    common = ["--config=configs/demo.py", f"--config.dataset.cache_dir={tmp_path / 'cache'}",
+              "--config.dataset.demo_sizes=(6, 1, 2)",
+              f"--config.proposals.cache_dir={tmp_path / 'p'}"]
+    workdir = tmp_path / "demo"
+
+    def run(program, *args):
+        result = subprocess.run([sys.executable, str(ROOT / "bin" / program), *common, *args],
+                                capture_output=True, text=True, env=env, cwd=ROOT)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout
+
+    out = run("train.py", f"--workdir={workdir}", "--config.train.steps=3",
+              "--config.train.checkpoint_every=2")
+    assert "finished at step 3" in out
+    assert (workdir / "model.keras").is_file()
+
+    out = run("evaluate.py", f"--workdir={workdir}")
+    assert "VOC AP (%) at IoU > 0.5, area metric:" in out
+    assert ["disc", "ring", "square", "triang", "cross", "mAP"] in [
+        line.split() for line in out.splitlines()]
+    eval_dir = workdir / "eval" / "test"
+    for name in ("metrics.json", "detections.npz", "pr_curves.png", "detections.png",
+                 "results/comp4_det_test_disc.txt"):
+        assert (eval_dir / name).is_file(), name
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    assert metrics["images"] == 2 and set(metrics["AP"]) == {
+        "disc", "ring", "square", "triangle", "cross"}
+
+    out = run("evaluate.py", f"--workdir={workdir}", f"--rescore={eval_dir / 'detections.npz'}",
+              "--rescore_nms=0.5", f"--output_dir={tmp_path / 'rescored'}")
+    assert "VOC AP" in out and (tmp_path / "rescored" / "metrics.json").is_file()
+
+    image = next((tmp_path / "cache").rglob("test_00000.jpg"))
+    out = run("detect.py", f"--workdir={workdir}", f"--images={image}",
+              f"--output_dir={tmp_path / 'pictures'}", "--score_threshold=0.0")
+    assert (tmp_path / "pictures" / "test_00000.detections.jpg").is_file()
+    found = json.loads((tmp_path / "pictures" / "detections.json").read_text())
+    assert list(found) == [str(image)]

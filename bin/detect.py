@@ -1,0 +1,72 @@
+"""Detects objects in images with a trained detector and draws them.
+
+    python bin/detect.py --config=configs/demo.py --workdir=workdirs/demo \
+        --images=path/to/folder_or_image[,more] --output_dir=detections/
+
+Proposals are computed as the config says (selective search by default,
+cached), or read from the release's demo files with
+--config.proposals.method=demo_mat --config.proposals.mat_dir=<folder>.
+Writes <name>.detections.jpg per image and detections.json into --output_dir.
+"""
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+from absl import flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config (configs/*.py)",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "training workdir (model.keras, classes.json)")
+_MODEL = flags.DEFINE_string("model", None, "a saved .keras model instead of <workdir>/model.keras")
+_CLASSES = flags.DEFINE_list("classes", None, "class names (default <workdir>/classes.json)")
+_IMAGES = flags.DEFINE_list("images", None, "image files or folders")
+_OUTPUT = flags.DEFINE_string("output_dir", "detections", "where pictures and JSON go")
+_THRESHOLD = flags.DEFINE_float("score_threshold", 0.5, "draw and list detections above this")
+
+
+def class_names(workdir, classes):
+    if classes:
+        return list(classes)
+    path = Path(workdir or ".") / "classes.json"
+    if not path.is_file():
+        sys.exit(f"error: {path} not found: give --classes=name1,name2,... (in model order)")
+    return json.loads(path.read_text())
+
+
+def main(argv):
+    if len(argv) > 1:
+        sys.exit(f"error: unexpected arguments: {argv[1:]}")
+    if not (_WORKDIR.value or _MODEL.value):
+        sys.exit("error: give --workdir or --model")
+    logging.getLogger("keras_frcnn").setLevel(logging.INFO)
+    from keras_frcnn.data.records import DatasetError
+    from keras_frcnn.detection.images import detect_images
+    from keras_frcnn.evaluate import detector_config
+    from keras_frcnn.training import load_inference_model
+
+    names = class_names(_WORKDIR.value, _CLASSES.value)
+    try:
+        model = load_inference_model(_MODEL.value or _WORKDIR.value)
+        found = detect_images(model, _IMAGES.value, names, detector_config(_CONFIG.value),
+                              _CONFIG.value.proposals, _OUTPUT.value, _THRESHOLD.value)
+    except (DatasetError, FileNotFoundError, ValueError) as err:
+        sys.exit(f"error: {err}")
+    for path, rows in found.items():
+        listed = ", ".join(f"{r['class']} {r['score']:.2f}" for r in rows) or "nothing"
+        print(f"{path}: {listed}")
+    print(f"pictures and detections.json in {_OUTPUT.value}")
+
+
+def run():
+    """Entry point of the console script frcnn-detect."""
+    flags.mark_flags_as_required(["config", "images"])
+    from keras_frcnn import cli
+
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

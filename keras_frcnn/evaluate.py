@@ -1,0 +1,164 @@
+"""Evaluation of a trained detector on a split (bin/evaluate.py calls ``evaluate``).
+
+Output folder (default ``<workdir>/eval/<split>``):
+  detections.npz        every detection, for re-scoring without the network
+  results/              VOC result files comp4_det_<split>_<class>.txt (1-based)
+  metrics.json          AP per class, mAP, COCO numbers, timing, settings
+  pr_curves.png         precision-recall curve per class
+  detections.png        a few test images with their detections drawn
+  coco_results.json     (COCO metric) the official results format
+"""
+
+import logging
+import time
+from pathlib import Path
+
+from keras_frcnn.data.images import read_image_bgr
+from keras_frcnn.data.sources import load_dataset
+from keras_frcnn.evaluation import (evaluate_voc, load_detections, reapply_nms, save_detections,
+                                    write_summary, write_voc_results)
+
+logger = logging.getLogger("keras_frcnn.evaluate")
+METRICS = ("voc", "coco", "both")
+
+
+def detector_config(config):
+    from keras_frcnn.detection import DetectorConfig, PostprocessConfig
+
+    t = config.test
+    return DetectorConfig(
+        scales=tuple(t.scales), max_size=t.max_size, preprocessing=config.pipeline.preprocessing,
+        postprocess=PostprocessConfig(mode=t.mode, nms_threshold=t.nms_threshold,
+                                      score_threshold=t.score_threshold),
+        deduplicate=t.deduplicate)
+
+
+def load_model(config, workdir=None, model_path=None, checkpoint=None, num_classes=None):
+    """The inference model: a .keras file, the workdir's model.keras, or a training
+    checkpoint of the workdir ("latest" or a prefix) with the target
+    normalisation folded in."""
+    from keras_frcnn import training
+
+    if checkpoint:
+        import tensorflow as tf
+
+        if workdir is None:
+            raise ValueError("--checkpoint needs --workdir (for target_stats.json)")
+        prefix = (tf.train.latest_checkpoint(str(Path(workdir) / "checkpoints"))
+                  if checkpoint == "latest" else checkpoint)
+        if not prefix:
+            raise FileNotFoundError(f"{workdir}/checkpoints: no checkpoint to evaluate")
+        model = training.build_model(config, num_classes)
+        tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
+        return training.inference_copy(model, training.load_target_stats(workdir))
+    return training.load_inference_model(model_path or workdir)
+
+
+def draw_examples(dataset, detections, path, count, threshold):
+    """detections.png: the first ``count`` images with detections >= threshold."""
+    from keras_frcnn.detection.draw import contact_sheet, draw_detections
+    from keras_frcnn.files import atomic_write
+    import cv2
+
+    pictures = []
+    for record in dataset.records[:count]:
+        image = read_image_bgr(record.image_path)
+        scale = 1.0 if max(image.shape[:2]) >= 300 else 300 / max(image.shape[:2])
+        pictures.append(draw_detections(image, detections[record.image_id], dataset.classes,
+                                        threshold, scale))
+    if pictures:
+        ok, png = cv2.imencode(".png", contact_sheet(pictures))
+        if ok:
+            atomic_write(path, png.tobytes())
+
+
+def evaluate(config, workdir=None, split=None, model_path=None, checkpoint=None,
+             output_dir=None, rescore=None, rescore_nms=None, progress=True):
+    """Runs detection and evaluation; returns the metrics dict written to metrics.json.
+
+    rescore: a detections.npz to evaluate instead of running the network (with
+    NMS re-applied at ``rescore_nms`` if given).
+    """
+    t = config.test
+    if t.metric not in METRICS:
+        raise ValueError(f"test.metric must be one of {METRICS}, got {t.metric!r}")
+    split = split or config.dataset.test_split
+    dataset = load_dataset(config.dataset, split)
+    if output_dir is None:
+        if workdir is None:
+            raise ValueError("give an output directory or a workdir")
+        output_dir = Path(workdir) / "eval" / split
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    timing = {}
+    if rescore:
+        detections = load_detections(rescore)
+        if rescore_nms is not None:
+            detections = reapply_nms(detections, rescore_nms)
+    else:
+        from keras_frcnn.detection import Detector
+        from keras_frcnn.proposals.sources import proposals_for_dataset
+
+        start = time.perf_counter()
+        proposals = proposals_for_dataset(dataset, config.proposals, progress, split=split)
+        proposal_seconds = (time.perf_counter() - start) / max(len(dataset.records), 1)
+        model = load_model(config, workdir, model_path, checkpoint, dataset.num_classes)
+        detector = Detector(model, detector_config(config))
+        if detector.num_classes != dataset.num_classes:
+            raise ValueError(f"the model has {detector.num_classes - 1} object classes but "
+                             f"{dataset.name} has {dataset.num_classes - 1}")
+        detections, timing = detector.detect_dataset(dataset, proposals, progress)
+        timing["proposal_seconds_per_image"] = proposal_seconds
+        timing["total_seconds_per_image"] = (proposal_seconds +
+                                             timing["network_seconds_per_image"])
+        save_detections(detections, output_dir / "detections.npz")
+    metrics = {"dataset": dataset.name, "split": split, "images": len(dataset.records),
+               "detections": int(sum(len(d) for d in detections.values())), "timing": timing,
+               "test": config.test.to_dict()}
+    result = None
+    if t.metric in ("voc", "both"):
+        result = evaluate_voc(dataset, detections, t.iou_threshold, t.use_07_metric,
+                              t.devkit_ge)
+        write_voc_results(detections, dataset.classes, output_dir / "results", split)
+        from keras_frcnn.evaluation.plots import plot_pr_curves
+
+        plot_pr_curves(result, output_dir / "pr_curves.png")
+        metrics["table"] = result.table()
+    if t.metric in ("coco", "both"):
+        from keras_frcnn.evaluation.coco import evaluate_coco
+
+        metrics["coco"], metrics["coco_summary"] = evaluate_coco(
+            dataset, detections, output_dir / "coco_results.json")
+    if t.picture_images > 0:
+        draw_examples(dataset, detections, output_dir / "detections.png", t.picture_images,
+                      t.picture_threshold)
+    if result is not None:
+        write_summary(result, output_dir / "metrics.json", metrics)
+        metrics = {**result.to_dict(), **metrics}
+    else:
+        from keras_frcnn.files import atomic_write
+        import json
+
+        atomic_write(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    metrics["output_dir"] = str(output_dir)
+    return metrics
+
+
+def format_report(metrics):
+    """The text bin/evaluate.py prints."""
+    lines = [f"{metrics['dataset']} ({metrics['images']} images, "
+             f"{metrics['detections']} detections)"]
+    if "table" in metrics:
+        kind = "11-point" if metrics["metric"] == "voc07_11point" else "area"
+        lines += [f"VOC AP (%) at IoU > {metrics['iou_threshold']}, {kind} metric:",
+                  metrics["table"]]
+    if "coco_summary" in metrics:
+        lines.append(metrics["coco_summary"].rstrip())
+    timing = metrics.get("timing") or {}
+    if timing:
+        lines.append(f"seconds per image: network {timing['network_seconds_per_image']:.3f}, "
+                     f"with proposals {timing['total_seconds_per_image']:.3f} "
+                     f"(proposals {timing['proposal_seconds_per_image']:.3f}; 0 when cached)")
+    lines.append(f"written to {metrics['output_dir']}")
+    return "\n".join(lines)
+
