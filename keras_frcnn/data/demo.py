@@ -3,9 +3,8 @@
 Generated deterministically from a seed on first use into a cache folder, in
 PASCAL VOC devkit layout (Annotations/, JPEGImages/, ImageSets/Main/), so the
 demo exercises the VOC code path. Five classes that differ by *shape only*:
-every object gets a random colour pair and a random texture (solid, stripes,
-checks), so colour cannot tell them apart; "disc" and "ring" differ
-only by the hole. Backgrounds are a colour gradient with noise, line segments
+every object is filled with a random colour far from the background under it,
+so colour cannot tell them apart; "disc" and "ring" differ only by the hole. Backgrounds are a colour gradient with noise, line segments
 and dots. Objects may overlap, but a new object is only placed where it leaves
 every earlier object at least MIN_VISIBLE of its area, and each box is the
 tight bounding box of the object's *visible* pixels.
@@ -28,11 +27,9 @@ from keras_frcnn.data.voc import load_voc, write_voc_xml
 
 DEMO_CLASSES = ("disc", "ring", "square", "triangle", "cross")
 DEFAULT_SPLITS = (("train", 400), ("val", 60), ("test", 120))
-GENERATOR_VERSION = 2  # bump when the drawing changes: new cache folder
-MIN_VISIBLE = 0.6
+GENERATOR_VERSION = 4  # bump when the drawing changes: new cache folder
+MIN_VISIBLE = 0.75
 MIN_SIZE, MAX_SIZE = 32, 72  # object extent in pixels
-TEXTURES = ("solid", "stripes", "checks")
-TEXTURE_WEIGHTS = (0.4, 0.3, 0.3)
 
 
 def default_cache_dir():
@@ -74,23 +71,12 @@ def _colour(rng):
     return rng.uniform(0, 255, size=3)
 
 
-def _texture(rng, shape, background_mean):
-    """An [H, W, 3] float texture: two colours far from the local background."""
+def _fill_colour(rng, background_mean):
+    """A random colour at least 80 (RGB distance) from the background it covers."""
     while True:
-        fg, bg = _colour(rng), _colour(rng)
-        if min(np.linalg.norm(fg - background_mean), np.linalg.norm(bg - background_mean)) > 80:
-            break
-    kind = TEXTURES[rng.choice(len(TEXTURES), p=TEXTURE_WEIGHTS)]
-    yy, xx = np.mgrid[:shape[0], :shape[1]]
-    period = rng.integers(6, 11)
-    if kind == "solid":
-        pattern = np.ones(shape, bool)
-    elif kind == "stripes":
-        theta = rng.uniform(0, np.pi)
-        pattern = ((xx * np.cos(theta) + yy * np.sin(theta)) // period) % 2 == 0
-    else:  # checks
-        pattern = ((xx // period) + (yy // period)) % 2 == 0
-    return np.where(pattern[..., None], fg, bg)
+        colour = _colour(rng)
+        if np.linalg.norm(colour - background_mean) > 80:
+            return colour
 
 
 def _background(rng, height, width):
@@ -101,17 +87,17 @@ def _background(rng, height, width):
     image = _colour(rng) * (1 - ramp) + _colour(rng) * ramp
     image = image + rng.normal(0, 10, size=image.shape)
     canvas = np.ascontiguousarray(np.clip(image, 0, 255).astype(np.uint8))
-    for _ in range(rng.integers(6, 16)):  # clutter: segments
+    for _ in range(rng.integers(3, 9)):  # clutter: segments
         p1 = tuple(int(v) for v in rng.integers(0, [width, height]))
         p2 = tuple(int(v) for v in rng.integers(0, [width, height]))
         cv2.line(canvas, p1, p2, tuple(int(v) for v in _colour(rng)), 1)
-    for _ in range(rng.integers(10, 30)):  # clutter: dots
+    for _ in range(rng.integers(5, 16)):  # clutter: dots
         centre = tuple(int(v) for v in rng.integers(0, [width, height]))
         cv2.circle(canvas, centre, int(rng.integers(1, 3)), tuple(int(v) for v in _colour(rng)), -1)
     return canvas.astype(np.float64)
 
 
-def render_image(rng, width, height, max_objects=4, max_tries=40):
+def render_image(rng, width, height, min_objects=2, max_objects=6, max_tries=40):
     """Draws one image. Returns (image uint8 [H, W, 3], boxes [n, 4], labels [n], masks [n, H, W]).
 
     masks are the visible pixels of each object; boxes are their tight bounds.
@@ -119,7 +105,7 @@ def render_image(rng, width, height, max_objects=4, max_tries=40):
     image = _background(rng, height, width)
     owner = np.full((height, width), -1, np.int32)
     labels, full_areas = [], []
-    for _ in range(int(rng.integers(1, max_objects + 1))):
+    for _ in range(int(rng.integers(min_objects, max_objects + 1))):
         for _ in range(max_tries):
             label = int(rng.integers(1, len(DEMO_CLASSES) + 1))
             size = rng.uniform(MIN_SIZE, MAX_SIZE)
@@ -129,8 +115,7 @@ def render_image(rng, width, height, max_objects=4, max_tries=40):
             trial = np.where(mask, len(labels), owner)
             visible = [np.count_nonzero(trial == k) / full_areas[k] for k in range(len(labels))]
             if mask.any() and all(v >= MIN_VISIBLE for v in visible):
-                texture = _texture(rng, (height, width), image[mask].mean(axis=0))
-                image[mask] = texture[mask]
+                image[mask] = _fill_colour(rng, image[mask].mean(axis=0))
                 owner = trial
                 labels.append(label)
                 full_areas.append(np.count_nonzero(mask))

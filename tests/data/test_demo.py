@@ -14,7 +14,7 @@ def test_render_is_deterministic_and_boxes_are_tight():
         np.testing.assert_array_equal(image, again[0])
         np.testing.assert_array_equal(boxes, again[1])
         assert image.shape == (160, 200, 3) and image.dtype == np.uint8
-        assert 1 <= len(labels) <= 4 and set(labels) <= set(range(1, 6))
+        assert 1 <= len(labels) <= 6 and set(labels) <= set(range(1, 6))
         for box, mask in zip(boxes.astype(int), masks):
             x1, y1, x2, y2 = box
             # Tight: the visible pixels touch all four sides of the box, none outside.
