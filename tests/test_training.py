@@ -124,6 +124,13 @@ def test_demo_config_end_to_end(tmp_path):
               "--rescore_nms=0.5", f"--output_dir={tmp_path / 'rescored'}")
     assert "VOC AP" in out and (tmp_path / "rescored" / "metrics.json").is_file()
 
+    # A training checkpoint (normalisation folded in on the fly) gives the same detections
+    # as the exported model.
+    run("evaluate.py", f"--workdir={workdir}", "--checkpoint=latest",
+        f"--output_dir={tmp_path / 'from_checkpoint'}")
+    assert json.loads((tmp_path / "from_checkpoint" / "metrics.json").read_text())["AP"] == \
+        metrics["AP"]
+
     image = next((tmp_path / "cache").rglob("test_00000.jpg"))
     out = run("detect.py", f"--workdir={workdir}", f"--images={image}",
               f"--output_dir={tmp_path / 'pictures'}", "--score_threshold=0.0")
