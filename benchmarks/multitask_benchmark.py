@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import report
+from keras_frcnn.configs import load_config_file
 from keras_frcnn.evaluate import evaluate
 from keras_frcnn.training import load_inference_model, train
 
@@ -25,13 +26,7 @@ SECTION = "multitask_benchmark"
 
 
 def demo_config(loss_lambda, steps):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "demo", Path(__file__).resolve().parents[1] / "configs" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = load_config_file(Path(__file__).resolve().parents[1] / "configs" / "demo.py")
     config.train.loss_lambda = loss_lambda
     if steps:
         config.train.steps = steps

@@ -17,6 +17,8 @@ from pathlib import Path
 from absl import flags
 from ml_collections import config_flags
 
+from keras_frcnn import cli
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config (configs/*.py)",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "training workdir (model.keras, classes.json)")
@@ -37,8 +39,6 @@ def class_names(workdir, classes):
 
 
 def main(argv):
-    if len(argv) > 1:
-        sys.exit(f"error: unexpected arguments: {argv[1:]}")
     if not (_WORKDIR.value or _MODEL.value):
         sys.exit("error: give --workdir or --model")
     logging.getLogger("keras_frcnn").setLevel(logging.INFO)
@@ -62,10 +62,7 @@ def main(argv):
 
 def run():
     """Entry point of the console script frcnn-detect."""
-    flags.mark_flags_as_required(["config", "images"])
-    from keras_frcnn import cli
-
-    cli.run(main)
+    cli.run(main, required=("config", "images"))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
+from keras_frcnn import cli
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config (configs/*.py)",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "training workdir (model.keras, checkpoints)")
@@ -33,8 +35,6 @@ _RESCORE_NMS = flags.DEFINE_float("rescore_nms", None, "with --rescore: re-apply
 
 
 def main(argv):
-    if len(argv) > 1:
-        sys.exit(f"error: unexpected arguments: {argv[1:]}")
     if not (_WORKDIR.value or _MODEL.value or _RESCORE.value):
         sys.exit("error: give --workdir (or --model, or --rescore)")
     if _RESCORE.value and not (_WORKDIR.value or _OUTPUT.value):
@@ -53,9 +53,6 @@ def main(argv):
 
 def run():
     """Entry point of the console script frcnn-evaluate."""
-    flags.mark_flags_as_required(["config"])
-    from keras_frcnn import cli
-
     cli.run(main)
 
 

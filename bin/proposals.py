@@ -10,8 +10,10 @@ so training and detection later reuse them; an interrupted run resumes.
 
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
+
+from keras_frcnn import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config (configs/*.py)",
                                           lock_config=True)
@@ -19,8 +21,6 @@ _SPLIT = flags.DEFINE_string("split", None, "dataset split (default: the config'
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from keras_frcnn.data.records import DatasetError
     from keras_frcnn.data.sources import load_dataset
     from keras_frcnn.proposals.sources import summarize, timed_proposals
@@ -38,9 +38,6 @@ def main(argv):
 
 def run():
     """Entry point of the console script frcnn-proposals."""
-    flags.mark_flag_as_required("config")
-    from keras_frcnn import cli
-
     cli.run(main)
 
 

@@ -10,8 +10,10 @@ See keras_frcnn/training.py for what the workdir holds.
 import logging
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
+
+from keras_frcnn import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config (configs/*.py)",
                                           lock_config=True)
@@ -19,8 +21,6 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, logs and the
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.getLogger("keras_frcnn").setLevel(logging.INFO)
     from keras_frcnn.data.records import DatasetError
     from keras_frcnn.training import TrainingDiverged, train
@@ -37,10 +37,7 @@ def main(argv):
 
 def run():
     """Entry point of the console script frcnn-train."""
-    flags.mark_flags_as_required(["config", "workdir"])
-    from keras_frcnn import cli
-
-    cli.run(main)
+    cli.run(main, required=("config", "workdir"))
 
 
 if __name__ == "__main__":

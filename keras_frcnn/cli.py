@@ -1,19 +1,17 @@
 """Shared start-up of the bin/ programs: absl flags with clear configuration errors."""
 
-import importlib.util
 import sys
 
 from absl import app, flags
+
+from keras_frcnn.configs import load_config_file
 
 
 def _load_config_file(argv):
     """get_config() of the file named by --config=..., or None."""
     for arg in argv[1:]:
         if arg.startswith("--config="):
-            spec = importlib.util.spec_from_file_location("config_file", arg.split("=", 1)[1])
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            return module.get_config()
+            return load_config_file(arg.split("=", 1)[1])
     return None
 
 
@@ -42,6 +40,14 @@ def _parse_flags(argv):
         sys.exit(f"error: {err}")
 
 
-def run(main):
-    """app.run(main), but a bad flag or config override exits with one line."""
-    app.run(main, flags_parser=_parse_flags)
+def run(main, required=("config",)):
+    """app.run(main) with the ``required`` flags; a bad flag or config override, or
+    stray positional arguments, exit with one line."""
+    flags.mark_flags_as_required(list(required))
+
+    def checked_main(argv):
+        if len(argv) > 1:
+            sys.exit(f"error: unexpected arguments: {argv[1:]}")
+        return main(argv)
+
+    app.run(checked_main, flags_parser=_parse_flags)

@@ -5,7 +5,17 @@ start from ``base_config()`` and change what differs; absl flags override any
 key (``--config.sampling.fg_fraction=0.5``) and unknown keys are an error.
 """
 
+import importlib.util
+
 import ml_collections
+
+
+def load_config_file(path):
+    """``get_config()`` of an experiment config file (configs/*.py)."""
+    spec = importlib.util.spec_from_file_location("config_file", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
 
 
 def base_config():

@@ -1,10 +1,10 @@
 """Every experiment config loads, and the paper's settings are what the paper says."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
+from keras_frcnn.configs import load_config_file
 from keras_frcnn.data.sources import load_dataset
 from keras_frcnn.model.backbones import SPECS
 from tests.data.fixtures import write_voc
@@ -12,16 +12,9 @@ from tests.data.fixtures import write_voc
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
 
 
-def load(path):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
-
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_config_is_complete_and_consistent(path):
-    config = load(path)
+    config = load_config_file(path)
     assert set(config) == {"dataset", "proposals", "sampling", "pipeline", "model", "train",
                            "test"}
     assert config.test.mode in ("frcnn", "default") and config.test.metric in (
@@ -32,7 +25,7 @@ def test_config_is_complete_and_consistent(path):
 
 
 def test_paper_settings():
-    config = load(Path(__file__).resolve().parents[1] / "configs" / "voc07_vgg16.py")
+    config = load_config_file(Path(__file__).resolve().parents[1] / "configs" / "voc07_vgg16.py")
     assert (config.sampling.images_per_batch, config.sampling.rois_per_batch) == (2, 128)
     assert (config.sampling.fg_fraction, config.sampling.fg_threshold) == (0.25, 0.5)
     assert (config.sampling.bg_threshold_lo, config.sampling.bg_threshold_hi) == (0.1, 0.5)
@@ -40,7 +33,7 @@ def test_paper_settings():
     assert (config.train.momentum, config.train.weight_decay, config.train.bias_lr_mult) == (0.9, 0.0005, 2.0)
     assert (tuple(config.pipeline.scales), config.pipeline.max_size) == ((600,), 1000)
     assert config.proposals.top_k == 2000 and config.model.weights == "imagenet"
-    multiscale = load(Path(__file__).resolve().parents[1] / "configs" / "voc07_caffenet_multiscale.py")
+    multiscale = load_config_file(Path(__file__).resolve().parents[1] / "configs" / "voc07_caffenet_multiscale.py")
     assert tuple(multiscale.pipeline.scales) == (480, 576, 688, 864, 1200)
     assert multiscale.pipeline.max_size == 2000
     # Testing: the release's post-processing, the paper's VOC 2007 metric, 5 test scales
@@ -54,7 +47,7 @@ def test_paper_settings():
 def test_voc_roots_joined_with_plus(tmp_path):
     a = write_voc(tmp_path / "VOC2007", {"000001": (10, 10, [("cat", 0, 1, 1, 5, 5)])})
     b = write_voc(tmp_path / "VOC2012", {"2008_000002": (10, 10, [("dog", 0, 1, 1, 5, 5)])})
-    config = load(Path(__file__).resolve().parents[1] / "configs" / "voc07_vgg16.py")
+    config = load_config_file(Path(__file__).resolve().parents[1] / "configs" / "voc07_vgg16.py")
     config.dataset.root = f"{a}+{b}"
     config.dataset.classes = ("cat", "dog")
     dataset = load_dataset(config.dataset, "trainval")
