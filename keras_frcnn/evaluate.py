@@ -9,14 +9,18 @@ Output folder (default ``<workdir>/eval/<split>``):
   coco_results.json     (COCO metric) the official results format
 """
 
+import json
 import logging
 import time
 from pathlib import Path
 
+import cv2
+
 from keras_frcnn.data.images import read_image_bgr
 from keras_frcnn.data.sources import load_dataset
 from keras_frcnn.evaluation import (evaluate_voc, load_detections, reapply_nms, save_detections,
-                                    write_summary, write_voc_results)
+                                    write_voc_results)
+from keras_frcnn.files import atomic_write
 
 logger = logging.getLogger("keras_frcnn.evaluate")
 METRICS = ("voc", "coco", "both")
@@ -57,8 +61,6 @@ def load_model(config, workdir=None, model_path=None, checkpoint=None, num_class
 def draw_examples(dataset, detections, path, count, threshold):
     """detections.png: the first ``count`` images with detections >= threshold."""
     from keras_frcnn.detection.draw import contact_sheet, draw_detections
-    from keras_frcnn.files import atomic_write
-    import cv2
 
     pictures = []
     for record in dataset.records[:count]:
@@ -133,13 +135,8 @@ def evaluate(config, workdir=None, split=None, model_path=None, checkpoint=None,
         draw_examples(dataset, detections, output_dir / "detections.png", t.picture_images,
                       t.picture_threshold)
     if result is not None:
-        write_summary(result, output_dir / "metrics.json", metrics)
         metrics = {**result.to_dict(), **metrics}
-    else:
-        from keras_frcnn.files import atomic_write
-        import json
-
-        atomic_write(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     metrics["output_dir"] = str(output_dir)
     return metrics
 

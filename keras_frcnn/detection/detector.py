@@ -102,7 +102,8 @@ class Detector:
         return images, rois, inverse.reshape(-1)
 
     def _raw(self, images, rois, inverse):
-        out = self._forward(tf.constant(images), tf.constant(rois))
+        """(scores, deltas) per proposal; images and rois are arrays or tensors."""
+        out = self._forward(tf.convert_to_tensor(images), tf.convert_to_tensor(rois))
         return out["cls_prob"].numpy()[inverse], out["bbox_pred"].numpy()[inverse]
 
     def _finish(self, proposals, scores, deltas, width, height):
@@ -150,7 +151,7 @@ class Detector:
         if progress:
             from tqdm import tqdm
             bar = tqdm(total=len(records), desc="detecting", unit="image")
-        results, top_scores = {}, {}
+        results, candidate_scores = {}, []
         network_seconds = 0.0
         cap = self.config.postprocess.mode == "frcnn"
         for record, (images, rois, inverse) in zip(records, stream):
@@ -160,20 +161,19 @@ class Detector:
                 logger.warning("%s: no proposals, no detections", record.image_id)
                 results[record.image_id] = Detections.empty()
             else:
-                scores, deltas = self._raw(images.numpy(), rois.numpy(), inverse.numpy())
+                scores, deltas = self._raw(images, rois, inverse.numpy())
                 results[record.image_id] = self._finish(boxes, scores, deltas, record.width,
                                                         record.height)
-                if cap:
-                    per_class = self.config.postprocess.max_per_class
-                    for k in range(1, self.num_classes):
-                        top_scores.setdefault(k, []).append(np.sort(scores[:, k])[-per_class:])
+                if cap:  # the per-class candidates of mode frcnn: top max_per_class scores
+                    candidate_scores.append(
+                        np.sort(scores, axis=0)[-self.config.postprocess.max_per_class:])
             network_seconds += time.perf_counter() - start
             if bar is not None:
                 bar.update(1)
         if bar is not None:
             bar.close()
         if cap:
-            results = apply_set_cap(results, top_scores, self.num_classes,
+            results = apply_set_cap(results, candidate_scores,
                                     self.config.postprocess.max_per_set_factor)
         timing = {"images": len(records),
                   "network_seconds_per_image": network_seconds / max(len(records), 1)}

@@ -116,20 +116,23 @@ def make_postprocess(num_classes, config=PostprocessConfig()):
     return postprocess
 
 
-def apply_set_cap(detections, pre_nms_scores, num_classes, factor=40):
+def apply_set_cap(detections, candidate_scores, factor=40):
     """The release's dataset-level cap of mode "frcnn".
 
     Per class, the threshold is the (factor * num_images)-th highest of the
-    pre-NMS candidate scores of all images (``pre_nms_scores``: {class:
-    list of arrays}); detections at or below it are dropped (the release keeps
-    scores > threshold). Filtering after NMS equals filtering before it, since
-    a box is only ever suppressed by higher-scoring ones.
+    pre-NMS candidate scores of all images (``candidate_scores``: one
+    [n_i, K + 1] array per image, column k the candidates of class k);
+    detections at or below it are dropped (the release keeps scores >
+    threshold). Filtering after NMS equals filtering before it, since a box is
+    only ever suppressed by higher-scoring ones.
     """
+    if not candidate_scores:
+        return detections
     cap = factor * len(detections)
-    thresholds = np.full(num_classes, -np.inf)
-    for k in range(1, num_classes):
-        scores = np.concatenate(pre_nms_scores.get(k, [np.zeros(0)]))
-        if len(scores) > cap:
-            thresholds[k] = np.partition(scores, len(scores) - cap)[len(scores) - cap]
+    scores = np.concatenate(candidate_scores, axis=0)
+    thresholds = np.full(scores.shape[1], -np.inf)
+    if len(scores) > cap:
+        thresholds = np.partition(scores, len(scores) - cap, axis=0)[len(scores) - cap]
+        thresholds[0] = -np.inf  # background: never a detection class
     return {image_id: dets.select(dets.scores > thresholds[dets.classes])
             for image_id, dets in detections.items()}

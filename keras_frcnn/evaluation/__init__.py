@@ -4,10 +4,9 @@ Importing this package does not import TensorFlow.
 """
 
 from keras_frcnn.evaluation.evaluator import (VocResult, evaluate_voc, load_detections,
-                                              reapply_nms, save_detections, write_summary,
-                                              write_voc_results)
-from keras_frcnn.evaluation.voc import PRCurve, ap_from_curve, match_detections, voc_ap
+                                              reapply_nms, save_detections, write_voc_results)
+from keras_frcnn.evaluation.voc import PRCurve, ap_from_curve, curve_ap, match_detections, voc_ap
 
-__all__ = ["PRCurve", "VocResult", "ap_from_curve", "evaluate_voc", "load_detections",
-           "match_detections", "reapply_nms", "save_detections", "voc_ap", "write_summary",
+__all__ = ["PRCurve", "VocResult", "ap_from_curve", "curve_ap", "evaluate_voc",
+           "load_detections", "match_detections", "reapply_nms", "save_detections", "voc_ap",
            "write_voc_results"]

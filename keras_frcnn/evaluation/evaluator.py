@@ -13,13 +13,12 @@ coordinates, the format of the VOC evaluation server and the release.
 
 import dataclasses
 import io
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from keras_frcnn.evaluation.voc import ap_from_curve, match_detections
+from keras_frcnn.evaluation.voc import curve_ap, match_detections
 from keras_frcnn.files import atomic_write
 
 logger = logging.getLogger("keras_frcnn.evaluation")
@@ -92,14 +91,10 @@ def evaluate_voc(dataset, detections, iou_threshold=0.5, use_07_metric=False, de
     for k, name in enumerate(dataset.classes, start=1):
         curve = match_detections(rows[k], gt[k], iou_threshold, devkit_ge)
         curves[name] = curve
+        aps[name] = curve_ap(curve, use_07_metric)
         if curve.num_positives == 0:
             logger.warning("class %r has no ground truth in %s: AP n/a, left out of the mean",
                            name, dataset.name)
-            aps[name] = float("nan")
-        elif len(curve.tp) == 0:
-            aps[name] = 0.0
-        else:
-            aps[name] = ap_from_curve(curve.recall, curve.precision, use_07_metric)
     return VocResult(tuple(dataset.classes), aps, curves, iou_threshold, use_07_metric)
 
 
@@ -116,10 +111,6 @@ def write_voc_results(detections, classes, directory, image_set):
         atomic_write(path, "".join(lines))
         paths.append(path)
     return paths
-
-
-def write_summary(result, path, extra=None):
-    atomic_write(Path(path), json.dumps({**result.to_dict(), **(extra or {})}, indent=2) + "\n")
 
 
 def save_detections(detections, path):

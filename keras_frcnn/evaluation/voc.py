@@ -118,6 +118,15 @@ def ap_from_curve(recall, precision, use_07_metric=False):
     return float(np.sum((mrec[changes + 1] - mrec[changes]) * mpre[changes + 1]))
 
 
+def curve_ap(curve, use_07_metric=False):
+    """AP of a PRCurve: NaN without positives, 0 without detections."""
+    if curve.num_positives == 0:
+        return float("nan")
+    if len(curve.tp) == 0:
+        return 0.0
+    return ap_from_curve(curve.recall, curve.precision, use_07_metric)
+
+
 def voc_ap(detections, ground_truth, iou_threshold=0.5, use_07_metric=False, devkit_ge=False):
     """AP of one class.
 
@@ -127,9 +136,5 @@ def voc_ap(detections, ground_truth, iou_threshold=0.5, use_07_metric=False, dev
     Boxes are 0-based inclusive. Returns NaN when the class has no
     non-difficult ground truth, 0.0 when it has no detections.
     """
-    curve = match_detections(detections, ground_truth, iou_threshold, devkit_ge)
-    if curve.num_positives == 0:
-        return float("nan")
-    if len(curve.tp) == 0:
-        return 0.0
-    return ap_from_curve(curve.recall, curve.precision, use_07_metric)
+    return curve_ap(match_detections(detections, ground_truth, iou_threshold, devkit_ge),
+                    use_07_metric)

@@ -85,8 +85,8 @@ def test_set_cap_drops_scores_at_or_below_the_cap_th_best():
                             np.array([1, 1], np.int32)),
             "b": Detections(np.zeros((1, 4), np.float32), np.array([0.6], np.float32),
                             np.array([1], np.int32))}
-    pre = {1: [np.array([0.4, 0.9], np.float32), np.array([0.6, 0.2], np.float32)]}
-    capped = apply_set_cap(dets, pre, num_classes=2, factor=1)
+    pre = [np.array([[0, 0.4], [0, 0.9]], np.float32), np.array([[0, 0.6], [0, 0.2]], np.float32)]
+    capped = apply_set_cap(dets, pre, factor=1)
     assert capped["a"].scores.tolist() == pytest.approx([0.9]) and len(capped["b"]) == 0
 
 
