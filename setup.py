@@ -67,9 +67,8 @@ setup(
     cmdclass={"build_ext": BuildCustomOps},
     install_requires=requirements("requirements.txt"),
     extras_require={"test": requirements("requirements-test.txt")},
-    # frcnn-compress and frcnn-export are added with their programs (issue 6).
     entry_points={"console_scripts": [
         f"frcnn-{name}=keras_frcnn_bin.{name}:run"
-        for name in ("train", "evaluate", "detect", "proposals")]},
+        for name in ("train", "evaluate", "detect", "proposals", "compress", "export")]},
     zip_safe=False,
 )

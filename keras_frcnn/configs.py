@@ -70,6 +70,7 @@ def base_config():
     config.model.freeze_backbone = False  # train the fc layers only (paper Table 5)
     config.model.dropout = 0.5  # after fc6 and fc7
     config.model.roi_pool = ""  # RoI pooling: "" (custom op if built) | custom_op | composite
+    config.model.svd = ""  # truncated-SVD layers "fc6:1024,fc7:256" (set by bin/compress.py)
 
     config.train = ml_collections.ConfigDict()
     config.train.steps = 40000  # SGD iterations (minibatches)

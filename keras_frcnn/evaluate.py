@@ -52,7 +52,7 @@ def load_model(config, workdir=None, model_path=None, checkpoint=None, num_class
                   if checkpoint == "latest" else checkpoint)
         if not prefix:
             raise FileNotFoundError(f"{workdir}/checkpoints: no checkpoint to evaluate")
-        model = training.build_model(config, num_classes)
+        model = training.build_model(config, num_classes, workdir)
         tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
         return training.inference_copy(model, training.load_target_stats(workdir))
     return training.load_inference_model(model_path or workdir)

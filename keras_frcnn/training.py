@@ -9,6 +9,9 @@ Workdir layout:
   model.keras          the trained model for inference: target normalisation
                        folded into bbox_pred, so it emits raw deltas
   logs/                TensorBoard scalars
+  compress.json        (workdirs written by bin/compress.py) the truncated-SVD
+                       ranks; training and --checkpoint evaluation build the
+                       factored model from them
 
 Restarting with the same workdir resumes from the latest checkpoint with the
 same step count, learning-rate schedule and data stream. Ctrl-C saves a
@@ -26,6 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_frcnn.compress import format_ranks, parse_ranks
 from keras_frcnn.data.pipeline import PipelineConfig, training_dataset
 from keras_frcnn.data.roidb import TargetStats, build_roidb, target_stats
 from keras_frcnn.data.sampling import SamplingConfig
@@ -41,15 +45,56 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-def build_model(config, num_classes):
-    """The FastRCNN a config describes."""
+def svd_ranks(config, workdir=None):
+    """{layer: rank} of the model's truncated-SVD layers: config.model.svd, or
+    the ranks recorded in a compressed workdir's compress.json (the two must
+    agree when both are given)."""
+    ranks = parse_ranks(config.model.svd)
+    report = Path(workdir) / "compress.json" if workdir is not None else None
+    if report is not None and report.is_file():
+        recorded = {k: int(v) for k, v in json.loads(report.read_text())["ranks"].items()}
+        if ranks and ranks != recorded:
+            raise ValueError(f"{workdir} holds a model compressed with "
+                             f"{format_ranks(recorded)}, but config.model.svd is "
+                             f"{config.model.svd!r}; drop the override or use another workdir")
+        return recorded
+    return ranks
+
+
+def build_model(config, num_classes, workdir=None):
+    """The FastRCNN a config describes (factored as svd_ranks(config, workdir) says)."""
     m, t = config.model, config.train
     return FastRCNN(num_classes=num_classes, backbone=m.backbone,
                     backbone_weights=m.weights or None,
                     frozen=None if m.frozen is None else tuple(m.frozen),
                     freeze_backbone=m.freeze_backbone, dropout=m.dropout,
                     loss_lambda=t.loss_lambda, weight_decay=t.weight_decay,
-                    bias_lr_mult=t.bias_lr_mult, roi_pool_implementation=m.roi_pool or None)
+                    bias_lr_mult=t.bias_lr_mult, roi_pool_implementation=m.roi_pool or None,
+                    factorized=svd_ranks(config, workdir))
+
+
+def make_optimizer(config):
+    t = config.train
+    return sgd(step_schedule(t.base_lr, t.steps, t.step_fraction, step_size=t.step_size),
+               t.momentum)
+
+
+def _checkpointing(config, model, workdir):
+    """(optimizer, tf.train.Checkpoint, CheckpointManager) of a workdir."""
+    optimizer = make_optimizer(config)
+    model.compile(optimizer=optimizer)
+    optimizer.build(model.trainable_variables)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    manager = tf.train.CheckpointManager(checkpoint, Path(workdir) / "checkpoints",
+                                         config.train.keep_checkpoints)
+    return optimizer, checkpoint, manager
+
+
+def save_initial_checkpoint(config, model, workdir):
+    """A step-0 training checkpoint of ``model`` (fresh optimiser) in ``workdir``,
+    from which bin/train.py starts (fine-tuning) instead of from scratch."""
+    _, _, manager = _checkpointing(config, model, workdir)
+    manager.save(checkpoint_number=0)
 
 
 def prepare_training_data(config, progress=True):
@@ -74,27 +119,38 @@ def make_dataset(config, roidb, stats, start_batch):
     return training_dataset(roidb, stats, sampling, pipeline, start_batch=start_batch)
 
 
-def inference_copy(model, stats):
-    """A copy of ``model`` whose bbox_pred emits raw deltas (normalisation folded in)."""
+def inference_copy(model, stats, unfold=False):
+    """A copy of ``model`` whose bbox_pred emits raw deltas (normalisation folded
+    in); ``unfold=True`` is the inverse (a saved model back to training targets)."""
     copy = FastRCNN.from_config(model.get_config())
     copy.set_weights(model.get_weights())
     layer = copy.get_layer("bbox_pred")
     layer.set_weights(fold_target_stats(layer.get_weights(), stats,
-                                        copy.get_config()["num_classes"]))
+                                        copy.get_config()["num_classes"], inverse=unfold))
     return copy
 
 
-def save_inference_model(model, stats, path):
+def save_model(model, path):
+    """model.save to a temporary name, then rename."""
     path = Path(path)
     tmp = path.with_name(path.stem + ".tmp.keras")
-    inference_copy(model, stats).save(tmp)
+    model.save(tmp)
     os.replace(tmp, path)
+
+
+def save_inference_model(model, stats, path):
+    save_model(inference_copy(model, stats), path)
 
 
 def train(config, workdir, progress=True):
     """Trains (or resumes) per ``config`` in ``workdir``; returns {"step", "history"}."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    ranks = svd_ranks(config, workdir)
+    if ranks and parse_ranks(config.model.svd) != ranks:  # a compressed workdir: record them
+        config = config.copy_and_resolve_references()
+        config.model.svd = format_ranks(ranks)
+        logger.info("%s holds a compressed model (%s): training it", workdir, config.model.svd)
     atomic_write(workdir / "config.json", config.to_json_best_effort(indent=2))
     dataset, roidb, stats = prepare_training_data(config, progress)
     atomic_write(workdir / "target_stats.json", json.dumps(stats.to_dict()))
@@ -102,14 +158,9 @@ def train(config, workdir, progress=True):
     logger.info("%s: %d training images, %d classes", dataset.name, len(roidb),
                 dataset.num_classes)
 
-    model = build_model(config, dataset.num_classes)
+    model = build_model(config, dataset.num_classes, workdir)
     t = config.train
-    optimizer = sgd(step_schedule(t.base_lr, t.steps, t.step_fraction, step_size=t.step_size),
-                    t.momentum)
-    model.compile(optimizer=optimizer)
-    optimizer.build(model.trainable_variables)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-    manager = tf.train.CheckpointManager(checkpoint, workdir / "checkpoints", t.keep_checkpoints)
+    optimizer, checkpoint, manager = _checkpointing(config, model, workdir)
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
     step = int(optimizer.iterations.numpy())

@@ -137,3 +137,23 @@ def test_demo_config_end_to_end(tmp_path):
     assert (tmp_path / "pictures" / "test_00000.detections.jpg").is_file()
     found = json.loads((tmp_path / "pictures" / "detections.json").read_text())
     assert list(found) == [str(image)]
+
+    # Truncated SVD: a new workdir that evaluate (model and checkpoint), train
+    # (fine-tuning) and export accept.
+    svd = tmp_path / "demo_svd"
+    out = run("compress.py", f"--workdir={workdir}", "--layers=fc6:32,fc7:16",
+              f"--output_workdir={svd}", "--calibration_images=1")
+    assert "fc6" in out and "model parameters" in out
+    run("evaluate.py", f"--workdir={svd}")
+    run("evaluate.py", f"--workdir={svd}", "--checkpoint=latest",
+        f"--output_dir={tmp_path / 'svd_checkpoint'}")
+    np.testing.assert_allclose(
+        list(json.loads((tmp_path / "svd_checkpoint" / "metrics.json").read_text())["AP"].values()),
+        list(json.loads((svd / "eval" / "test" / "metrics.json").read_text())["AP"].values()),
+        atol=1e-6)
+    out = run("train.py", f"--workdir={svd}", "--config.train.steps=2")
+    assert "finished at step 2" in out
+
+    out = run("export.py", f"--workdir={svd}")
+    assert "verified: no Python-function op, no keras_frcnn op" in out
+    assert "inputs['proposals']" in out and (svd / "export" / "1" / "saved_model.pb").is_file()

@@ -87,31 +87,37 @@ def _per_class(boxes, scores, k, config):
     return tf.gather(class_boxes, keep), tf.gather(class_scores, keep)
 
 
-def make_postprocess(num_classes, config=PostprocessConfig()):
-    """A tf.function: (boxes [R, 4K], scores [R, K + 1]) -> (boxes, scores, classes).
+def postprocess_detections(boxes, scores, num_classes, config=PostprocessConfig()):
+    """(boxes [R, 4K], scores [R, K + 1]) tensors -> (boxes, scores, classes) tensors.
 
-    Classes are 1..K; detections are ordered by class, then score.
+    Classes are 1..K; detections are ordered by class, then score. Pure
+    TensorFlow, for use inside any graph (make_postprocess, the SavedModel).
     """
+    out_boxes, out_scores, out_classes = [], [], []
+    for k in range(1, num_classes):
+        b, s = _per_class(boxes, scores, k, config)
+        out_boxes.append(b)
+        out_scores.append(s)
+        out_classes.append(tf.fill(tf.shape(s), k))
+    boxes_all = tf.concat(out_boxes, axis=0)
+    scores_all = tf.concat(out_scores, axis=0)
+    classes_all = tf.concat(out_classes, axis=0)
+    if config.mode == "default":
+        count = tf.minimum(tf.shape(scores_all)[0], config.max_per_image)
+        top = tf.sort(tf.math.top_k(scores_all, count, sorted=False).indices)
+        boxes_all = tf.gather(boxes_all, top)
+        scores_all = tf.gather(scores_all, top)
+        classes_all = tf.gather(classes_all, top)
+    return boxes_all, scores_all, classes_all
+
+
+def make_postprocess(num_classes, config=PostprocessConfig()):
+    """postprocess_detections as a tf.function of (boxes [R, 4K], scores [R, K + 1])."""
 
     @tf.function(input_signature=[tf.TensorSpec([None, 4 * (num_classes - 1)], tf.float32),
                                   tf.TensorSpec([None, num_classes], tf.float32)])
     def postprocess(boxes, scores):
-        out_boxes, out_scores, out_classes = [], [], []
-        for k in range(1, num_classes):
-            b, s = _per_class(boxes, scores, k, config)
-            out_boxes.append(b)
-            out_scores.append(s)
-            out_classes.append(tf.fill(tf.shape(s), k))
-        boxes_all = tf.concat(out_boxes, axis=0)
-        scores_all = tf.concat(out_scores, axis=0)
-        classes_all = tf.concat(out_classes, axis=0)
-        if config.mode == "default":
-            count = tf.minimum(tf.shape(scores_all)[0], config.max_per_image)
-            top = tf.sort(tf.math.top_k(scores_all, count, sorted=False).indices)
-            boxes_all = tf.gather(boxes_all, top)
-            scores_all = tf.gather(scores_all, top)
-            classes_all = tf.gather(classes_all, top)
-        return boxes_all, scores_all, classes_all
+        return postprocess_detections(boxes, scores, num_classes, config)
 
     return postprocess
 

@@ -11,6 +11,12 @@ model/losses.py; L2 weight decay ``weight_decay`` on kernels only (the
 gradient gets ``weight_decay * w``, as Caffe); biases get ``bias_lr_mult``
 times the learning rate (their gradient is scaled, identical for plain or
 momentum SGD) and no decay; frozen layers are not trainable.
+
+Truncated SVD (paper section 3.1, keras_frcnn/compress.py): ``factorized``
+maps Dense layer names to ranks t; such a layer becomes a bias-free
+``<name>_L`` with t units followed by ``<name>`` with the original units,
+bias and activation (no non-linearity between), so code that looks layers
+up by name (cls_score, bbox_pred, fc6) keeps working.
 """
 
 import keras
@@ -20,6 +26,9 @@ import tensorflow as tf
 from keras_frcnn.layers import RoIPooling
 from keras_frcnn.model.backbones import build_backbone, freeze
 from keras_frcnn.model.losses import fast_rcnn_losses
+
+
+FACTORIZABLE = ("fc6", "fc7", "cls_score", "bbox_pred")
 
 
 def step_schedule(base_lr, total_steps, step_fraction=0.75, gamma=0.1, step_size=0):
@@ -61,13 +70,30 @@ class FastRCNN(keras.Model):
       bias_lr_mult: learning-rate multiplier of biases (2).
       dropout: rate after fc6 and fc7 (0.5).
       roi_pool_implementation: "custom_op", "composite" or None.
+      factorized: {layer name: rank} of truncated-SVD layers (fc6, fc7,
+        cls_score, bbox_pred); None or {}: none.
     """
 
     def __init__(self, num_classes, backbone="small", backbone_weights=None, frozen=None,
                  freeze_backbone=False, loss_lambda=1.0, weight_decay=5e-4, bias_lr_mult=2.0,
-                 dropout=0.5, roi_pool_implementation=None, **kwargs):
+                 dropout=0.5, roi_pool_implementation=None, factorized=None, **kwargs):
         if num_classes < 2:
             raise ValueError(f"num_classes counts background too and must be >= 2, got {num_classes}")
+        factorized = {str(k): int(v) for k, v in (factorized or {}).items()}
+        unknown = sorted(set(factorized) - set(FACTORIZABLE))
+        if unknown:
+            raise ValueError(f"factorized: no Dense layer named {unknown} (choose from "
+                             f"{list(FACTORIZABLE)})")
+
+        def dense(units, name, activation=None, stddev=None):
+            init = ("glorot_uniform" if stddev is None
+                    else keras.initializers.RandomNormal(0.0, stddev))
+            layer = keras.layers.Dense(units, activation=activation, name=name,
+                                       kernel_initializer=init)
+            if name not in factorized:
+                return layer
+            first = keras.layers.Dense(factorized[name], use_bias=False, name=f"{name}_L")
+            return lambda x: layer(first(x))
         features_model, spec, fc_init = build_backbone(backbone, backbone_weights)
         frozen_layers = freeze(features_model, spec.frozen_prefixes if frozen is None else frozen)
         if freeze_backbone:
@@ -77,30 +103,25 @@ class FastRCNN(keras.Model):
         pooled = RoIPooling(spec.pooled_size, 1.0 / spec.stride, roi_pool_implementation,
                             name="roi_pool")([features_model(images), rois])
         x = keras.layers.Flatten(name="flatten")(pooled)
-        fc6 = keras.layers.Dense(spec.fc_units[0], activation="relu", name="fc6")
-        x = keras.layers.Dropout(dropout, name="drop6")(fc6(x))
-        fc7 = keras.layers.Dense(spec.fc_units[1], activation="relu", name="fc7")
-        x = keras.layers.Dropout(dropout, name="drop7")(fc7(x))
-        cls_score = keras.layers.Dense(
-            num_classes, name="cls_score",
-            kernel_initializer=keras.initializers.RandomNormal(0.0, 0.01))(x)
-        bbox_pred = keras.layers.Dense(
-            4 * (num_classes - 1), name="bbox_pred",
-            kernel_initializer=keras.initializers.RandomNormal(0.0, 0.001))(x)
+        x = keras.layers.Dropout(dropout, name="drop6")(dense(spec.fc_units[0], "fc6", "relu")(x))
+        x = keras.layers.Dropout(dropout, name="drop7")(dense(spec.fc_units[1], "fc7", "relu")(x))
+        cls_score = dense(num_classes, "cls_score", stddev=0.01)(x)
+        bbox_pred = dense(4 * (num_classes - 1), "bbox_pred", stddev=0.001)(x)
         cls_prob = keras.layers.Softmax(name="cls_prob")(cls_score)
         super().__init__(inputs={"images": images, "rois": rois},
                          outputs={"cls_score": cls_score, "cls_prob": cls_prob,
                                   "bbox_pred": bbox_pred},
                          name=kwargs.pop("name", "fast_rcnn"), **kwargs)
-        if fc_init is not None:
-            fc6.set_weights(fc_init["fc6"])
-            fc7.set_weights(fc_init["fc7"])
+        for name, weights in (fc_init or {}).items():
+            if name not in factorized:
+                self.get_layer(name).set_weights(weights)
         self.spec = spec
         self.frozen_layers = tuple(frozen_layers)
         self._config = dict(num_classes=num_classes, backbone=backbone, frozen=frozen,
                             freeze_backbone=freeze_backbone, loss_lambda=loss_lambda,
                             weight_decay=weight_decay, bias_lr_mult=bias_lr_mult,
-                            dropout=dropout, roi_pool_implementation=roi_pool_implementation)
+                            dropout=dropout, roi_pool_implementation=roi_pool_implementation,
+                            factorized=factorized)
         self.loss_lambda = loss_lambda
         self.weight_decay = weight_decay
         self.bias_lr_mult = bias_lr_mult
@@ -171,10 +192,13 @@ def sgd(learning_rate, momentum=0.9):
     return keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
 
 
-def fold_target_stats(bbox_pred_weights, stats, num_classes):
+def fold_target_stats(bbox_pred_weights, stats, num_classes, inverse=False):
     """bbox_pred [kernel, bias] that emit raw deltas from a layer trained on
-    normalised ones: raw = normalised * std + mean, per class (rows 1..K of stats)."""
+    normalised ones: raw = normalised * std + mean, per class (rows 1..K of stats).
+    ``inverse=True`` undoes it (raw-delta weights back to normalised ones)."""
     kernel, bias = bbox_pred_weights
     stds = np.asarray(stats.stds, np.float64)[1:num_classes].reshape(-1)
     means = np.asarray(stats.means, np.float64)[1:num_classes].reshape(-1)
+    if inverse:
+        return [(kernel / stds).astype(kernel.dtype), ((bias - means) / stds).astype(bias.dtype)]
     return [(kernel * stds).astype(kernel.dtype), (bias * stds + means).astype(bias.dtype)]

@@ -1,0 +1,366 @@
+"""SavedModel export for TensorFlow Serving.
+
+The exported graph does the whole of detection for one image:
+
+  inputs   image      uint8 [H, W, 3], RGB (as tf.io.decode_image / PIL give it)
+           proposals  float32 [R, 4], (x1, y1, x2, y2) 0-based inclusive image pixels
+  outputs  detection_boxes    float32 [n, 4] same convention as the proposals
+           detection_scores   float32 [n]
+           detection_classes  int32 [n], 1..K
+           detection_class_names  string [n]
+           num_detections     int32 []
+
+Inside the graph: the backbone's preprocessing, the test scale(s) (shortest side
+``scales``, longest capped at ``max_size``; several scales build the paper's
+image pyramid and send each RoI to the scale where its area is closest to
+224^2), RoI pooling, fc layers, softmax, per-class box decoding with the +1
+convention, clipping, and per-class NMS as detection/postprocess.py (mode
+"default" unless asked otherwise: the dataset-level cap of mode "frcnn" has no
+meaning for one image). No ``py_function``.
+
+RoI pooling: ``roi_pool="composite"`` (default) is the pure-TensorFlow twin,
+bit-identical to the op, so a stock ``tensorflow_model_server`` loads the
+model; ``"custom_op"`` records our op (``KerasFrcnn>RoiPool``), faster, for
+servers built with it (docs/serving.md).
+
+Differences from the Python detector (keras_frcnn/detection), which reads
+images with OpenCV: resizing is ``tf.image.resize`` (bilinear, half-pixel
+centres) of the float image, rounded to integers as OpenCV's uint8 resize
+does; OpenCV's fixed-point interpolation can differ by one grey level. RoIs
+sharing feature cells are not de-duplicated (an exact speed-up only).
+"""
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from keras_frcnn.data.transforms import PIXEL_MEANS_BGR, PREPROCESSING
+from keras_frcnn.detection.detector import CANONICAL_AREA
+from keras_frcnn.detection.postprocess import PostprocessConfig, postprocess_detections
+from keras_frcnn.model.fast_rcnn import FastRCNN
+
+logger = logging.getLogger("keras_frcnn.export")
+
+SIGNATURE = "serving_default"
+OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "detection_class_names",
+           "num_detections")
+PYTHON_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
+OUR_OP_PREFIX = "KerasFrcnn>"
+
+
+class ExportError(RuntimeError):
+    """The exported SavedModel failed a check."""
+
+
+def with_roi_pool(model, implementation):
+    """A copy of a FastRCNN whose RoI pooling uses ``implementation``."""
+    config = model.get_config()
+    if config.get("roi_pool_implementation") == implementation:
+        return model
+    copy = FastRCNN.from_config({**config, "roi_pool_implementation": implementation})
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _preprocess(rgb, mode):
+    """float32 RGB [..., 3] in [0, 255] -> the network input of data/transforms.py."""
+    if mode == "caffe":
+        return rgb[..., ::-1] - tf.constant(PIXEL_MEANS_BGR)
+    if mode == "tf":
+        return rgb / 127.5 - 1.0
+    return rgb
+
+
+def _scale_factor(height, width, target_size, max_size):
+    """transforms.image_scale in the graph (float64; round half to even as Python)."""
+    short = tf.minimum(height, width)
+    long = tf.maximum(height, width)
+    factor = target_size / short
+    return tf.where(tf.round(factor * long) > max_size, max_size / long, factor)
+
+
+def _decode_clip(proposals, deltas, width, height):
+    """boxes.decode + boxes.clip in float64: [R, 4] proposals, [R, 4K] deltas."""
+    w = proposals[:, 2] - proposals[:, 0] + 1.0
+    h = proposals[:, 3] - proposals[:, 1] + 1.0
+    cx = proposals[:, 0] + 0.5 * w
+    cy = proposals[:, 1] + 0.5 * h
+    num = tf.shape(deltas)[1] // 4
+    d = tf.reshape(deltas, [-1, num, 4])
+    pred_cx = d[..., 0] * w[:, None] + cx[:, None]
+    pred_cy = d[..., 1] * h[:, None] + cy[:, None]
+    pred_w = tf.exp(d[..., 2]) * w[:, None]
+    pred_h = tf.exp(d[..., 3]) * h[:, None]
+    boxes = tf.stack([tf.clip_by_value(pred_cx - 0.5 * pred_w, 0.0, width - 1.0),
+                      tf.clip_by_value(pred_cy - 0.5 * pred_h, 0.0, height - 1.0),
+                      tf.clip_by_value(pred_cx + 0.5 * pred_w - 1.0, 0.0, width - 1.0),
+                      tf.clip_by_value(pred_cy + 0.5 * pred_h - 1.0, 0.0, height - 1.0)],
+                     axis=-1)
+    return tf.reshape(boxes, [-1, 4 * num])
+
+
+class DetectionModule(tf.Module):
+    """The serving graph: ``module.detect(image, proposals)`` -> dict of OUTPUTS."""
+
+    def __init__(self, model, classes, scales=(600,), max_size=1000, preprocessing="caffe",
+                 postprocess=PostprocessConfig(mode="default")):
+        super().__init__(name="keras_frcnn_detector")
+        if preprocessing not in PREPROCESSING:
+            raise ValueError(f"preprocessing must be one of {PREPROCESSING}, "
+                             f"got {preprocessing!r}")
+        if not scales:
+            raise ValueError("scales is empty: give at least one test scale")
+        self.model = model
+        self.num_classes = int(model.get_layer("cls_score").units)
+        if len(classes) != self.num_classes - 1:
+            raise ValueError(f"the model has {self.num_classes - 1} object classes but "
+                             f"{len(classes)} class names were given")
+        self.class_names = tf.constant(["__background__", *classes])
+        self.scales = tuple(float(s) for s in scales)
+        self.max_size = float(max_size)
+        self.preprocessing = preprocessing
+        self.postprocess = postprocess
+        self.detect = tf.function(self._detect, input_signature=[
+            tf.TensorSpec([None, None, 3], tf.uint8, name="image"),
+            tf.TensorSpec([None, 4], tf.float32, name="proposals")])
+
+    def __call__(self, image, proposals):
+        """{output: numpy array} (strings as str) of one RGB uint8 image and its proposals."""
+        out = self.detect(tf.constant(image, tf.uint8), tf.constant(proposals, tf.float32))
+        return {k: v.numpy().astype(str) if v.dtype == tf.string else v.numpy()
+                for k, v in out.items()}
+
+    def _inputs(self, image, proposals):
+        """(images [S, H, W, 3], rois [R, 5]) of one image, as Detector.prepare."""
+        height = tf.cast(tf.shape(image)[0], tf.float64)
+        width = tf.cast(tf.shape(image)[1], tf.float64)
+        rgb = tf.cast(image, tf.float32)
+        factors = tf.stack([_scale_factor(height, width, s, self.max_size) for s in self.scales])
+        sizes = tf.cast(tf.round(tf.stack([height * factors, width * factors], axis=1)), tf.int32)
+        levels = []
+        for k in range(len(self.scales)):
+            resized = tf.image.resize(rgb, sizes[k], method="bilinear")
+            levels.append(_preprocess(tf.clip_by_value(tf.round(resized), 0.0, 255.0),
+                                      self.preprocessing))
+        max_h, max_w = tf.reduce_max(sizes[:, 0]), tf.reduce_max(sizes[:, 1])
+        images = tf.stack([tf.image.pad_to_bounding_box(x, 0, 0, max_h, max_w) for x in levels])
+        boxes = tf.cast(proposals, tf.float64)
+        if len(self.scales) == 1:
+            level = tf.zeros(tf.shape(boxes)[:1], tf.int32)
+        else:
+            area = (boxes[:, 2] - boxes[:, 0] + 1.0) * (boxes[:, 3] - boxes[:, 1] + 1.0)
+            level = tf.argmin(tf.abs(area[:, None] * factors[None, :] ** 2 - CANONICAL_AREA),
+                              axis=1, output_type=tf.int32)
+        scaled = proposals * tf.cast(tf.gather(factors, level), tf.float32)[:, None]
+        rois = tf.concat([tf.cast(level, tf.float32)[:, None], scaled], axis=1)
+        return images, rois, height, width
+
+    def _detect(self, image, proposals):
+        tf.debugging.assert_all_finite(proposals, "proposals must be finite")
+        images, rois, height, width = self._inputs(image, proposals)
+        outputs = self.model({"images": images, "rois": rois}, training=False)
+        scores = tf.cast(outputs["cls_prob"], tf.float32)
+        deltas = tf.cast(outputs["bbox_pred"], tf.float64)
+        boxes = tf.cast(_decode_clip(tf.cast(proposals, tf.float64), deltas, width, height),
+                        tf.float32)
+        boxes, scores, classes = postprocess_detections(boxes, scores, self.num_classes,
+                                                        self.postprocess)
+        classes = tf.cast(classes, tf.int32)
+        return {"detection_boxes": boxes, "detection_scores": scores,
+                "detection_classes": classes,
+                "detection_class_names": tf.gather(self.class_names, classes),
+                "num_detections": tf.shape(scores)[0]}
+
+
+def export_saved_model(model, classes, export_dir, scales=(600,), max_size=1000,
+                       preprocessing="caffe", postprocess=PostprocessConfig(mode="default"),
+                       roi_pool="composite"):
+    """Writes a SavedModel of ``model`` (a FastRCNN emitting raw deltas) to
+    ``export_dir`` (a temporary directory renamed into place); returns the module."""
+    if roi_pool not in ("composite", "custom_op"):
+        raise ValueError(f"roi_pool must be 'composite' or 'custom_op', got {roi_pool!r}")
+    export_dir = Path(export_dir)
+    if export_dir.exists():
+        raise ValueError(f"{export_dir} exists; TF Serving expects one new numbered directory "
+                         "per version (e.g. exports/demo/2): choose a new one")
+    module = DetectionModule(with_roi_pool(model, roi_pool), classes, scales, max_size,
+                             preprocessing, postprocess)
+    export_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=export_dir.name + ".tmp", dir=export_dir.parent))
+    try:
+        tf.saved_model.save(module, str(tmp), signatures={SIGNATURE: module.detect})
+        (tmp / "assets.extra").mkdir(exist_ok=True)
+        (tmp / "assets.extra" / "keras_frcnn.json").write_text(json.dumps(
+            {"classes": list(classes), "scales": list(scales), "max_size": max_size,
+             "preprocessing": preprocessing, "roi_pool": roi_pool,
+             "postprocess": postprocess.__dict__}, indent=2) + "\n")
+        tmp.rename(export_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return module
+
+
+def graph_ops(export_dir):
+    """Set of op types in a SavedModel's graph and its function library."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((Path(export_dir) / "saved_model.pb").read_bytes())
+    ops = set()
+    for meta_graph in proto.meta_graphs:
+        ops.update(node.op for node in meta_graph.graph_def.node)
+        for function in meta_graph.graph_def.library.function:
+            ops.update(node.op for node in function.node_def)
+    return ops
+
+
+def check_graph(export_dir, roi_pool="composite"):
+    """ExportError if the graph has a Python-function op, or (composite) our op."""
+    ops = graph_ops(export_dir)
+    python = sorted(ops & PYTHON_OPS)
+    if python:
+        raise ExportError(f"{export_dir}: the graph contains Python-function ops {python}; "
+                          "TF Serving cannot run them")
+    ours = sorted(op for op in ops if op.startswith(OUR_OP_PREFIX))
+    if roi_pool == "composite" and ours:
+        raise ExportError(f"{export_dir}: the graph contains {ours}, which a stock TF Serving "
+                          "binary does not have")
+    if roi_pool == "custom_op" and not ours:
+        raise ExportError(f"{export_dir}: exported with roi_pool=custom_op but the graph has "
+                          "no KerasFrcnn> op")
+    return ops
+
+
+_FRESH_PROCESS = """
+import sys
+import numpy as np
+import tensorflow as tf
+for library in sys.argv[3:]:
+    tf.load_library(library)
+inputs = np.load(sys.argv[2])
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+out = serve(image=tf.constant(inputs["image"]), proposals=tf.constant(inputs["proposals"]))
+np.savez(sys.argv[2] + ".out.npz", **{k: v.numpy().astype(str) if v.dtype == tf.string
+                                      else v.numpy() for k, v in out.items()})
+assert "keras_frcnn" not in sys.modules
+"""
+
+
+def run_in_fresh_process(export_dir, image, proposals, op_libraries=()):
+    """Outputs of the SavedModel's serving signature computed by a new Python process
+    that imports only TensorFlow (and loads ``op_libraries``, for custom_op exports)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "inputs.npz"
+        np.savez(path, image=np.asarray(image, np.uint8),
+                 proposals=np.asarray(proposals, np.float32))
+        done = subprocess.run([sys.executable, "-c", _FRESH_PROCESS, str(export_dir), str(path),
+                               *map(str, op_libraries)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise ExportError(f"a fresh TensorFlow process could not run {export_dir}:\n"
+                              f"{done.stderr[-3000:]}")
+        with np.load(str(path) + ".out.npz") as out:
+            return {k: out[k] for k in out.files}
+
+
+def verify_export(module, export_dir, image, proposals, roi_pool="composite"):
+    """Checks the graph (check_graph), then that a fresh TensorFlow-only process gives
+    the in-process module's detections on ``image`` (RGB uint8) and ``proposals``.
+    Returns the in-process outputs; raises ExportError on any difference."""
+    check_graph(export_dir, roi_pool)
+    expected = module(image, proposals)
+    libraries = ()
+    if roi_pool == "custom_op":
+        from keras_frcnn.ops import loader
+
+        loader.load()
+        libraries = (loader.CPU_LIBRARY,)
+    actual = run_in_fresh_process(export_dir, image, proposals, libraries)
+    for name in OUTPUTS:
+        if not np.array_equal(np.asarray(expected[name]), np.asarray(actual[name])):
+            raise ExportError(f"{export_dir}: {name} differs between the in-process model and "
+                              "the SavedModel loaded in a fresh process")
+    return expected
+
+
+def saved_model_cli_show(export_dir):
+    """`saved_model_cli show` of the serving signature (its text)."""
+    done = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli",
+                           "show", "--dir", str(export_dir), "--tag_set", "serve",
+                           "--signature_def", SIGNATURE], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ExportError(f"saved_model_cli show failed on {export_dir}:\n{done.stderr[-2000:]}")
+    return done.stdout
+
+
+def next_version_dir(root):
+    """<root>/<1 + the largest numbered version in root> (TF Serving's layout)."""
+    root = Path(root)
+    versions = [int(p.name) for p in root.glob("*") if p.is_dir() and p.name.isdigit()]
+    return root / str(max(versions, default=0) + 1)
+
+
+def _classes(config, workdir, model_path):
+    for folder in (workdir, Path(model_path).parent if model_path else None):
+        if folder is not None and (Path(folder) / "classes.json").is_file():
+            return json.loads((Path(folder) / "classes.json").read_text())
+    from keras_frcnn.data.sources import load_dataset
+
+    return list(load_dataset(config.dataset, config.dataset.test_split).classes)
+
+
+def verification_inputs(config):
+    """(RGB image, proposals) of the first test image of the config's dataset."""
+    import dataclasses
+
+    from keras_frcnn.data.images import read_image_bgr
+    from keras_frcnn.data.sources import load_dataset
+    from keras_frcnn.proposals.sources import proposals_for_dataset
+
+    split = config.dataset.test_split
+    dataset = load_dataset(config.dataset, split)
+    if not dataset.records:
+        raise ValueError(f"{dataset.name}: no test image to verify the export with; pass "
+                         "--noverify")
+    dataset = dataclasses.replace(dataset, records=tuple(dataset.records[:1]))
+    record = dataset.records[0]
+    proposals = proposals_for_dataset(dataset, config.proposals, False, split=split)
+    return read_image_bgr(record.image_path)[..., ::-1].copy(), proposals[record.image_id]
+
+
+def export_workdir(config, workdir=None, model_path=None, export_dir=None, roi_pool="composite",
+                   mode="default", verify=True):
+    """bin/export.py: exports the model of a workdir (or a .keras file) with the
+    config's test settings, then (``verify``) checks it. Returns {"module",
+    "verified", "signature"}."""
+    from keras_frcnn import training
+
+    model = training.load_inference_model(model_path or workdir)
+    t = config.test
+    postprocess = PostprocessConfig(mode=mode, nms_threshold=t.nms_threshold,
+                                    score_threshold=t.score_threshold)
+    module = export_saved_model(model, _classes(config, workdir, model_path), export_dir,
+                                tuple(t.scales), t.max_size, config.pipeline.preprocessing,
+                                postprocess, roi_pool)
+    result = {"module": module, "verified": None, "signature": None}
+    if verify:
+        image, proposals = verification_inputs(config)
+        outputs = verify_export(module, export_dir, image, proposals, roi_pool)
+        ops = "no Python-function op" + ("" if roi_pool == "custom_op" else ", no keras_frcnn op")
+        result["verified"] = (f"{ops}; a TensorFlow-only process gives the same "
+                              f"{int(outputs['num_detections'])} detections on the first test "
+                              "image")
+        result["signature"] = saved_model_cli_show(export_dir)
+    return result
+
+
+__all__ = ["DetectionModule", "ExportError", "OUTPUTS", "check_graph", "export_saved_model",
+           "export_workdir", "next_version_dir", "run_in_fresh_process", "saved_model_cli_show",
+           "verify_export", "with_roi_pool"]

@@ -1,0 +1,137 @@
+"""SavedModel export: the serving graph, its checks, and parity with the Python detector."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_frcnn.compress import compress_model
+from keras_frcnn.detection import Detector, DetectorConfig, PostprocessConfig
+from keras_frcnn.export import (OUTPUTS, ExportError, check_graph, export_saved_model,
+                                graph_ops, next_version_dir, run_in_fresh_process,
+                                saved_model_cli_show, verify_export)
+from keras_frcnn.model.fast_rcnn import FastRCNN
+from keras_frcnn.ops import loader
+
+ALL_SCORES = PostprocessConfig(mode="default", score_threshold=0.0)
+
+
+@pytest.fixture(scope="module")
+def model():
+    keras.utils.set_random_seed(1)
+    m = FastRCNN(num_classes=3, backbone="small", dropout=0.0)
+    # Spread the scores so that NMS and the ordering are exercised.
+    kernel, bias = m.get_layer("cls_score").get_weights()
+    m.get_layer("cls_score").set_weights([kernel * 200.0, bias])
+    kernel, bias = m.get_layer("bbox_pred").get_weights()
+    m.get_layer("bbox_pred").set_weights([kernel * 100.0, bias])
+    return m
+
+
+def scene(seed=0, height=96, width=128):
+    """An RGB image with two bright rectangles, and proposals around them."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 60, (height, width, 3)).astype(np.uint8)
+    image[10:50, 20:70] = (220, 40, 40)
+    image[40:90, 80:120] = (40, 200, 90)
+    base = np.array([[20, 10, 69, 49], [80, 40, 119, 89], [0, 0, 127, 95], [5, 5, 40, 40]],
+                    np.float32)
+    jitter = rng.uniform(-6, 6, (12, 4)).astype(np.float32)
+    proposals = np.clip(np.repeat(base, 3, axis=0) + jitter, 0, [127, 95, 127, 95]).astype(np.float32)
+    proposals[:, 2:] = np.maximum(proposals[:, 2:], proposals[:, :2] + 4)
+    return image, proposals
+
+
+@pytest.mark.parametrize("scales", [(96,), (96, 192)])
+def test_export_matches_the_python_detector(model, tmp_path, scales):
+    # Scale 96 on a 96-pixel-high image is a factor of 1 and 192 of 2 (exact in both
+    # resizers), so the graph must reproduce Detector's detections.
+    image, proposals = scene()
+    module = export_saved_model(model, ["red", "green"], tmp_path / "1", scales=scales,
+                                max_size=1000, preprocessing="tf", postprocess=ALL_SCORES)
+    out = module(image, proposals)
+    detector = Detector(model, DetectorConfig(scales=scales, max_size=1000, preprocessing="tf",
+                                              postprocess=ALL_SCORES))
+    expected = detector.detect(image[..., ::-1], proposals)
+    if len(scales) == 1:
+        assert int(out["num_detections"]) == len(expected) > 2
+        np.testing.assert_array_equal(out["detection_classes"], expected.classes)
+        np.testing.assert_allclose(out["detection_scores"], expected.scores, rtol=1e-5)
+        np.testing.assert_allclose(out["detection_boxes"], expected.boxes, atol=1e-3)
+    else:  # 2x upscaling: tf.image.resize and cv2.resize agree up to one grey level
+        assert abs(int(out["num_detections"]) - len(expected)) <= 1
+        np.testing.assert_allclose(np.sort(out["detection_scores"])[-3:],
+                                   np.sort(expected.scores)[-3:], atol=0.02)
+    names = {1: "red", 2: "green"}
+    assert list(out["detection_class_names"]) == [
+        names[c] for c in out["detection_classes"]]
+
+
+def test_default_export_runs_in_stock_tensorflow(model, tmp_path):
+    image, proposals = scene(1)
+    module = export_saved_model(model, ["red", "green"], tmp_path / "1", scales=(96,),
+                                preprocessing="tf", postprocess=ALL_SCORES)
+    ops = check_graph(tmp_path / "1")
+    assert "NonMaxSuppressionV3" in ops or "NonMaxSuppressionV5" in ops
+    assert not [op for op in ops if op.startswith("KerasFrcnn>")]
+    assert not ops & {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
+    expected = verify_export(module, tmp_path / "1", image, proposals)
+    fresh = run_in_fresh_process(tmp_path / "1", image, proposals)
+    assert set(fresh) == set(OUTPUTS)
+    for name in OUTPUTS:
+        np.testing.assert_array_equal(fresh[name], expected[name])
+    shown = saved_model_cli_show(tmp_path / "1")
+    for text in ("inputs['image']", "DT_UINT8", "inputs['proposals']", "outputs['detection_boxes']",
+                 "outputs['num_detections']", "tensorflow/serving/predict"):
+        assert text in shown
+
+
+@pytest.mark.skipif(not loader.is_available(), reason="custom op library not built")
+def test_custom_op_export_records_the_op(model, tmp_path):
+    image, proposals = scene(2)
+    module = export_saved_model(model, ["red", "green"], tmp_path / "1", scales=(96,),
+                                preprocessing="tf", postprocess=ALL_SCORES, roi_pool="custom_op")
+    assert "KerasFrcnn>RoiPool" in graph_ops(tmp_path / "1")
+    with pytest.raises(ExportError, match="stock TF Serving"):
+        check_graph(tmp_path / "1", "composite")
+    composite = export_saved_model(model, ["red", "green"], tmp_path / "2", scales=(96,),
+                                   preprocessing="tf", postprocess=ALL_SCORES)
+    expected = verify_export(module, tmp_path / "1", image, proposals, roi_pool="custom_op")
+    same = composite(image, proposals)
+    for name in OUTPUTS:  # the composite is bit-identical to the op
+        np.testing.assert_array_equal(same[name], expected[name])
+
+
+def test_compressed_model_exports(model, tmp_path):
+    image, proposals = scene(3)
+    compressed, _ = compress_model(model, {"fc6": 32, "fc7": 32})
+    module = export_saved_model(compressed, ["red", "green"], tmp_path / "1", scales=(96,),
+                                preprocessing="tf", postprocess=ALL_SCORES)
+    out = verify_export(module, tmp_path / "1", image, proposals)
+    expected = Detector(compressed, DetectorConfig(scales=(96,), preprocessing="tf",
+                                                   postprocess=ALL_SCORES)).detect(
+        image[..., ::-1], proposals)
+    np.testing.assert_allclose(out["detection_scores"], expected.scores, rtol=1e-5)
+
+
+def test_no_proposals_give_no_detections(model, tmp_path):
+    module = export_saved_model(model, ["red", "green"], tmp_path / "1", scales=(96,),
+                                preprocessing="tf")
+    out = module(scene()[0], np.zeros((0, 4), np.float32))
+    assert int(out["num_detections"]) == 0 and out["detection_boxes"].shape == (0, 4)
+
+
+def test_bad_arguments_and_inputs(model, tmp_path):
+    export_saved_model(model, ["red", "green"], tmp_path / "1", scales=(96,), preprocessing="tf")
+    with pytest.raises(ValueError, match="exists"):
+        export_saved_model(model, ["red", "green"], tmp_path / "1")
+    with pytest.raises(ValueError, match="2 object classes but 3 class names"):
+        export_saved_model(model, ["a", "b", "c"], tmp_path / "2")
+    with pytest.raises(ValueError, match="roi_pool"):
+        export_saved_model(model, ["a", "b"], tmp_path / "3", roi_pool="fast")
+    assert not (tmp_path / "2").exists() and not (tmp_path / "3").exists()
+    assert next_version_dir(tmp_path) == tmp_path / "2"
+    served = tf.saved_model.load(str(tmp_path / "1")).signatures["serving_default"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="proposals must be finite"):
+        served(image=tf.zeros((96, 128, 3), tf.uint8),
+               proposals=tf.constant([[0, 0, np.nan, 10]], tf.float32))
