@@ -84,6 +84,9 @@ def base_config():
     config.train.checkpoint_every = 2000  # steps between checkpoints
     config.train.keep_checkpoints = 3  # checkpoints kept in <workdir>/checkpoints
     config.train.log_every = 20  # steps between TensorBoard and log lines
+    config.train.distribute = ""  # "" (one device) | mirrored (GPUs) | multi_worker (TF_CONFIG)
+    config.train.devices = ()  # mirrored: device names (default: all GPUs, else the CPU)
+    config.train.precision = "float32"  # float32 | mixed_float16 | mixed_bfloat16
 
     config.test = ml_collections.ConfigDict()
     config.test.scales = (600,)  # test scales: one (single-scale) or an image pyramid

@@ -23,6 +23,7 @@ and renamed (TensorFlow checkpoints are written that way already).
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import keras
@@ -73,6 +74,65 @@ def build_model(config, num_classes, workdir=None):
                     factorized=svd_ranks(config, workdir))
 
 
+STRATEGIES = ("", "mirrored", "multi_worker")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+def make_strategy(config):
+    """The tf.distribute strategy of ``config.train.distribute``.
+
+    "" (default): one device. "mirrored": MirroredStrategy over
+    ``train.devices`` (default: all GPUs, or the CPU). "multi_worker":
+    MultiWorkerMirroredStrategy configured by the TF_CONFIG environment
+    variable. ``sampling.images_per_batch`` (and rois_per_batch) are the global
+    batch, split evenly over the replicas (docs/training.md).
+    """
+    t = config.train
+    if t.distribute not in STRATEGIES:
+        raise ValueError(f"train.distribute must be one of {STRATEGIES}, got {t.distribute!r}")
+    if t.distribute == "mirrored":
+        return tf.distribute.MirroredStrategy(list(t.devices) or None)
+    if t.distribute == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def check_global_batch(config, replicas):
+    images = config.sampling.images_per_batch
+    if images % replicas:
+        suggestion = replicas * max(1, images // replicas)
+        raise ValueError(f"sampling.images_per_batch={images} (the global batch) must be a "
+                         f"multiple of the {replicas} replicas; set it to {suggestion} and "
+                         "scale train.base_lr with it (docs/training.md)")
+
+
+def is_chief(strategy):
+    """True unless this is a non-chief worker of a multi-worker strategy."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+class precision_policy:
+    """Context: the global Keras dtype policy while a model is built, then restored."""
+
+    def __init__(self, name):
+        if name not in PRECISIONS:
+            raise ValueError(f"train.precision must be one of {PRECISIONS}, got {name!r}")
+        self.name = name
+
+    def __enter__(self):
+        self.previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(self.name)
+
+    def __exit__(self, *exc):
+        keras.config.set_dtype_policy(self.previous)
+
+
 def make_optimizer(config):
     t = config.train
     return sgd(step_schedule(t.base_lr, t.steps, t.step_fraction, step_size=t.step_size),
@@ -81,8 +141,8 @@ def make_optimizer(config):
 
 def _checkpointing(config, model, workdir):
     """(optimizer, tf.train.Checkpoint, CheckpointManager) of a workdir."""
-    optimizer = make_optimizer(config)
-    model.compile(optimizer=optimizer)
+    model.compile(optimizer=make_optimizer(config))  # mixed_float16: a LossScaleOptimizer
+    optimizer = model.optimizer
     optimizer.build(model.trainable_variables)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     manager = tf.train.CheckpointManager(checkpoint, Path(workdir) / "checkpoints",
@@ -109,14 +169,16 @@ def prepare_training_data(config, progress=True):
     return dataset, roidb, stats
 
 
-def make_dataset(config, roidb, stats, start_batch):
-    """The minibatch stream of a config (a separate function so tests can replace it)."""
+def make_dataset(config, roidb, stats, start_batch, input_context=None):
+    """The minibatch stream of a config (a separate function so tests can replace it);
+    with an ``input_context``, this input pipeline's share of the global batches."""
     sampling = SamplingConfig(**config.sampling)
     pipeline = PipelineConfig(scales=tuple(config.pipeline.scales),
                               max_size=config.pipeline.max_size, flip=config.pipeline.flip,
                               preprocessing=config.pipeline.preprocessing,
                               seed=config.pipeline.seed)
-    return training_dataset(roidb, stats, sampling, pipeline, start_batch=start_batch)
+    return training_dataset(roidb, stats, sampling, pipeline, input_context=input_context,
+                            start_batch=start_batch)
 
 
 def inference_copy(model, stats, unfold=False):
@@ -158,23 +220,48 @@ def train(config, workdir, progress=True):
     logger.info("%s: %d training images, %d classes", dataset.name, len(roidb),
                 dataset.num_classes)
 
-    model = build_model(config, dataset.num_classes, workdir)
     t = config.train
-    optimizer, checkpoint, manager = _checkpointing(config, model, workdir)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    strategy = make_strategy(config)
+    replicas = strategy.num_replicas_in_sync
+    check_global_batch(config, replicas)
+    chief = is_chief(strategy)
+    # Non-chief workers save to their own folder (checkpointing is collective), removed at the end.
+    state_dir = workdir if chief else workdir / f".worker_{strategy.cluster_resolver.task_id}"
+    with strategy.scope(), precision_policy(t.precision):
+        model = build_model(config, dataset.num_classes, workdir)
+        optimizer, checkpoint, manager = _checkpointing(config, model, state_dir)
+    if replicas > 1 or t.precision != "float32":
+        logger.info("%d replicas (%s), %s", replicas, t.distribute or "one device", t.precision)
+    latest = tf.train.latest_checkpoint(str(workdir / "checkpoints"))
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
     step = int(optimizer.iterations.numpy())
     if step:
-        logger.info("resuming from %s at step %d", manager.latest_checkpoint, step)
+        logger.info("resuming from %s at step %d", latest, step)
 
     history = {metric.name: [] for metric in model.metrics}
     if step < t.steps:
-        train_step = tf.function(model.train_step, reduce_retracing=True)
-        writer = tf.summary.create_file_writer(str(workdir / "logs"))
-        bar = keras.utils.Progbar(t.steps, verbose=1 if progress else 0,
+        if replicas > 1:
+            # Each input pipeline feeds replicas / pipelines replicas per step.
+            def batches_fn(context):
+                per_pipeline = replicas // context.num_input_pipelines
+                return make_dataset(config, roidb, stats, step * per_pipeline, context)
+
+            batches = iter(strategy.distribute_datasets_from_function(batches_fn))
+
+            @tf.function(reduce_retracing=True)
+            def train_step(batch):
+                logs = strategy.run(model.train_step, args=(batch,))
+                return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+                        for k, v in logs.items()}
+        else:
+            batches = iter(make_dataset(config, roidb, stats, start_batch=step))
+            train_step = tf.function(model.train_step, reduce_retracing=True)
+        writer = (tf.summary.create_file_writer(str(workdir / "logs")) if chief
+                  else tf.summary.create_noop_writer())
+        bar = keras.utils.Progbar(t.steps, verbose=1 if progress and chief else 0,
                                   stateful_metrics=list(history))
         bar.update(step)
-        batches = iter(make_dataset(config, roidb, stats, start_batch=step))
         try:
             while step < t.steps:
                 model.reset_metrics()
@@ -203,7 +290,10 @@ def train(config, workdir, progress=True):
         finally:
             writer.flush()
         manager.save(checkpoint_number=step)
-    save_inference_model(model, stats, workdir / "model.keras")
+    if chief:
+        save_inference_model(model, stats, workdir / "model.keras")
+    else:
+        shutil.rmtree(state_dir, ignore_errors=True)
     return {"step": step, "history": history, "interrupted": False}
 
 

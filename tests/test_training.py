@@ -17,15 +17,19 @@ from tests.data.fixtures import write_voc
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tiny_config(tmp_path, steps):
-    root = write_voc(tmp_path / "VOC", {
-        f"{k}": (96, 72, [("cat", 0, 10 + k, 10, 50 + k, 50)]) for k in range(4)}, split="train")
-    rng = np.random.default_rng(0)
-    from PIL import Image
+def tiny_config(tmp_path, steps, write=True):
+    """Four 96x72 textured images with one "cat" each, dense proposals, the small
+    backbone; ``write=False`` reuses the files of an earlier call."""
+    root = tmp_path / "VOC"
+    if write:
+        root = write_voc(root, {f"{k}": (96, 72, [("cat", 0, 10 + k, 10, 50 + k, 50)])
+                                for k in range(4)}, split="train")
+        rng = np.random.default_rng(0)
+        from PIL import Image
 
-    for k in range(4):  # texture, so selective search finds regions
-        Image.fromarray(rng.integers(0, 255, (72, 96, 3), np.uint8)).save(
-            root / "JPEGImages" / f"{k}.jpg")
+        for k in range(4):  # texture, so selective search finds regions
+            Image.fromarray(rng.integers(0, 255, (72, 96, 3), np.uint8)).save(
+                root / "JPEGImages" / f"{k}.jpg")
     config = base_config()
     config.dataset.kind, config.dataset.root, config.dataset.classes = "voc", str(root), ("cat",)
     config.proposals.method = "dense"

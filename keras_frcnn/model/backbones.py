@@ -93,7 +93,9 @@ def _small(images):
         for k, strides in ((1, 1), (2, 2)):
             x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False,
                                     name=f"conv{stage}_{k}")(x)
-            x = keras.layers.BatchNormalization(name=f"bn{stage}_{k}")(x)
+            # synchronized: under tf.distribute the batch statistics are those of the
+            # global batch (one replica: plain BatchNormalization).
+            x = keras.layers.BatchNormalization(synchronized=True, name=f"bn{stage}_{k}")(x)
             x = keras.layers.ReLU(name=f"relu{stage}_{k}")(x)
     x = keras.layers.Conv2D(128, 3, padding="same", activation="relu", name="conv4")(x)
     return x

@@ -157,8 +157,13 @@ class FastRCNN(keras.Model):
         self._trackers["fg_accuracy"].update_state(correct, sample_weight=fg)
         return {name: tracker.result() for name, tracker in self._trackers.items()}
 
-    def adjusted_gradients(self, gradients, variables):
-        """The release's SGD details: decay on kernels, x bias_lr_mult on biases."""
+    def adjusted_gradients(self, gradients, variables, decay_scale=1.0):
+        """The release's SGD details: decay on kernels, x bias_lr_mult on biases.
+
+        ``decay_scale`` multiplies the decay term as the loss was multiplied
+        (1 / replicas, times the loss scale under mixed_float16), so that the
+        all-reduced, unscaled gradient carries exactly ``weight_decay * w``.
+        """
         adjusted = []
         for gradient, variable in zip(gradients, variables):
             if gradient is None:
@@ -166,19 +171,32 @@ class FastRCNN(keras.Model):
             elif is_bias(variable):
                 adjusted.append(gradient * self.bias_lr_mult)
             elif is_decayed(variable) and self.weight_decay:
-                adjusted.append(gradient + self.weight_decay * variable.value)
+                decay = tf.cast(self.weight_decay * decay_scale, gradient.dtype)
+                adjusted.append(gradient + decay * tf.cast(variable.value, gradient.dtype))
             else:
                 adjusted.append(gradient)
         return adjusted
 
     def train_step(self, data):
+        """One SGD step on this replica's minibatch.
+
+        Under tf.distribute each replica's loss is divided by the number of
+        replicas, since the optimiser sums gradients over replicas: equal
+        replica batches then give the gradient of the global batch's loss.
+        Under mixed_float16 the loss is scaled (LossScaleOptimizer, which
+        model.compile installs) and the optimiser unscales the gradients.
+        """
         inputs, targets, _ = keras.utils.unpack_x_y_sample_weight(data)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             outputs = self(inputs, training=True)
             losses = self.compute_losses(outputs, targets)
+            scaled_loss = self.optimizer.scale_loss(losses["loss"] / replicas)
         variables = self.trainable_variables
-        gradients = tape.gradient(losses["loss"], variables)
-        self.optimizer.apply(self.adjusted_gradients(gradients, variables), variables)
+        gradients = tape.gradient(scaled_loss, variables)
+        decay_scale = self.optimizer.scale_loss(tf.constant(1.0 / replicas))
+        self.optimizer.apply(self.adjusted_gradients(gradients, variables, decay_scale),
+                             variables)
         return self._update_metrics(losses, outputs, targets)
 
     def test_step(self, data):
