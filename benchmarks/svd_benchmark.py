@@ -1,0 +1,155 @@
+"""Truncated SVD (paper section 3.1): fc-head and detection time, and mAP, before and after.
+
+Timing: FastRCNN with random weights (time does not depend on values) on one
+image at the backbone's test scale with 2000 proposals (the paper's setting),
+before and after factoring the fc layers; the conv part, the fc head (flatten
+to the two outputs) and whole-image detection (Detector.detect: resize,
+forward, decode, NMS) are each the median of --repeats runs after a warm-up.
+The paper (VGG16, K40 GPU): fc6/fc7 take 45 % of detection time and SVD
+(1024 / 256) cuts detection time by more than 30 % for -0.3 mAP.
+
+mAP (optional, --map_workdir): the trained model of a workdir evaluated as is
+and after compression with each --map_layers setting, same proposals.
+
+    python benchmarks/svd_benchmark.py --output docs/benchmarks.md \
+        --map_config configs/demo.py --map_workdir workdirs/demo
+"""
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import report
+from keras_frcnn.compress import compress_model, format_ranks, parse_ranks
+from keras_frcnn.detection import Detector, DetectorConfig, PostprocessConfig
+from keras_frcnn.model.backbones import SPECS
+from keras_frcnn.model.fast_rcnn import FastRCNN
+
+SECTION = "svd_benchmark"
+# backbone: (shortest side, longest side, preprocessing, ranks)
+SETTINGS = {
+    "vgg16": (600, 1000, "caffe", "fc6:1024,fc7:256"),
+    "mobilenet_v2": (600, 1000, "tf", "fc6:256,fc7:128"),
+    "small": (200, 268, "tf", "fc6:64,fc7:64"),
+}
+
+
+def proposals(height, width, count, seed=0):
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, [width * 0.8, height * 0.8], size=(count, 2))
+    wh = rng.uniform(0.05, 0.5, size=(count, 2)) * [width, height]
+    boxes = np.concatenate([xy, np.minimum(xy + wh, [width - 1, height - 1])], axis=1)
+    return boxes.astype(np.float32)
+
+
+def median_seconds(fn, repeats):
+    fn()  # trace and warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def timings(model, height, width, preprocessing, num_rois, repeats):
+    """{"conv", "head", "detection"} seconds for one image with num_rois proposals."""
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 255, (height, width, 3)).astype(np.uint8)
+    boxes = proposals(height, width, num_rois)
+    images = tf.constant(rng.normal(size=(1, height, width, 3)), tf.float32)
+    backbone = model.get_layer(f"{model.get_config()['backbone']}_features")
+    conv = tf.function(lambda x: backbone(x, training=False))
+    head_model = keras.Model(model.get_layer("flatten").output,
+                             [model.get_layer("cls_prob").output,
+                              model.get_layer("bbox_pred").output])
+    spec = SPECS[model.get_config()["backbone"]]
+    pooled = tf.constant(rng.normal(size=(num_rois, spec.pooled_size ** 2 *
+                                          backbone.output.shape[-1])), tf.float32)
+    head = tf.function(lambda x: head_model(x, training=False))
+    detector = Detector(model, DetectorConfig(
+        scales=(height,), max_size=width, preprocessing=preprocessing,
+        postprocess=PostprocessConfig(mode="default"), deduplicate=False))
+    return {"conv": median_seconds(lambda: conv(images).numpy(), repeats),
+            "head": median_seconds(lambda: [t.numpy() for t in head(pooled)], repeats),
+            "detection": median_seconds(lambda: detector.detect(image, boxes), repeats)}
+
+
+def map_rows(config_path, workdir, settings):
+    from keras_frcnn import training
+    from keras_frcnn.configs import load_config_file
+    from keras_frcnn.evaluate import evaluate
+
+    config = load_config_file(config_path)
+    config.test.picture_images = 0
+    model = training.load_inference_model(workdir)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for ranks in [None, *settings]:
+            path = Path(tmp) / "model.keras"
+            if ranks is None:
+                model.save(path)
+                params = sum(int(np.prod(w.shape)) for w in model.weights)
+            else:
+                compressed, rep = compress_model(model, parse_ranks(ranks))
+                compressed.save(path)
+                params = rep["params_after"]
+            metrics = evaluate(config, workdir, model_path=path, output_dir=Path(tmp) / "eval",
+                               progress=False)
+            rows.append((ranks or "none", params, 100 * metrics["mAP"],
+                         metrics["timing"]["network_seconds_per_image"]))
+            print(rows[-1], flush=True)
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbones", default="vgg16,small")
+    parser.add_argument("--rois", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--map_config", help="config of --map_workdir")
+    parser.add_argument("--map_workdir", help="a trained workdir to evaluate before and after")
+    parser.add_argument("--map_layers", default="fc6:64,fc7:64;fc6:32,fc7:32;fc6:16,fc7:16",
+                        help="';'-separated rank settings for the mAP table")
+    parser.add_argument("--output", help="Markdown file whose SVD section to rewrite")
+    args = parser.parse_args()
+    lines = ["## Truncated SVD", "",
+             f"Machine: {report.machine_description()}. One image, {args.rois} proposals, "
+             f"median of {args.repeats} runs after a warm-up, random weights "
+             "(`python benchmarks/svd_benchmark.py`). fc head = flatten to the two outputs; "
+             "detection = Detector.detect (resize, network, decoding, NMS). Paper (VGG16, K40): "
+             "fc layers 45 % of detection time, SVD 1024 / 256 saves > 30 %.", "",
+             "| backbone | image | ranks | conv (s) | fc head (s) | fc share | detection (s) | "
+             "fc head after (s) | detection after (s) | detection saved |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for backbone in args.backbones.split(","):
+        short, long, preprocessing, ranks = SETTINGS[backbone]
+        keras.utils.set_random_seed(0)
+        model = FastRCNN(num_classes=21, backbone=backbone)
+        compressed, _ = compress_model(model, parse_ranks(ranks))
+        before = timings(model, short, long, preprocessing, args.rois, args.repeats)
+        after = timings(compressed, short, long, preprocessing, args.rois, args.repeats)
+        print(backbone, before, after, flush=True)
+        lines.append(
+            f"| {backbone} | {short}x{long} | {format_ranks(parse_ranks(ranks))} | "
+            f"{before['conv']:.3f} | {before['head']:.3f} | "
+            f"{before['head'] / before['detection']:.0%} | {before['detection']:.3f} | "
+            f"{after['head']:.3f} | {after['detection']:.3f} | "
+            f"**{1 - after['detection'] / before['detection']:.0%}** |")
+    if args.map_workdir:
+        lines += ["", f"mAP (VOC AP@0.5, area) of `{args.map_workdir}` "
+                  f"(`{args.map_config}`) before and after compression, same proposals:", "",
+                  "| ranks | parameters | mAP | network s/image |", "|---|---:|---:|---:|"]
+        for ranks, params, map_, seconds in map_rows(args.map_config, args.map_workdir,
+                                                     args.map_layers.split(";")):
+            lines.append(f"| {ranks} | {params:,d} | {map_:.1f} | {seconds:.3f} |")
+    report.publish(SECTION, lines, args.output)
+
+
+if __name__ == "__main__":
+    main()
