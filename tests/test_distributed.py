@@ -125,13 +125,14 @@ def test_multi_worker_training_from_tf_config(tmp_path):
         workers.append(subprocess.Popen(
             [sys.executable, "-c", WORKER, str(tmp_path), str(tmp_path / "multi"), str(root)],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:  # wait for both; kill them only if the wait fails
+        done = [worker.communicate(timeout=300) for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
     outputs = []
-    for worker in workers:
-        try:
-            out, err = worker.communicate(timeout=300)
-        finally:
-            for w in workers:
-                w.kill() if w.poll() is None else None
+    for worker, (out, err) in zip(workers, done):
         assert worker.returncode == 0, err[-3000:]
         outputs.append(json.loads(out.split("RESULT", 1)[1]))
     one = [v for _, v in one_history["loss"]]
