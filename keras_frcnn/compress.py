@@ -155,25 +155,17 @@ def format_report(report):
 def calibration_inputs(config, model, count):
     """Network inputs ({"images", "rois"}) of the first ``count`` training images of
     ``config``'s dataset with their proposals, prepared as the detector does."""
-    import dataclasses
-
     from keras_frcnn.data.images import read_image_bgr
-    from keras_frcnn.data.sources import load_dataset
     from keras_frcnn.detection import Detector
     from keras_frcnn.evaluate import detector_config
-    from keras_frcnn.proposals.sources import proposals_for_dataset
+    from keras_frcnn.proposals.sources import first_images
 
     if count <= 0:
         return []
-    dataset = load_dataset(config.dataset, config.dataset.train_split)
-    dataset = dataclasses.replace(dataset, records=tuple(dataset.records[:count]))
-    proposals = proposals_for_dataset(dataset, config.proposals, False,
-                                      split=config.dataset.train_split)
     detector = Detector(model, detector_config(config))
     inputs = []
-    for record in dataset.records:
-        images, rois, _ = detector.prepare(read_image_bgr(record.image_path),
-                                           proposals[record.image_id])
+    for record, proposals in first_images(config, config.dataset.train_split, count):
+        images, rois, _ = detector.prepare(read_image_bgr(record.image_path), proposals)
         if len(rois):
             inputs.append({"images": images, "rois": rois})
     return inputs

@@ -318,21 +318,15 @@ def _classes(config, workdir, model_path):
 
 def verification_inputs(config):
     """(RGB image, proposals) of the first test image of the config's dataset."""
-    import dataclasses
-
     from keras_frcnn.data.images import read_image_bgr
-    from keras_frcnn.data.sources import load_dataset
-    from keras_frcnn.proposals.sources import proposals_for_dataset
+    from keras_frcnn.proposals.sources import first_images
 
-    split = config.dataset.test_split
-    dataset = load_dataset(config.dataset, split)
-    if not dataset.records:
-        raise ValueError(f"{dataset.name}: no test image to verify the export with; pass "
-                         "--noverify")
-    dataset = dataclasses.replace(dataset, records=tuple(dataset.records[:1]))
-    record = dataset.records[0]
-    proposals = proposals_for_dataset(dataset, config.proposals, False, split=split)
-    return read_image_bgr(record.image_path)[..., ::-1].copy(), proposals[record.image_id]
+    images = first_images(config, config.dataset.test_split, 1)
+    if not images:
+        raise ValueError(f"{config.dataset.kind} dataset: no test image to verify the export "
+                         "with; pass --noverify")
+    record, proposals = images[0]
+    return read_image_bgr(record.image_path)[..., ::-1].copy(), proposals
 
 
 def export_workdir(config, workdir=None, model_path=None, export_dir=None, roi_pool="composite",

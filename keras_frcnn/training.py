@@ -20,6 +20,7 @@ and keeps the last good checkpoint. Every file is written to a temporary name
 and renamed (TensorFlow checkpoints are written that way already).
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -117,20 +118,17 @@ def is_chief(strategy):
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
-class precision_policy:
-    """Context: the global Keras dtype policy while a model is built, then restored."""
-
-    def __init__(self, name):
-        if name not in PRECISIONS:
-            raise ValueError(f"train.precision must be one of {PRECISIONS}, got {name!r}")
-        self.name = name
-
-    def __enter__(self):
-        self.previous = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(self.name)
-
-    def __exit__(self, *exc):
-        keras.config.set_dtype_policy(self.previous)
+@contextlib.contextmanager
+def precision_policy(name):
+    """The global Keras dtype policy ``name`` while a model is built, then the previous one."""
+    if name not in PRECISIONS:
+        raise ValueError(f"train.precision must be one of {PRECISIONS}, got {name!r}")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def make_optimizer(config):

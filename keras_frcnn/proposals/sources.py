@@ -51,6 +51,19 @@ def proposals_for_dataset(dataset, proposals_config, progress=True, split=""):
             for r, boxes in zip(records, raw)}
 
 
+def first_images(config, split, count):
+    """[(record, [n, 4] proposals)] of the first ``count`` images of ``split`` of
+    ``config``'s dataset (proposals computed or read for those images only)."""
+    import dataclasses
+
+    from keras_frcnn.data.sources import load_dataset
+
+    dataset = load_dataset(config.dataset, split)
+    dataset = dataclasses.replace(dataset, records=tuple(dataset.records[:count]))
+    proposals = proposals_for_dataset(dataset, config.proposals, False, split=split)
+    return [(record, proposals[record.image_id]) for record in dataset.records]
+
+
 def summarize(proposals, seconds):
     counts = [len(b) for b in proposals.values()]
     return (f"{len(counts)} images, {sum(counts) / max(len(counts), 1):.0f} proposals per image "
