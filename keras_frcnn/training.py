@@ -34,7 +34,7 @@ import tensorflow as tf
 from keras_frcnn.compress import format_ranks, parse_ranks
 from keras_frcnn.data.pipeline import PipelineConfig, training_dataset
 from keras_frcnn.data.roidb import TargetStats, build_roidb, target_stats
-from keras_frcnn.data.sampling import SamplingConfig
+from keras_frcnn.data.sampling import SamplingConfig, trainable_entries
 from keras_frcnn.data.sources import load_dataset
 from keras_frcnn.files import atomic_write
 from keras_frcnn.model.fast_rcnn import FastRCNN, fold_target_stats, sgd, step_schedule
@@ -162,6 +162,7 @@ def prepare_training_data(config, progress=True):
                                       split=config.dataset.train_split)
     roidb = build_roidb(dataset, proposals, config.dataset.use_difficult,
                         on_error=config.dataset.on_error)
+    roidb = trainable_entries(roidb, SamplingConfig(**config.sampling))
     stats = target_stats(roidb, dataset.num_classes, config.pipeline.target_normalization,
                          with_flipped=config.pipeline.flip)
     return dataset, roidb, stats

@@ -14,10 +14,14 @@ number of real RoIs (the sum of sample weights), not by R.
 """
 
 import dataclasses
+import logging
 
 import numpy as np
 
 from keras_frcnn.boxes import flip_horizontally
+from keras_frcnn.data.records import DatasetError
+
+logger = logging.getLogger("keras_frcnn.data")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +63,31 @@ class ImageSample:
     num_bg: int
 
 
+def _candidates(entry, config):
+    """(foreground rows, background rows) of a RoidbEntry under ``config``."""
+    fg = np.flatnonzero(entry.max_overlaps >= config.fg_threshold)
+    bg = np.flatnonzero((entry.max_overlaps < config.bg_threshold_hi)
+                        & (entry.max_overlaps >= config.bg_threshold_lo))
+    return fg, bg
+
+
+def trainable_entries(roidb, config):
+    """The entries with at least one foreground or background candidate (the release's
+    filter_roidb). An image with no objects has neither when ``bg_threshold_lo`` > 0
+    (every proposal has IoU 0), so it is dropped, with a log line; all dropped is an error.
+    """
+    kept = [entry for entry in roidb if any(map(len, _candidates(entry, config)))]
+    if len(kept) < len(roidb):
+        logger.info("%d of %d training images have no foreground or background RoI "
+                    "(e.g. no objects, bg_threshold_lo %.2f): left out of training",
+                    len(roidb) - len(kept), len(roidb), config.bg_threshold_lo)
+    if not kept:
+        raise DatasetError(f"none of the {len(roidb)} training images has a foreground or "
+                           "background RoI: check the annotations and proposals, or lower "
+                           "sampling.bg_threshold_lo to 0 to train on images without objects")
+    return kept
+
+
 def sample_rois(entry, rng, config, stats, flipped=False):
     """Draws one image's RoIs from a RoidbEntry.
 
@@ -70,9 +99,7 @@ def sample_rois(entry, rng, config, stats, flipped=False):
       flipped: the image is mirrored: RoIs are flipped and tx negated.
     """
     per_image = config.rois_per_image
-    fg_candidates = np.flatnonzero(entry.max_overlaps >= config.fg_threshold)
-    bg_candidates = np.flatnonzero((entry.max_overlaps < config.bg_threshold_hi)
-                                   & (entry.max_overlaps >= config.bg_threshold_lo))
+    fg_candidates, bg_candidates = _candidates(entry, config)
     num_fg = min(int(round(config.fg_fraction * per_image)), len(fg_candidates))
     num_bg = min(per_image - num_fg, len(bg_candidates))
     fg = rng.choice(fg_candidates, num_fg, replace=False)

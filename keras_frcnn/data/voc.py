@@ -3,6 +3,10 @@
 VOC XML boxes are 1-based inclusive; records hold them 0-based (subtract 1).
 ``difficult`` objects are kept, flagged; whether training uses them is the
 RoI database's ``use_difficult`` option (the release trains without them).
+An annotation without ``<object>`` is an image with no objects: a valid
+negative, kept (as COCO images without annotations are). Evaluation counts its
+detections as false positives; training drops it when it offers no background
+RoI either (data/sampling.py ``trainable_entries``, the release's filter_roidb).
 """
 
 import xml.etree.ElementTree as ElementTree
@@ -56,7 +60,7 @@ def _image_path(xml_root, xml_path, images_dir, image_id):
                        f"{', '.join(str(c) for c in candidates[:2])})")
 
 
-def parse_voc_xml(xml_path, images_dir, classes=VOC_CLASSES, allow_empty=False):
+def parse_voc_xml(xml_path, images_dir, classes=VOC_CLASSES):
     """One VOC XML file -> ImageRecord (0-based boxes). Raises DatasetError naming the file."""
     xml_path = Path(xml_path)
     try:
@@ -79,18 +83,17 @@ def parse_voc_xml(xml_path, images_dir, classes=VOC_CLASSES, allow_empty=False):
         reason = invalid_box_reason(box, width, height)
         if reason is not None:
             raise DatasetError(f"{xml_path}: object {len(boxes)} ({name}) box "
-                               f"{[v + 1 for v in box]} (1-based) {reason}")
+                               f"{[v + 1 for v in box]} (1-based) {reason}; fix the "
+                               "annotation, or set dataset.on_error=skip to leave the image out")
         boxes.append(box)
         labels.append(class_index[name])
         difficult.append(obj.findtext("difficult", "0").strip() == "1")
-    if not boxes and not allow_empty:
-        raise DatasetError(f"{xml_path}: no <object> in the annotation")
     image_path = _image_path(root, xml_path, images_dir, image_id)
     return ImageRecord.create(image_id, image_path, width, height, boxes, labels, difficult)
 
 
 def load_voc_folder(annotations_dir, images_dir, classes=VOC_CLASSES, ids=None, name=None,
-                    on_error="raise", allow_empty=False):
+                    on_error="raise"):
     """Every ``<id>.xml`` of a folder (or the given ids, in order) -> Dataset.
 
     on_error="skip" logs a warning and drops a bad record instead of raising.
@@ -105,13 +108,13 @@ def load_voc_folder(annotations_dir, images_dir, classes=VOC_CLASSES, ids=None, 
     for image_id in ids:
         try:
             records.append(parse_voc_xml(annotations_dir / f"{image_id}.xml", images_dir,
-                                         classes, allow_empty))
+                                         classes))
         except DatasetError as err:
             handle_error(err, on_error)
     return Dataset(name or annotations_dir.parent.name, tuple(classes), tuple(records))
 
 
-def load_voc(root, split, classes=VOC_CLASSES, on_error="raise", allow_empty=False):
+def load_voc(root, split, classes=VOC_CLASSES, on_error="raise"):
     """A split of a devkit-layout VOC year, e.g. ``load_voc("VOCdevkit/VOC2007", "trainval")``.
 
     Reads ImageSets/Main/<split>.txt, Annotations/<id>.xml and JPEGImages/<id>.jpg.
@@ -123,7 +126,7 @@ def load_voc(root, split, classes=VOC_CLASSES, on_error="raise", allow_empty=Fal
                            "such as VOCdevkit/VOC2007?)")
     ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
     dataset = load_voc_folder(root / "Annotations", root / "JPEGImages", classes, ids,
-                              f"{root.name}_{split}", on_error, allow_empty)
+                              f"{root.name}_{split}", on_error)
     return dataset
 
 

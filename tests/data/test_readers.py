@@ -29,7 +29,6 @@ def test_voc_boxes_become_zero_based_and_difficult_is_kept(tmp_path):
     ([("horse", 0, 1, 1, 5, 5)], True, "unknown class 'horse'"),
     ([("cat", 0, 10, 1, 5, 5)], True, "x2 < x1"),
     ([("cat", 0, 1, 1, 101, 5)], True, "outside the 100x80 image"),
-    ([], True, "no <object>"),
     ([("cat", 0, 1, 1, 5, 5)], False, "missing <size/width>"),
 ])
 def test_voc_bad_annotations_name_the_file(tmp_path, objects, size, error):
