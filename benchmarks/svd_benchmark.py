@@ -8,11 +8,15 @@ forward, decode, NMS) are each the median of --repeats runs after a warm-up.
 The paper (VGG16, K40 GPU): fc6/fc7 take 45 % of detection time and SVD
 (1024 / 256) cuts detection time by more than 30 % for -0.3 mAP.
 
-mAP (optional, --map_workdir): the trained model of a workdir evaluated as is
-and after compression with each --map_layers setting, same proposals.
+mAP (optional, --map_workdir, repeatable): the trained model of a workdir
+evaluated as is and after compression with each of its --map_layers settings,
+same proposals.
 
     python benchmarks/svd_benchmark.py --output docs/benchmarks.md \
-        --map_config configs/demo.py --map_workdir workdirs/demo
+        --map_config configs/demo.py --map_workdir workdirs/demo \
+        --map_layers "fc6:64,fc7:64;fc6:32,fc7:32;fc6:16,fc7:16" \
+        --map_config configs/kangaroo.py --map_workdir workdirs/kangaroo \
+        --map_layers "fc6:256,fc7:128;fc6:64,fc7:64"
 """
 
 import argparse
@@ -112,10 +116,12 @@ def main():
     parser.add_argument("--backbones", default="vgg16,small")
     parser.add_argument("--rois", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--map_config", help="config of --map_workdir")
-    parser.add_argument("--map_workdir", help="a trained workdir to evaluate before and after")
-    parser.add_argument("--map_layers", default="fc6:64,fc7:64;fc6:32,fc7:32;fc6:16,fc7:16",
-                        help="';'-separated rank settings for the mAP table")
+    parser.add_argument("--map_config", action="append", default=[],
+                        help="config of the matching --map_workdir")
+    parser.add_argument("--map_workdir", action="append", default=[],
+                        help="a trained workdir to evaluate before and after")
+    parser.add_argument("--map_layers", action="append", default=[],
+                        help="';'-separated rank settings for the matching --map_workdir")
     parser.add_argument("--output", help="Markdown file whose SVD section to rewrite")
     args = parser.parse_args()
     lines = ["## Truncated SVD", "",
@@ -141,12 +147,13 @@ def main():
             f"{before['head'] / before['detection']:.0%} | {before['detection']:.3f} | "
             f"{after['head']:.3f} | {after['detection']:.3f} | "
             f"**{1 - after['detection'] / before['detection']:.0%}** |")
-    if args.map_workdir:
-        lines += ["", f"mAP (VOC AP@0.5, area) of `{args.map_workdir}` "
-                  f"(`{args.map_config}`) before and after compression, same proposals:", "",
+    if not len(args.map_config) == len(args.map_workdir) == len(args.map_layers):
+        parser.error("give --map_config, --map_workdir and --map_layers once per workdir")
+    for config_path, workdir, layers in zip(args.map_config, args.map_workdir, args.map_layers):
+        lines += ["", f"mAP (VOC AP@0.5, area) of `{workdir}` (`{config_path}`) before and "
+                  "after compression, same proposals:", "",
                   "| ranks | parameters | mAP | network s/image |", "|---|---:|---:|---:|"]
-        for ranks, params, map_, seconds in map_rows(args.map_config, args.map_workdir,
-                                                     args.map_layers.split(";")):
+        for ranks, params, map_, seconds in map_rows(config_path, workdir, layers.split(";")):
             lines.append(f"| {ranks} | {params:,d} | {map_:.1f} | {seconds:.3f} |")
     report.publish(SECTION, lines, args.output)
 

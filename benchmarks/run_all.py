@@ -1,0 +1,86 @@
+"""Runs the whole benchmark suite in one session and regenerates docs/benchmarks.md.
+
+Each benchmark script rewrites its own section of the Markdown file (between its
+markers); the text outside the sections is kept. Run it on an otherwise idle
+machine: every figure is a ratio measured within one script, but a busy machine
+still moves them. The scripts run one after another, each in its own process:
+
+  roi_pool    the RoI pooling op against the composite and crop-and-resize
+  pipeline    input-pipeline throughput, parallel against one image at a time
+  training    hierarchical sampling ratio; custom op against composite per step,
+              also at the paper's shapes (VGG16 and MobileNetV2, 2 x 600x1000)
+  multitask   demo trained with lambda = 1 and 0 (two demo trainings)
+  kangaroo    MobileNetV2 from ImageNet weights on the kangaroo photos (trains
+              workdirs/kangaroo first if it holds no model: about an hour here)
+  svd         truncated SVD at the paper's scale (VGG16, 600x1000, 2000 RoIs)
+              and mAP before and after on the demo and the kangaroo models
+              (trains workdirs/demo first with the main job's command if needed)
+
+    python benchmarks/run_all.py                       # everything
+    python benchmarks/run_all.py --only roi_pool,svd   # a subset
+"""
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def commands(output, data, demo_workdir, kangaroo_workdir):
+    """{name: [argv, ...]} in the order the suite runs them."""
+    python = sys.executable
+
+    def bench(name, *args):
+        return [python, f"benchmarks/{name}_benchmark.py", *args, f"--output={output}"]
+
+    demo_train = [python, "bin/train.py", "--config=configs/demo.py", f"--workdir={demo_workdir}"]
+    return {
+        "roi_pool": [bench("roi_pool")],
+        "pipeline": [bench("pipeline")],
+        "training": [bench("training")],
+        "multitask": [bench("multitask")],
+        "kangaroo": [bench("kangaroo", f"--data={data}", f"--workdir={kangaroo_workdir}")],
+        "svd": ([] if (Path(demo_workdir) / "model.keras").is_file() else [demo_train]) + [
+            bench("svd", "--backbones=vgg16,mobilenet_v2,small",
+                  "--map_config=configs/demo.py", f"--map_workdir={demo_workdir}",
+                  "--map_layers=fc6:64,fc7:64;fc6:32,fc7:32;fc6:16,fc7:16",
+                  "--map_config=configs/kangaroo.py", f"--map_workdir={kangaroo_workdir}",
+                  "--map_layers=fc6:256,fc7:128;fc6:64,fc7:64")],
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", default="docs/benchmarks.md")
+    parser.add_argument("--data", default="../shared/data/kangaroo", help="kangaroo folder")
+    parser.add_argument("--demo_workdir", default="workdirs/demo")
+    parser.add_argument("--kangaroo_workdir", default="workdirs/kangaroo")
+    parser.add_argument("--only", help="comma-separated subset of the benchmarks above")
+    parser.add_argument("--dry_run", action="store_true", help="print the commands only")
+    args = parser.parse_args()
+    suite = commands(args.output, args.data, args.demo_workdir, args.kangaroo_workdir)
+    only = args.only.split(",") if args.only else list(suite)
+    unknown = sorted(set(only) - set(suite))
+    if unknown:
+        parser.error(f"unknown benchmarks {unknown}; choose from {list(suite)}")
+    names = [name for name in suite if name in only]  # the suite's order
+    if "svd" in names and not Path(args.kangaroo_workdir, "model.keras").is_file() \
+            and "kangaroo" not in names:
+        parser.error(f"svd needs a trained {args.kangaroo_workdir}: include kangaroo")
+    spent = {}
+    for name in names:
+        start = time.perf_counter()
+        for argv in suite[name]:
+            print("+", " ".join(argv), flush=True)
+            if not args.dry_run:
+                subprocess.run(argv, cwd=REPO, check=True)
+        spent[name] = time.perf_counter() - start
+    for name, seconds in spent.items():
+        print(f"{name:>10}: {seconds / 60:6.1f} min")
+
+
+if __name__ == "__main__":
+    main()

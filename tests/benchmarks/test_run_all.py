@@ -1,0 +1,36 @@
+"""benchmarks/run_all.py: the suite's commands, order and refusals (nothing is timed here)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = ("roi_pool", "pipeline", "training", "multitask", "kangaroo", "svd")
+
+
+def run_all(*args):
+    return subprocess.run([sys.executable, "benchmarks/run_all.py", "--dry_run", *args],
+                          cwd=ROOT, capture_output=True, text=True)
+
+
+def test_every_benchmark_writes_its_section_of_one_file_in_order(tmp_path):
+    out = run_all(f"--output={tmp_path / 'b.md'}", f"--demo_workdir={tmp_path / 'no_demo'}")
+    assert out.returncode == 0, out.stderr
+    commands = [line for line in out.stdout.splitlines() if line.startswith("+ ")]
+    scripts = [c.split()[2] for c in commands if "_benchmark.py" in c]
+    assert scripts == [f"benchmarks/{name}_benchmark.py" for name in SCRIPTS]
+    assert all(c.endswith(f"--output={tmp_path / 'b.md'}") for c in commands
+               if "_benchmark.py" in c)
+    # Without a trained demo workdir, the SVD step trains it first with the main job's command.
+    assert any("bin/train.py --config=configs/demo.py" in c for c in commands)
+    assert not (tmp_path / "b.md").exists()
+
+
+def test_a_subset_runs_in_the_suite_order_and_unknown_names_are_refused(tmp_path):
+    out = run_all("--only=pipeline,roi_pool")
+    scripts = [line.split()[2] for line in out.stdout.splitlines() if line.startswith("+ ")]
+    assert scripts == ["benchmarks/roi_pool_benchmark.py", "benchmarks/pipeline_benchmark.py"]
+    out = run_all("--only=roi_pool,speed")
+    assert out.returncode == 2 and "unknown benchmarks ['speed']" in out.stderr
+    out = run_all("--only=svd", f"--kangaroo_workdir={tmp_path / 'none'}")
+    assert out.returncode == 2 and "include kangaroo" in out.stderr
