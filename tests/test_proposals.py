@@ -9,7 +9,6 @@ import scipy.io
 
 from keras_frcnn.data.records import DatasetError
 from keras_frcnn.proposals import dense, mat, postprocess, selective_search
-from tests.data.fixtures import write_image
 
 SHARED_DEMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "fast_rcnn_demo" / "fast-rcnn"
 
