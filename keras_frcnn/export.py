@@ -42,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_frcnn.data.transforms import PIXEL_MEANS_BGR, PREPROCESSING
-from keras_frcnn.detection.detector import CANONICAL_AREA
+from keras_frcnn.detection.detector import CANONICAL_AREA, make_network
 from keras_frcnn.detection.postprocess import PostprocessConfig, postprocess_detections
 from keras_frcnn.model.fast_rcnn import FastRCNN
 
@@ -110,7 +110,7 @@ class DetectionModule(tf.Module):
     """The serving graph: ``module.detect(image, proposals)`` -> dict of OUTPUTS."""
 
     def __init__(self, model, classes, scales=(600,), max_size=1000, preprocessing="caffe",
-                 postprocess=PostprocessConfig(mode="default")):
+                 postprocess=PostprocessConfig(mode="default"), score_empty_rois=False):
         super().__init__(name="keras_frcnn_detector")
         if preprocessing not in PREPROCESSING:
             raise ValueError(f"preprocessing must be one of {PREPROCESSING}, "
@@ -127,6 +127,8 @@ class DetectionModule(tf.Module):
         self.max_size = float(max_size)
         self.preprocessing = preprocessing
         self.postprocess = postprocess
+        self.score_empty_rois = score_empty_rois
+        self._network = make_network(model, score_empty_rois)
         self.detect = tf.function(self._detect, input_signature=[
             tf.TensorSpec([None, None, 3], tf.uint8, name="image"),
             tf.TensorSpec([None, 4], tf.float32, name="proposals")])
@@ -165,9 +167,9 @@ class DetectionModule(tf.Module):
     def _detect(self, image, proposals):
         tf.debugging.assert_all_finite(proposals, "proposals must be finite")
         images, rois, height, width = self._inputs(image, proposals)
-        outputs = self.model({"images": images, "rois": rois}, training=False)
-        scores = tf.cast(outputs["cls_prob"], tf.float32)
-        deltas = tf.cast(outputs["bbox_pred"], tf.float64)
+        scores, deltas = self._network(images, rois)
+        scores = tf.cast(scores, tf.float32)
+        deltas = tf.cast(deltas, tf.float64)
         boxes = tf.cast(_decode_clip(tf.cast(proposals, tf.float64), deltas, width, height),
                         tf.float32)
         boxes, scores, classes = postprocess_detections(boxes, scores, self.num_classes,
@@ -181,7 +183,7 @@ class DetectionModule(tf.Module):
 
 def export_saved_model(model, classes, export_dir, scales=(600,), max_size=1000,
                        preprocessing="caffe", postprocess=PostprocessConfig(mode="default"),
-                       roi_pool="composite"):
+                       roi_pool="composite", score_empty_rois=False):
     """Writes a SavedModel of ``model`` (a FastRCNN emitting raw deltas) to
     ``export_dir`` (a temporary directory renamed into place); returns the module."""
     if roi_pool not in ("composite", "custom_op"):
@@ -191,7 +193,7 @@ def export_saved_model(model, classes, export_dir, scales=(600,), max_size=1000,
         raise ValueError(f"{export_dir} exists; TF Serving expects one new numbered directory "
                          "per version (e.g. exports/demo/2): choose a new one")
     module = DetectionModule(with_roi_pool(model, roi_pool), classes, scales, max_size,
-                             preprocessing, postprocess)
+                             preprocessing, postprocess, score_empty_rois)
     export_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=export_dir.name + ".tmp", dir=export_dir.parent))
     try:
@@ -200,6 +202,7 @@ def export_saved_model(model, classes, export_dir, scales=(600,), max_size=1000,
         (tmp / "assets.extra" / "keras_frcnn.json").write_text(json.dumps(
             {"classes": list(classes), "scales": list(scales), "max_size": max_size,
              "preprocessing": preprocessing, "roi_pool": roi_pool,
+             "score_empty_rois": score_empty_rois,
              "postprocess": postprocess.__dict__}, indent=2) + "\n")
         tmp.rename(export_dir)
     except BaseException:
@@ -342,7 +345,7 @@ def export_workdir(config, workdir=None, model_path=None, export_dir=None, roi_p
                                     score_threshold=t.score_threshold)
     module = export_saved_model(model, _classes(config, workdir, model_path), export_dir,
                                 tuple(t.scales), t.max_size, config.pipeline.preprocessing,
-                                postprocess, roi_pool)
+                                postprocess, roi_pool, t.score_empty_rois)
     result = {"module": module, "verified": None, "signature": None}
     if verify:
         image, proposals = verification_inputs(config)

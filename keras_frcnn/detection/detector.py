@@ -9,6 +9,16 @@ such group is computed once and its outputs copied back, as the release does;
 the cells are computed with the op's own arithmetic (float32, rounded half away
 from zero), so the copy is exact.
 
+RoIs the feature map does not reach (decision): the conv map of an image of
+width W has floor-like W / stride columns, so a thin proposal along the right or
+bottom edge can start beyond its last column or row. RoI pooling then finds
+every bin empty and outputs zeros, and the network scores that zero vector from
+its biases alone, one constant score for every such RoI (0.52 "kangaroo" for
+the kangaroo model, above most true detections). Training never sees them
+(their IoU with any object is below the background threshold). We score them
+as background, so they produce no detection; ``score_empty_rois=True`` keeps
+the release's behaviour.
+
 The model must emit raw deltas (a model saved by training.py or loaded with
 ``load_inference_model``; the target normalisation is folded into bbox_pred).
 Deltas are decoded per class onto the proposals in original-image pixels and
@@ -19,6 +29,7 @@ import dataclasses
 import logging
 import time
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -40,6 +51,7 @@ class DetectorConfig:
     preprocessing: str = "caffe"  # data.transforms.preprocess mode of the backbone
     postprocess: PostprocessConfig = PostprocessConfig()
     deduplicate: bool = True  # compute RoIs sharing feature cells once
+    score_empty_rois: bool = False  # True: RoIs beyond the feature map keep their score
 
 
 def pyramid_levels(proposals, scale_factors):
@@ -56,6 +68,42 @@ def feature_cells(rois, spatial_scale):
     scaled = rois[:, 1:].astype(np.float32) * np.float32(spatial_scale)
     cells = np.sign(scaled) * np.floor(np.abs(scaled) + np.float32(0.5))
     return np.concatenate([rois[:, :1], cells], axis=1).astype(np.int64)
+
+
+def empty_rois(rois, feature_height, feature_width, spatial_scale):
+    """[R] bool (TensorFlow): the RoI's rounded start corner lies at or beyond the last
+    feature column or row, so RoI pooling finds every bin empty. Same float32 arithmetic
+    as the op (round half away from zero); proposals are clipped to the image, so the
+    start is never below zero."""
+    scaled = rois[:, 1:3] * tf.constant(spatial_scale, tf.float32)
+    start = tf.sign(scaled) * tf.floor(tf.abs(scaled) + 0.5)
+    return ((start[:, 0] >= tf.cast(feature_width, tf.float32))
+            | (start[:, 1] >= tf.cast(feature_height, tf.float32)))
+
+
+def make_network(model, score_empty_rois=False):
+    """(images, rois) -> (cls_prob, bbox_pred) of ``model`` in inference mode, with RoIs
+    that pool no feature cell scored as background (probability 1, zero deltas) unless
+    ``score_empty_rois``. Shared by the Detector and the exported serving graph."""
+    spatial_scale = float(model.get_layer("roi_pool").spatial_scale)
+    num_classes = int(model.get_layer("cls_score").units)
+    network = keras.Model(model.input, {"cls_prob": model.get_layer("cls_prob").output,
+                                        "bbox_pred": model.get_layer("bbox_pred").output,
+                                        "features": model.get_layer("roi_pool").input[0]})
+
+    def run(images, rois):
+        out = network({"images": images, "rois": rois}, training=False)
+        scores, deltas = out["cls_prob"], out["bbox_pred"]
+        if not score_empty_rois:
+            size = tf.shape(out["features"])
+            empty = empty_rois(rois, size[1], size[2], spatial_scale)[:, None]
+            background = tf.one_hot(tf.zeros_like(rois[:, 0], tf.int32), num_classes,
+                                    dtype=scores.dtype)
+            scores = tf.where(empty, background, scores)
+            deltas = tf.where(empty, tf.zeros_like(deltas), deltas)
+        return scores, deltas
+
+    return run
 
 
 class Detector:
@@ -76,7 +124,7 @@ class Detector:
         self.num_classes = int(model.get_layer("cls_score").units)
         self.spatial_scale = float(model.get_layer("roi_pool").spatial_scale)
         self._forward = tf.function(
-            lambda images, rois: model({"images": images, "rois": rois}, training=False),
+            make_network(model, config.score_empty_rois),
             input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32),
                              tf.TensorSpec([None, 5], tf.float32)])
         self._postprocess = make_postprocess(self.num_classes, config.postprocess)
@@ -103,8 +151,8 @@ class Detector:
 
     def _raw(self, images, rois, inverse):
         """(scores, deltas) per proposal; images and rois are arrays or tensors."""
-        out = self._forward(tf.convert_to_tensor(images), tf.convert_to_tensor(rois))
-        return out["cls_prob"].numpy()[inverse], out["bbox_pred"].numpy()[inverse]
+        scores, deltas = self._forward(tf.convert_to_tensor(images), tf.convert_to_tensor(rois))
+        return scores.numpy()[inverse], deltas.numpy()[inverse]
 
     def _finish(self, proposals, scores, deltas, width, height):
         with np.errstate(over="ignore"):  # exp of a huge delta: inf, clipped below

@@ -7,7 +7,7 @@ import tensorflow as tf
 from keras_frcnn import boxes as box_ops
 from keras_frcnn.data import transforms
 from keras_frcnn.detection import Detector, DetectorConfig, PostprocessConfig, pyramid_levels
-from keras_frcnn.detection.detector import feature_cells
+from keras_frcnn.detection.detector import empty_rois, feature_cells
 from keras_frcnn.model.fast_rcnn import FastRCNN
 
 
@@ -112,3 +112,44 @@ def test_bad_config_is_an_error(model):
         Detector(model, DetectorConfig(preprocessing="bgr"))
     with pytest.raises(ValueError, match="scales is empty"):
         Detector(model, DetectorConfig(scales=()))
+
+
+def test_empty_rois_start_at_or_beyond_the_last_feature_cell():
+    # Stride 8, an 8 x 8 map: x1 60 -> 7.5 -> 8 (beyond), 59 -> 7.375 -> 7 (last column).
+    rois = tf.constant([[0, 60, 0, 63, 9], [0, 59, 0, 63, 9], [0, 0, 60, 9, 63],
+                        [0, 0, 0, 63, 63]], tf.float32)
+    assert empty_rois(rois, 8, 8, 1 / 8).numpy().tolist() == [True, False, True, False]
+    assert empty_rois(rois, 8, 9, 1 / 8).numpy().tolist() == [False, False, True, False]
+
+
+def test_rois_beyond_the_feature_map_score_as_background(model):
+    image = np.random.default_rng(3).integers(0, 255, (64, 64, 3), np.uint8)
+    proposals = np.array([[60, 10, 63, 30], [62, 61, 63, 63], [10, 10, 40, 40],
+                          [10, 56, 30, 63]], np.float32)
+    config = DetectorConfig(scales=(64,), max_size=64, preprocessing="tf", deduplicate=False)
+    ours = Detector(model, config)
+    release = Detector(model, DetectorConfig(scales=(64,), max_size=64, preprocessing="tf",
+                                             deduplicate=False, score_empty_rois=True))
+    images, rois, inverse = ours.prepare(image, proposals)
+    features = model.get_layer("small_features")(images)
+    assert features.shape[1:3] == (8, 8)
+    scores, deltas = ours._raw(images, rois, inverse)
+    kept, kept_deltas = release._raw(images, rois, inverse)
+    np.testing.assert_array_equal(scores[:2], [[1, 0, 0], [1, 0, 0]])
+    np.testing.assert_array_equal(deltas[:2], 0)
+    # The release's scores for them: all bins empty, so both see the same zero vector.
+    np.testing.assert_array_equal(kept[0], kept[1])
+    assert kept[0, 0] < 1
+    np.testing.assert_array_equal(scores[2:], kept[2:])  # reachable RoIs are untouched
+    np.testing.assert_array_equal(deltas[2:], kept_deltas[2:])
+    # The exported serving graph agrees.
+    from keras_frcnn.export import DetectionModule
+
+    module = DetectionModule(model, ["a", "b"], scales=(64,), max_size=64, preprocessing="tf",
+                             postprocess=PostprocessConfig(mode="default", score_threshold=0.0))
+    out = module(image[..., ::-1], proposals[:2])
+    assert out["num_detections"] == 0
+    assert DetectionModule(model, ["a", "b"], scales=(64,), max_size=64, preprocessing="tf",
+                           postprocess=PostprocessConfig(mode="default", score_threshold=0.0),
+                           score_empty_rois=True)(image[..., ::-1], proposals[:2])[
+        "num_detections"] > 0
