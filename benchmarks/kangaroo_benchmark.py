@@ -95,8 +95,10 @@ def main():
         f"first 80 % of the sorted names for training ({area['images']} held-out test "
         "photos), MobileNetV2 initialised from "
         "`../shared/weights/mobilenet_v2_1.0_224_from_coral_quant.weights.h5`, our "
-        f"selective search (fast mode), {steps} SGD steps of 2 images x 64 RoIs, shortest "
-        "side 600 (longest at most 1000), flips.", "",
+        f"selective search ({config.proposals.mode} mode), {steps} SGD steps of 2 images x "
+        f"64 RoIs, training scales {tuple(config.pipeline.scales)} (longest side at most "
+        f"{config.pipeline.max_size}), flips, test scale {tuple(config.test.scales)}; "
+        f"frozen: {', '.join(config.model.frozen or ()) or 'nothing'}.", "",
         "```",
         " ".join(["python", "bin/proposals.py", f"--config={CONFIG}",
                   f"--config.dataset.root={args.data}", "--split=train"]),
