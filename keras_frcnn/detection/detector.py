@@ -38,6 +38,7 @@ from keras_frcnn.data import transforms
 from keras_frcnn.data.images import read_image_bgr
 from keras_frcnn.detection.postprocess import (Detections, PostprocessConfig, apply_set_cap,
                                                make_postprocess)
+from keras_frcnn.ops.roi_pool_composite import round_half_away_from_zero
 
 logger = logging.getLogger("keras_frcnn.detection")
 
@@ -66,19 +67,18 @@ def pyramid_levels(proposals, scale_factors):
 def feature_cells(rois, spatial_scale):
     """[n, 5] integer keys (level, cells) of [n, 5] RoIs, as the op rounds them."""
     scaled = rois[:, 1:].astype(np.float32) * np.float32(spatial_scale)
-    cells = np.sign(scaled) * np.floor(np.abs(scaled) + np.float32(0.5))
+    whole = np.floor(np.abs(scaled))  # |x| - floor(|x|) is exact: roundf even at 0.49999997
+    cells = np.sign(scaled) * (whole + (np.abs(scaled) - whole >= 0.5))
     return np.concatenate([rois[:, :1], cells], axis=1).astype(np.int64)
 
 
 def empty_rois(rois, feature_height, feature_width, spatial_scale):
     """[R] bool (TensorFlow): the RoI's rounded start corner lies at or beyond the last
-    feature column or row, so RoI pooling finds every bin empty. Same float32 arithmetic
-    as the op (round half away from zero); proposals are clipped to the image, so the
-    start is never below zero."""
-    scaled = rois[:, 1:3] * tf.constant(spatial_scale, tf.float32)
-    start = tf.sign(scaled) * tf.floor(tf.abs(scaled) + 0.5)
-    return ((start[:, 0] >= tf.cast(feature_width, tf.float32))
-            | (start[:, 1] >= tf.cast(feature_height, tf.float32)))
+    feature column or row, so RoI pooling finds every bin empty. The start cell is
+    computed as the composite op computes it; proposals are clipped to the image, so it
+    is never below zero."""
+    start = round_half_away_from_zero(rois[:, 1:3] * tf.constant(spatial_scale, tf.float32))
+    return (start[:, 0] >= feature_width) | (start[:, 1] >= feature_height)
 
 
 def make_network(model, score_empty_rois=False):
