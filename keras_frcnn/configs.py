@@ -69,6 +69,7 @@ def base_config():
     config.model.frozen = ml_collections.FieldReference(None, field_type=tuple)  # layer-name prefixes; None: the backbone's default
     config.model.freeze_backbone = False  # train the fc layers only (paper Table 5)
     config.model.dropout = 0.5  # after fc6 and fc7
+    config.model.fc_units = ml_collections.FieldReference(None, field_type=tuple)  # (fc6, fc7) widths; None: the backbone's
     config.model.roi_pool = ""  # RoI pooling: "" (custom op if built) | custom_op | composite
     config.model.svd = ""  # truncated-SVD layers "fc6:1024,fc7:256" (set by bin/compress.py)
 

@@ -63,6 +63,22 @@ def svd_ranks(config, workdir=None):
     return ranks
 
 
+def fc_units(config, workdir=None):
+    """(fc6, fc7) widths: config.model.fc_units, else those recorded in the workdir's
+    config.json (so evaluating or resuming a checkpoint needs no repeated override),
+    else None (the backbone's)."""
+    given = None if config.model.fc_units is None else tuple(int(u) for u in config.model.fc_units)
+    saved = Path(workdir) / "config.json" if workdir is not None else None
+    if saved is None or not saved.is_file():
+        return given
+    recorded = json.loads(saved.read_text()).get("model", {}).get("fc_units")
+    recorded = None if recorded is None else tuple(int(u) for u in recorded)
+    if given is not None and recorded is not None and given != recorded:
+        raise ValueError(f"{workdir} was trained with config.model.fc_units={recorded}, but the "
+                         f"config says {given}; drop the override or use another workdir")
+    return given if given is not None else recorded
+
+
 def build_model(config, num_classes, workdir=None):
     """The FastRCNN a config describes (factored as svd_ranks(config, workdir) says)."""
     m, t = config.model, config.train
@@ -70,6 +86,7 @@ def build_model(config, num_classes, workdir=None):
                     backbone_weights=m.weights or None,
                     frozen=None if m.frozen is None else tuple(m.frozen),
                     freeze_backbone=m.freeze_backbone, dropout=m.dropout,
+                    fc_units=fc_units(config, workdir),
                     loss_lambda=t.loss_lambda, weight_decay=t.weight_decay,
                     bias_lr_mult=t.bias_lr_mult, roi_pool_implementation=m.roi_pool or None,
                     factorized=svd_ranks(config, workdir))
@@ -212,6 +229,11 @@ def train(config, workdir, progress=True):
         config = config.copy_and_resolve_references()
         config.model.svd = format_ranks(ranks)
         logger.info("%s holds a compressed model (%s): training it", workdir, config.model.svd)
+    widths = fc_units(config, workdir)
+    if config.model.fc_units is None and widths is not None:  # resuming: keep the widths
+        config = config.copy_and_resolve_references()
+        config.model.fc_units = widths
+        logger.info("%s was trained with fc6/fc7 widths %s: keeping them", workdir, widths)
     atomic_write(workdir / "config.json", config.to_json_best_effort(indent=2))
     dataset, roidb, stats = prepare_training_data(config, progress)
     atomic_write(workdir / "target_stats.json", json.dumps(stats.to_dict()))

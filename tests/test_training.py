@@ -58,6 +58,23 @@ def test_resume_continues_the_step_count(tmp_path):
     assert list((tmp_path / "work" / "logs").iterdir())
 
 
+def test_fc_widths_are_recorded_for_resuming_and_checkpoint_evaluation(tmp_path):
+    from keras_frcnn.evaluate import load_model
+
+    config = tiny_config(tmp_path, steps=2)
+    config.model.fc_units = (32, 16)
+    training.train(config, tmp_path / "work", progress=False)
+    plain = tiny_config(tmp_path, steps=4, write=False)  # no override: the recorded widths
+    assert training.train(plain, tmp_path / "work", progress=False)["step"] == 4
+    assert json.loads((tmp_path / "work" / "config.json").read_text())["model"]["fc_units"] == [32, 16]
+    model = load_model(plain, tmp_path / "work", checkpoint="latest", num_classes=2)
+    assert model.get_layer("fc6").units == 32 and model.get_layer("fc7").units == 16
+    assert training.load_inference_model(tmp_path / "work").get_layer("fc7").units == 16
+    plain.model.fc_units = (64, 64)
+    with pytest.raises(ValueError, match=r"fc_units=\(32, 16\).*drop the override"):
+        training.build_model(plain, 2, tmp_path / "work")
+
+
 def test_a_nan_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     config = tiny_config(tmp_path, steps=10)
     real = training.make_dataset

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_frcnn.layers import RoIPooling
-from keras_frcnn.model.backbones import build_backbone, freeze
+from keras_frcnn.model.backbones import SPECS, build_backbone, freeze
 from keras_frcnn.model.losses import fast_rcnn_losses
 
 
@@ -69,6 +69,8 @@ class FastRCNN(keras.Model):
       weight_decay: L2 on kernels (0.0005).
       bias_lr_mult: learning-rate multiplier of biases (2).
       dropout: rate after fc6 and fc7 (0.5).
+      fc_units: (fc6, fc7) widths; None: the backbone's (4096/4096 for VGG16,
+        1024/1024 for MobileNetV2, model/backbones.py).
       roi_pool_implementation: "custom_op", "composite" or None.
       factorized: {layer name: rank} of truncated-SVD layers (fc6, fc7,
         cls_score, bbox_pred); None or {}: none.
@@ -76,9 +78,22 @@ class FastRCNN(keras.Model):
 
     def __init__(self, num_classes, backbone="small", backbone_weights=None, frozen=None,
                  freeze_backbone=False, loss_lambda=1.0, weight_decay=5e-4, bias_lr_mult=2.0,
-                 dropout=0.5, roi_pool_implementation=None, factorized=None, **kwargs):
+                 dropout=0.5, fc_units=None, roi_pool_implementation=None, factorized=None,
+                 **kwargs):
         if num_classes < 2:
             raise ValueError(f"num_classes counts background too and must be >= 2, got {num_classes}")
+        if fc_units is not None:
+            fc_units = tuple(int(u) for u in fc_units)
+            if len(fc_units) != 2 or min(fc_units) < 1:
+                raise ValueError(f"fc_units must be two positive widths (fc6, fc7) or None for "
+                                 f"the backbone's, got {fc_units}")
+            imagenet_fc = SPECS.get(backbone) if (backbone == "vgg16"
+                                                  and backbone_weights == "imagenet") else None
+            if imagenet_fc is not None and fc_units != imagenet_fc.fc_units:
+                raise ValueError(f"fc_units {fc_units}: VGG16's ImageNet fc6/fc7 are "
+                                 f"{imagenet_fc.fc_units} wide and initialise ours; keep that "
+                                 f"width (fc_units=None), or shrink a trained model with "
+                                 f"truncated SVD (bin/compress.py)")
         factorized = {str(k): int(v) for k, v in (factorized or {}).items()}
         unknown = sorted(set(factorized) - set(FACTORIZABLE))
         if unknown:
@@ -103,8 +118,9 @@ class FastRCNN(keras.Model):
         pooled = RoIPooling(spec.pooled_size, 1.0 / spec.stride, roi_pool_implementation,
                             name="roi_pool")([features_model(images), rois])
         x = keras.layers.Flatten(name="flatten")(pooled)
-        x = keras.layers.Dropout(dropout, name="drop6")(dense(spec.fc_units[0], "fc6", "relu")(x))
-        x = keras.layers.Dropout(dropout, name="drop7")(dense(spec.fc_units[1], "fc7", "relu")(x))
+        widths = spec.fc_units if fc_units is None else fc_units
+        x = keras.layers.Dropout(dropout, name="drop6")(dense(widths[0], "fc6", "relu")(x))
+        x = keras.layers.Dropout(dropout, name="drop7")(dense(widths[1], "fc7", "relu")(x))
         cls_score = dense(num_classes, "cls_score", stddev=0.01)(x)
         bbox_pred = dense(4 * (num_classes - 1), "bbox_pred", stddev=0.001)(x)
         cls_prob = keras.layers.Softmax(name="cls_prob")(cls_score)
@@ -120,7 +136,8 @@ class FastRCNN(keras.Model):
         self._config = dict(num_classes=num_classes, backbone=backbone, frozen=frozen,
                             freeze_backbone=freeze_backbone, loss_lambda=loss_lambda,
                             weight_decay=weight_decay, bias_lr_mult=bias_lr_mult,
-                            dropout=dropout, roi_pool_implementation=roi_pool_implementation,
+                            dropout=dropout, fc_units=fc_units,
+                            roi_pool_implementation=roi_pool_implementation,
                             factorized=factorized)
         self.loss_lambda = loss_lambda
         self.weight_decay = weight_decay

@@ -119,3 +119,26 @@ def test_bad_arguments():
         FastRCNN(num_classes=3, backbone="resnet50")
     with pytest.raises(ValueError, match="no ImageNet weights"):
         FastRCNN(num_classes=3, backbone="caffenet", backbone_weights="imagenet")
+
+
+def test_fc_units_override_the_backbone_widths_and_survive_saving():
+    model = FastRCNN(num_classes=3, backbone="small", fc_units=(48, 24))
+    assert model.get_layer("fc6").kernel.shape == (7 * 7 * 128, 48)
+    assert model.get_layer("fc7").kernel.shape == (48, 24)
+    assert model.get_layer("cls_score").kernel.shape == (24, 3)
+    rebuilt = FastRCNN.from_config(model.get_config())
+    assert rebuilt.get_layer("fc7").kernel.shape == (48, 24)
+    default = FastRCNN(num_classes=3, backbone="small")
+    assert default.get_layer("fc6").units == 256 and default.get_layer("fc7").units == 256
+
+
+def test_fc_units_bad_values():
+    with pytest.raises(ValueError, match="two positive widths"):
+        FastRCNN(num_classes=3, backbone="small", fc_units=(64,))
+    with pytest.raises(ValueError, match="two positive widths"):
+        FastRCNN(num_classes=3, backbone="small", fc_units=(64, 0))
+    # VGG16's ImageNet fc layers initialise fc6/fc7: another width cannot take them
+    # (raised before any download).
+    with pytest.raises(ValueError, match="4096"):
+        FastRCNN(num_classes=3, backbone="vgg16", backbone_weights="imagenet",
+                 fc_units=(1024, 1024))
