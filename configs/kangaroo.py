@@ -28,4 +28,8 @@ def get_config():
     config.pipeline.scales = (480, 576, 688, 864)
     config.train.steps = 3000
     config.train.checkpoint_every = 500
+    # Kangaroos stand in groups: 16 of the 209 training boxes overlap another at IoU > 0.3,
+    # so the paper's per-class NMS at 0.3 deletes true animals. Chosen on the training
+    # split (AP 93.4 / 94.8 / 95.3 / 94.9 at NMS 0.3 / 0.4 / 0.5 / 0.6, docs/benchmarks.md).
+    config.test.nms_threshold = 0.5
     return config
