@@ -14,6 +14,7 @@ image: selective search computed afresh (a temporary cache), the network
 
 import argparse
 import glob
+import json
 import subprocess
 import sys
 import tempfile
@@ -78,6 +79,14 @@ def main():
     config = load_config_file(REPO / CONFIG)
     config.dataset.root = args.data
     steps = config.train.steps
+    trained = json.loads((workdir / "config.json").read_text())
+    for section, key in (("train", "steps"), ("pipeline", "scales"), ("model", "frozen"),
+                         ("model", "fc_units"), ("model", "backbone")):
+        ours, theirs = config[section][key], trained[section].get(key)
+        if (list(ours) if isinstance(ours, tuple) else ours) != theirs:
+            raise SystemExit(f"{workdir} was trained with {section}.{key}={theirs}, "
+                             f"{CONFIG} says {ours}: the report would describe another run; "
+                             "retrain (--retrain on an empty workdir) or pick the workdir")
     start = time.perf_counter()
     area = evaluate(config, workdir, progress=False)
     eval_seconds = (time.perf_counter() - start) / area["images"]
@@ -97,7 +106,8 @@ def main():
         "`../shared/weights/mobilenet_v2_1.0_224_from_coral_quant.weights.h5`, our "
         f"selective search ({config.proposals.mode} mode), {steps} SGD steps of 2 images x "
         f"64 RoIs, training scales {tuple(config.pipeline.scales)} (longest side at most "
-        f"{config.pipeline.max_size}), flips, test scale {tuple(config.test.scales)}; "
+        f"{config.pipeline.max_size}), flips, test scale {tuple(config.test.scales)}, "
+        f"NMS at IoU {config.test.nms_threshold}; "
         f"frozen: {', '.join(config.model.frozen or ()) or 'nothing'}.", "",
         "```",
         " ".join(["python", "bin/proposals.py", f"--config={CONFIG}",

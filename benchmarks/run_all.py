@@ -48,7 +48,7 @@ def commands(output, data, demo_workdir, kangaroo_workdir):
                   "--map_config=configs/demo.py", f"--map_workdir={demo_workdir}",
                   "--map_layers=fc6:64,fc7:64;fc6:32,fc7:32;fc6:16,fc7:16",
                   "--map_config=configs/kangaroo.py", f"--map_workdir={kangaroo_workdir}",
-                  "--map_layers=fc6:256,fc7:128;fc6:64,fc7:64")],
+                  "--map_layers=fc6:512,fc7:256;fc6:256,fc7:128;fc6:64,fc7:64")],
     }
 
 
