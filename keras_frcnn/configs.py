@@ -75,6 +75,7 @@ def base_config():
 
     config.train = ml_collections.ConfigDict()
     config.train.steps = 40000  # SGD iterations (minibatches)
+    config.train.seed = 0  # initial weights and dropout (keras.utils.set_random_seed); -1: unseeded
     config.train.base_lr = 0.001  # learning rate before the step
     config.train.step_fraction = 0.75  # lr x 0.1 from this share of the run (30k of 40k)
     config.train.step_size = 0  # if > 0: lr x 0.1 every step_size steps instead (VOC12: 40k)

@@ -248,6 +248,8 @@ def train(config, workdir, progress=True):
     chief = is_chief(strategy)
     # Non-chief workers save to their own folder (checkpointing is collective), removed at the end.
     state_dir = workdir if chief else workdir / f".worker_{strategy.cluster_resolver.task_id}"
+    if t.seed >= 0:  # same config, same initial weights (the data order has pipeline.seed)
+        keras.utils.set_random_seed(t.seed)
     with strategy.scope(), precision_policy(t.precision):
         model = build_model(config, dataset.num_classes, workdir)
         optimizer, checkpoint, manager = _checkpointing(config, model, state_dir)

@@ -75,6 +75,18 @@ def test_fc_widths_are_recorded_for_resuming_and_checkpoint_evaluation(tmp_path)
         training.build_model(plain, 2, tmp_path / "work")
 
 
+def test_train_seed_fixes_the_initial_weights(tmp_path):
+    def fc6_after_one_step(workdir, seed, write):
+        config = tiny_config(tmp_path, steps=1, write=write)
+        config.train.seed = seed
+        training.train(config, tmp_path / workdir, progress=False)
+        return training.load_inference_model(tmp_path / workdir).get_layer("fc6").get_weights()[0]
+
+    first = fc6_after_one_step("a", 7, True)
+    np.testing.assert_allclose(fc6_after_one_step("b", 7, False), first, atol=1e-6)
+    assert np.abs(fc6_after_one_step("c", 8, False) - first).max() > 1e-3
+
+
 def test_a_nan_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     config = tiny_config(tmp_path, steps=10)
     real = training.make_dataset
