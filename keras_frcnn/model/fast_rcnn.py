@@ -87,11 +87,10 @@ class FastRCNN(keras.Model):
             if len(fc_units) != 2 or min(fc_units) < 1:
                 raise ValueError(f"fc_units must be two positive widths (fc6, fc7) or None for "
                                  f"the backbone's, got {fc_units}")
-            imagenet_fc = SPECS.get(backbone) if (backbone == "vgg16"
-                                                  and backbone_weights == "imagenet") else None
-            if imagenet_fc is not None and fc_units != imagenet_fc.fc_units:
+            imagenet_widths = SPECS["vgg16"].fc_units
+            if backbone == "vgg16" and backbone_weights == "imagenet" and fc_units != imagenet_widths:
                 raise ValueError(f"fc_units {fc_units}: VGG16's ImageNet fc6/fc7 are "
-                                 f"{imagenet_fc.fc_units} wide and initialise ours; keep that "
+                                 f"{imagenet_widths} wide and initialise ours; keep that "
                                  f"width (fc_units=None), or shrink a trained model with "
                                  f"truncated SVD (bin/compress.py)")
         factorized = {str(k): int(v) for k, v in (factorized or {}).items()}
