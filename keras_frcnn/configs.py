@@ -45,6 +45,7 @@ def base_config():
     config.proposals.mat_has_no_ids = False  # mat: file lacks 'images'; use split order
     config.proposals.mat_dir = ""  # demo_mat: folder of <id>_boxes.mat
     config.proposals.min_size = 2  # drop proposals narrower or lower than this (pixels)
+    config.proposals.selective_search_min_size = 20  # R-CNN's minBoxWidth (docs/data.md)
     config.proposals.top_k = 2000  # keep the first k proposals per image (0: all)
 
     config.sampling = ml_collections.ConfigDict()

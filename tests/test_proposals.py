@@ -76,6 +76,34 @@ def test_postprocess_clips_dedups_filters_and_keeps_order():
     assert len(postprocess.postprocess(boxes, 100, 80, top_k=2)) == 2
 
 
+def test_selective_search_drops_boxes_under_rcnns_20_pixels(tmp_path, monkeypatch):
+    # The release's proposals went through R-CNN's selective_search_boxes.m, which drops
+    # boxes under 20 px wide or high; the release then filters at min_size 2 only.
+    from keras_frcnn.configs import base_config
+    from keras_frcnn.data.records import Dataset, ImageRecord
+    from keras_frcnn.proposals import sources
+
+    raw = np.array([[0, 0, 18, 40],  # 19 px wide: dropped
+                    [0, 290, 119, 299],  # a 10 px strip along the bottom edge: dropped
+                    [5, 5, 24, 24],  # 20 x 20: kept
+                    [0, 0, 1, 1],  # 2 x 2: kept by the release's own filter only
+                    [10, 10, 99, 199]], np.float32)
+    record = ImageRecord("a", str(tmp_path / "a.jpg"), 120, 300, np.zeros((0, 4), np.float32),
+                         np.zeros(0, np.int32), np.zeros(0, bool))
+    dataset = Dataset("t", ("x",), (record,))
+    monkeypatch.setattr(selective_search, "compute_selective_search", lambda *a, **k: [raw])
+    scipy.io.savemat(tmp_path / "a_boxes.mat", {"boxes": raw.astype(np.uint16)})
+    config = base_config().proposals
+    boxes = sources.proposals_for_dataset(dataset, config, progress=False)["a"]
+    np.testing.assert_array_equal(boxes, raw[[2, 4]])
+    config.selective_search_min_size = 0  # off: only min_size applies
+    boxes = sources.proposals_for_dataset(dataset, config, progress=False)["a"]
+    np.testing.assert_array_equal(boxes, raw)
+    config.selective_search_min_size, config.method, config.mat_dir = 20, "demo_mat", str(tmp_path)
+    boxes = sources.proposals_for_dataset(dataset, config, progress=False)["a"]
+    np.testing.assert_array_equal(boxes, raw)  # other sources are not R-CNN's selective search
+
+
 def test_dense_boxes_cover_scales_ratios_and_edges():
     boxes = dense.dense_boxes(500, 375)
     assert 40_000 < len(boxes) < 50_000  # the paper: about 45k per image

@@ -47,7 +47,12 @@ def proposals_for_dataset(dataset, proposals_config, progress=True, split=""):
     else:
         raise ValueError(f"proposals.method must be one of {METHODS}, got {cfg.method!r}")
     top_k = cfg.top_k if cfg.top_k > 0 else None
-    return {r.image_id: postprocess.postprocess(boxes, r.width, r.height, cfg.min_size, top_k)
+    min_size = cfg.min_size
+    if cfg.method == "selective_search":
+        # The release's proposals come from R-CNN's selective_search_boxes.m, which drops
+        # boxes under minBoxWidth = 20 pixels wide or high before the release's own filter.
+        min_size = max(min_size, cfg.get("selective_search_min_size", 0))
+    return {r.image_id: postprocess.postprocess(boxes, r.width, r.height, min_size, top_k)
             for r, boxes in zip(records, raw)}
 
 
