@@ -10,8 +10,10 @@ still moves them. The scripts run one after another, each in its own process:
   training    hierarchical sampling ratio; custom op against composite per step,
               also at the paper's shapes (VGG16 and MobileNetV2, 2 x 600x1000)
   multitask   demo trained with lambda = 1 and 0 (two demo trainings)
-  kangaroo    MobileNetV2 from ImageNet weights on the kangaroo photos (trains
-              workdirs/kangaroo first if it holds no model: about an hour here)
+  kangaroo    MobileNetV2 from ImageNet weights on the kangaroo photos, one run
+              per seed in --kangaroo_seeds and their mean (trains workdirs/kangaroo
+              and workdirs/kangaroo_seed<s> where they hold no model: about 35
+              minutes each here)
   svd         truncated SVD at the paper's scale (VGG16, 600x1000, 2000 RoIs)
               and mAP before and after on the demo and the kangaroo models
               (trains workdirs/demo first with the main job's command if needed)
@@ -29,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def commands(output, data, demo_workdir, kangaroo_workdir):
+def commands(output, data, demo_workdir, kangaroo_workdir, kangaroo_seeds="0,1,2"):
     """{name: [argv, ...]} in the order the suite runs them."""
     python = sys.executable
 
@@ -42,7 +44,8 @@ def commands(output, data, demo_workdir, kangaroo_workdir):
         "pipeline": [bench("pipeline")],
         "training": [bench("training")],
         "multitask": [bench("multitask")],
-        "kangaroo": [bench("kangaroo", f"--data={data}", f"--workdir={kangaroo_workdir}")],
+        "kangaroo": [bench("kangaroo", f"--data={data}", f"--workdir={kangaroo_workdir}",
+                           f"--seeds={kangaroo_seeds}")],
         "svd": ([] if (Path(demo_workdir) / "model.keras").is_file() else [demo_train]) + [
             bench("svd", "--backbones=vgg16,mobilenet_v2,small",
                   "--map_config=configs/demo.py", f"--map_workdir={demo_workdir}",
@@ -58,10 +61,13 @@ def main():
     parser.add_argument("--data", default="../shared/data/kangaroo", help="kangaroo folder")
     parser.add_argument("--demo_workdir", default="workdirs/demo")
     parser.add_argument("--kangaroo_workdir", default="workdirs/kangaroo")
+    parser.add_argument("--kangaroo_seeds", default="0,1,2",
+                        help="train.seed of each kangaroo run (the first in --kangaroo_workdir)")
     parser.add_argument("--only", help="comma-separated subset of the benchmarks above")
     parser.add_argument("--dry_run", action="store_true", help="print the commands only")
     args = parser.parse_args()
-    suite = commands(args.output, args.data, args.demo_workdir, args.kangaroo_workdir)
+    suite = commands(args.output, args.data, args.demo_workdir, args.kangaroo_workdir,
+                     args.kangaroo_seeds)
     only = args.only.split(",") if args.only else list(suite)
     unknown = sorted(set(only) - set(suite))
     if unknown:

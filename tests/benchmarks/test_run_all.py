@@ -34,3 +34,14 @@ def test_a_subset_runs_in_the_suite_order_and_unknown_names_are_refused(tmp_path
     assert out.returncode == 2 and "unknown benchmarks ['speed']" in out.stderr
     out = run_all("--only=svd", f"--kangaroo_workdir={tmp_path / 'none'}")
     assert out.returncode == 2 and "include kangaroo" in out.stderr
+
+
+def test_kangaroo_runs_one_training_per_seed_and_refuses_bad_seeds():
+    out = run_all("--only=kangaroo")
+    (command,) = [line for line in out.stdout.splitlines() if line.startswith("+ ")]
+    assert "--seeds=0,1,2" in command.split()
+    out = run_all("--only=kangaroo", "--kangaroo_seeds=3")
+    assert "--seeds=3" in out.stdout.split()
+    bad = subprocess.run([sys.executable, "benchmarks/kangaroo_benchmark.py", "--seeds=0,x"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode != 0 and "--seeds='0,x': give integers" in bad.stderr
