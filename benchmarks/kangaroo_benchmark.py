@@ -143,12 +143,11 @@ def main():
                           f"--config.dataset.root={args.data}", f"--split={split}"])
                 for split in ("train", "test")]
     for seed, workdir, *_ in runs:
-        commands += [
-            " ".join(["python"] + train_command(workdir, args.data, seed)[1:]),
-            " ".join(["python", "bin/evaluate.py", f"--config={CONFIG}", f"--workdir={workdir}",
-                      f"--config.dataset.root={args.data}"]),
-            " ".join(["python", "bin/evaluate.py", f"--config={CONFIG}", f"--workdir={workdir}",
-                      f"--config.dataset.root={args.data}", "--config.test.use_07_metric=True"])]
+        evaluate_command = ["python", "bin/evaluate.py", f"--config={CONFIG}",
+                            f"--workdir={workdir}", f"--config.dataset.root={args.data}"]
+        commands += [" ".join(["python"] + train_command(workdir, args.data, seed)[1:]),
+                     " ".join(evaluate_command),
+                     " ".join(evaluate_command + ["--config.test.use_07_metric=True"])]
     lines = [
         "## Kangaroo photos (MobileNetV2 from ImageNet weights)", "",
         f"Machine: {report.machine_description()}. `{CONFIG}`: 164 photos, one class, the "
