@@ -99,6 +99,7 @@ def base_config():
     config.test.score_threshold = 0.05  # mode default: keep scores above this
     config.test.deduplicate = True  # compute RoIs sharing feature cells once (exact)
     config.test.score_empty_rois = False  # True: RoIs beyond the feature map keep a score (release)
+    config.test.flip = False  # also test the mirrored image, average the two (not in the paper)
     config.test.metric = "voc"  # voc | coco | both
     config.test.iou_threshold = 0.5  # VOC: a match needs IoU above this
     config.test.use_07_metric = False  # VOC: 11-point AP (VOC2007) instead of the area

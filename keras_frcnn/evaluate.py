@@ -34,7 +34,7 @@ def detector_config(config):
         scales=tuple(t.scales), max_size=t.max_size, preprocessing=config.pipeline.preprocessing,
         postprocess=PostprocessConfig(mode=t.mode, nms_threshold=t.nms_threshold,
                                       score_threshold=t.score_threshold),
-        deduplicate=t.deduplicate, score_empty_rois=t.score_empty_rois)
+        deduplicate=t.deduplicate, score_empty_rois=t.score_empty_rois, flip=t.flip)
 
 
 def load_model(config, workdir=None, model_path=None, checkpoint=None, num_classes=None):

@@ -339,8 +339,11 @@ def export_workdir(config, workdir=None, model_path=None, export_dir=None, roi_p
     "verified", "signature"}."""
     from keras_frcnn import training
 
-    model = training.load_inference_model(model_path or workdir)
     t = config.test
+    if t.flip:
+        raise ValueError("test.flip (the mirrored-image test) is not part of the exported "
+                         "graph; export with --config.test.flip=False")
+    model = training.load_inference_model(model_path or workdir)
     postprocess = PostprocessConfig(mode=mode, nms_threshold=t.nms_threshold,
                                     score_threshold=t.score_threshold)
     module = export_saved_model(model, _classes(config, workdir, model_path), export_dir,

@@ -53,3 +53,16 @@ def test_voc_roots_joined_with_plus(tmp_path):
     dataset = load_dataset(config.dataset, "trainval")
     assert [r.image_id for r in dataset.records] == ["000001", "2008_000002"]
     assert dataset.name == "VOC2007_trainval+VOC2012_trainval"
+
+
+def test_test_section_reaches_the_detector():
+    from keras_frcnn.evaluate import detector_config
+
+    config = load_config_file(Path(__file__).resolve().parents[1] / "configs" / "kangaroo.py")
+    detector = detector_config(config)
+    assert detector.postprocess.nms_threshold == 0.5 and detector.preprocessing == "tf"
+    assert detector.flip is False  # the paper's test: the flip test is opt-in
+    config.test.flip = True
+    config.test.scales = (480, 600)
+    detector = detector_config(config)
+    assert detector.flip is True and detector.scales == (480, 600)

@@ -6,9 +6,10 @@ import pytest
 import tensorflow as tf
 
 from keras_frcnn.compress import compress_model
+from keras_frcnn.configs import base_config
 from keras_frcnn.detection import Detector, DetectorConfig, PostprocessConfig
 from keras_frcnn.export import (OUTPUTS, ExportError, check_graph, export_saved_model,
-                                graph_ops, next_version_dir, run_in_fresh_process,
+                                export_workdir, graph_ops, next_version_dir, run_in_fresh_process,
                                 saved_model_cli_show, verify_export)
 from keras_frcnn.model.fast_rcnn import FastRCNN
 from keras_frcnn.ops import loader
@@ -131,6 +132,11 @@ def test_bad_arguments_and_inputs(model, tmp_path):
         export_saved_model(model, ["a", "b"], tmp_path / "3", roi_pool="fast")
     assert not (tmp_path / "2").exists() and not (tmp_path / "3").exists()
     assert next_version_dir(tmp_path) == tmp_path / "2"
+    config = base_config()
+    config.test.flip = True  # a Detector option the graph does not have: refused up front
+    with pytest.raises(ValueError, match="--config.test.flip=False"):
+        export_workdir(config, tmp_path / "no_workdir", export_dir=tmp_path / "4")
+    assert not (tmp_path / "4").exists()
     served = tf.saved_model.load(str(tmp_path / "1")).signatures["serving_default"]
     with pytest.raises(tf.errors.InvalidArgumentError, match="proposals must be finite"):
         served(image=tf.zeros((96, 128, 3), tf.uint8),

@@ -19,6 +19,13 @@ the kangaroo model, above most true detections). Training never sees them
 as background, so they produce no detection; ``score_empty_rois=True`` keeps
 the release's behaviour.
 
+Horizontal-flip test (``flip=True``; decision, not in the paper or the release,
+which test the image as it is): the mirrored image goes through the network in
+the same batch with the mirrored proposals, its boxes are mirrored back, and
+each proposal's class scores and per-class boxes are the mean of the two
+passes (as Detectron's TEST.BBOX_AUG.H_FLIP averages them). Twice the network
+work; measured on the kangaroo models in docs/benchmarks.md.
+
 The model must emit raw deltas (a model saved by training.py or loaded with
 ``load_inference_model``; the target normalisation is folded into bbox_pred).
 Deltas are decoded per class onto the proposals in original-image pixels and
@@ -53,6 +60,7 @@ class DetectorConfig:
     postprocess: PostprocessConfig = PostprocessConfig()
     deduplicate: bool = True  # compute RoIs sharing feature cells once
     score_empty_rois: bool = False  # True: RoIs beyond the feature map keep their score
+    flip: bool = False  # also test the mirrored image and average the two (decision)
 
 
 def pyramid_levels(proposals, scale_factors):
@@ -79,6 +87,14 @@ def empty_rois(rois, feature_height, feature_width, spatial_scale):
     is never below zero."""
     start = round_half_away_from_zero(rois[:, 1:3] * tf.constant(spatial_scale, tf.float32))
     return (start[:, 0] >= feature_width) | (start[:, 1] >= feature_height)
+
+
+def flip_class_boxes(boxes, width):
+    """[n, 4K] per-class boxes of the mirrored image -> boxes of the image itself."""
+    out = np.array(boxes, copy=True)
+    out[:, 0::4] = width - boxes[:, 2::4] - 1
+    out[:, 2::4] = width - boxes[:, 0::4] - 1
+    return out
 
 
 def make_network(model, score_empty_rois=False):
@@ -130,18 +146,29 @@ class Detector:
         self._postprocess = make_postprocess(self.num_classes, config.postprocess)
 
     def prepare(self, image_bgr, proposals):
-        """Network inputs of one image: (images [S, H, W, 3], rois [u, 5], inverse [n])."""
+        """Network inputs of one image: (images [S, H, W, 3], rois [u, 5], inverse [n]).
+
+        With ``flip`` the batch holds the S mirrored images after the S plain ones,
+        and ``inverse`` has 2n entries: the n proposals, then their mirrors.
+        """
         height, width = image_bgr.shape[:2]
         factors = [transforms.image_scale(height, width, s, self.config.max_size)
                    for s in self.config.scales]
-        images = transforms.pad_images([
-            transforms.preprocess(transforms.resize(image_bgr, f), self.config.preprocessing)
-            for f in factors])
+        versions = [image_bgr]
         proposals = np.asarray(proposals, np.float32).reshape(-1, 4)
-        levels = pyramid_levels(proposals, factors)
-        rois = np.concatenate([levels[:, None].astype(np.float32),
-                               proposals * np.asarray(factors, np.float32)[levels][:, None]],
-                              axis=1).astype(np.float32)
+        per_version = [proposals]
+        if self.config.flip:
+            versions.append(np.ascontiguousarray(image_bgr[:, ::-1]))
+            per_version.append(box_ops.flip_horizontally(proposals, width))
+        images = transforms.pad_images([
+            transforms.preprocess(transforms.resize(image, f), self.config.preprocessing)
+            for image in versions for f in factors])
+        levels = pyramid_levels(proposals, factors)  # a mirror keeps each box's area
+        scaled = np.asarray(factors, np.float32)[levels][:, None]
+        rois = np.concatenate([
+            np.concatenate([(levels + v * len(factors))[:, None].astype(np.float32),
+                            boxes * scaled], axis=1)
+            for v, boxes in enumerate(per_version)]).astype(np.float32)
         inverse = np.arange(len(rois))
         if self.config.deduplicate and len(rois):
             _, first, inverse = np.unique(feature_cells(rois, self.spatial_scale), axis=0,
@@ -154,9 +181,21 @@ class Detector:
         scores, deltas = self._forward(tf.convert_to_tensor(images), tf.convert_to_tensor(rois))
         return scores.numpy()[inverse], deltas.numpy()[inverse]
 
-    def _finish(self, proposals, scores, deltas, width, height):
+    def _outputs(self, proposals, scores, deltas, width, height):
+        """(boxes [n, 4K] clipped, scores [n, K + 1]) of the n proposals."""
         with np.errstate(over="ignore"):  # exp of a huge delta: inf, clipped below
-            boxes = box_ops.clip(box_ops.decode(proposals, deltas), width, height)
+            if self.config.flip:
+                n = len(proposals)
+                mirrored = box_ops.clip(box_ops.decode(
+                    box_ops.flip_horizontally(proposals, width), deltas[n:]), width, height)
+                plain = box_ops.clip(box_ops.decode(proposals, deltas[:n]), width, height)
+                boxes = 0.5 * (plain + flip_class_boxes(mirrored, width))
+                scores = 0.5 * (scores[:n] + scores[n:])
+            else:
+                boxes = box_ops.clip(box_ops.decode(proposals, deltas), width, height)
+        return boxes, scores
+
+    def _finish(self, boxes, scores):
         b, s, c = self._postprocess(tf.constant(boxes, tf.float32), tf.constant(scores))
         return Detections(b.numpy(), s.numpy(), c.numpy().astype(np.int32))
 
@@ -167,7 +206,8 @@ class Detector:
             return Detections.empty()
         images, rois, inverse = self.prepare(image_bgr, proposals)
         scores, deltas = self._raw(images, rois, inverse)
-        return self._finish(proposals, scores, deltas, image_bgr.shape[1], image_bgr.shape[0])
+        return self._finish(*self._outputs(proposals, scores, deltas, image_bgr.shape[1],
+                                           image_bgr.shape[0]))
 
     def detect_dataset(self, dataset, proposals, progress=True):
         """Detections of every image of ``dataset`` ({image_id: [n, 4] proposals}).
@@ -210,8 +250,9 @@ class Detector:
                 results[record.image_id] = Detections.empty()
             else:
                 scores, deltas = self._raw(images, rois, inverse.numpy())
-                results[record.image_id] = self._finish(boxes, scores, deltas, record.width,
-                                                        record.height)
+                decoded, scores = self._outputs(boxes, scores, deltas, record.width,
+                                                record.height)
+                results[record.image_id] = self._finish(decoded, scores)
                 if cap:  # the per-class candidates of mode frcnn: top max_per_class scores
                     candidate_scores.append(
                         np.sort(scores, axis=0)[-self.config.postprocess.max_per_class:])

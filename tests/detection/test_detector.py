@@ -153,3 +153,42 @@ def test_rois_beyond_the_feature_map_score_as_background(model):
                            postprocess=PostprocessConfig(mode="default", score_threshold=0.0),
                            score_empty_rois=True)(image[..., ::-1], proposals[:2])[
         "num_detections"] > 0
+
+
+def test_flip_test_averages_the_plain_and_the_mirrored_pass(model):
+    image, proposals = image_and_proposals(4)
+    width = image.shape[1]
+    common = dict(scales=(72, 144), max_size=300, preprocessing="tf")
+    flipped = Detector(model, DetectorConfig(flip=True, **common))
+    plain = Detector(model, DetectorConfig(**common))
+    images, rois, inverse = flipped.prepare(image, proposals)
+    assert images.shape[0] == 4 and len(inverse) == 2 * len(proposals)
+    scores, deltas = flipped._raw(images, rois, inverse)
+    boxes, merged = flipped._outputs(proposals, scores, deltas, width, image.shape[0])
+    # By hand: the plain detector on the image and on its mirror, mirrored back.
+    mirror = np.ascontiguousarray(image[:, ::-1])
+    mirrored_proposals = box_ops.flip_horizontally(proposals, width)
+    s1, d1 = plain._raw(*plain.prepare(image, proposals))
+    s2, d2 = plain._raw(*plain.prepare(mirror, mirrored_proposals))
+    b1, _ = plain._outputs(proposals, s1, d1, width, image.shape[0])
+    b2, _ = plain._outputs(mirrored_proposals, s2, d2, width, image.shape[0])
+    back = b2.copy()
+    back[:, 0::4], back[:, 2::4] = width - 1 - b2[:, 2::4], width - 1 - b2[:, 0::4]
+    np.testing.assert_allclose(merged, (s1 + s2) / 2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(boxes, (b1 + back) / 2, rtol=1e-5, atol=1e-3)
+
+
+def test_flip_test_is_mirror_symmetric(model):
+    image, proposals = image_and_proposals(5)
+    width = image.shape[1]
+    detector = Detector(model, DetectorConfig(scales=(72,), preprocessing="tf", flip=True,
+                                              postprocess=PostprocessConfig(nms_threshold=1.0)))
+    a = detector.detect(image, proposals)
+    b = detector.detect(np.ascontiguousarray(image[:, ::-1]),
+                        box_ops.flip_horizontally(proposals, width))
+    assert len(a) == len(b) > 0
+    mirrored = box_ops.flip_horizontally(b.boxes, width)
+    key = lambda d, boxes: np.lexsort((boxes[:, 1], boxes[:, 0], d.classes))  # noqa: E731
+    ia, ib = key(a, a.boxes), key(b, mirrored)
+    np.testing.assert_allclose(a.boxes[ia], mirrored[ib], atol=1e-3)
+    np.testing.assert_allclose(a.scores[ia], b.scores[ib], rtol=1e-5, atol=1e-6)
