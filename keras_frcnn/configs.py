@@ -29,7 +29,8 @@ def base_config():
     config.dataset.classes = ()  # object class names; empty: the dataset's own list
     config.dataset.train_split = "train"  # split used for training
     config.dataset.test_split = "test"  # split used for evaluation
-    config.dataset.train_fraction = 0.8  # voc_folder: share of sorted files in "train"
+    config.dataset.train_fraction = 0.8  # voc_folder: share of sorted files in "trainval"
+    config.dataset.val_fraction = 0.0  # voc_folder: last share of "trainval" held out as "val"
     config.dataset.use_difficult = False  # train on VOC "difficult" objects too
     config.dataset.on_error = "raise"  # bad records: raise | skip (with a warning)
     config.dataset.seed = 0  # demo: generator seed

@@ -66,3 +66,26 @@ def test_test_section_reaches_the_detector():
     config.test.scales = (480, 600)
     detector = detector_config(config)
     assert detector.flip is True and detector.scales == (480, 600)
+
+
+def test_voc_folder_splits_with_a_validation_share(tmp_path):
+    root = tmp_path / "photos"
+    ids = [f"{i:05d}" for i in range(1, 11)]
+    write_voc(root, {i: (10, 10, [("kangaroo", 0, 1, 1, 5, 5)]) for i in ids})
+    config = load_config_file(Path(__file__).resolve().parents[1] / "configs" / "kangaroo.py")
+    config.dataset.annotations, config.dataset.images = str(root / "Annotations"), str(
+        root / "JPEGImages")
+
+    def split(name):
+        return [r.image_id for r in load_dataset(config.dataset, name).records]
+
+    # 10 files, 0.8: the first 8 train (and are trainval), the last 2 test.
+    assert split("train") == split("trainval") == ids[:8] and split("test") == ids[8:]
+    with pytest.raises(ValueError, match="val_fraction"):
+        split("val")
+    config.dataset.val_fraction = 0.25  # 2 of the 8: the last two training files
+    assert split("train") == ids[:6] and split("val") == ids[6:8]
+    assert split("trainval") == ids[:8] and split("test") == ids[8:]
+    config.dataset.val_fraction = 1.0
+    with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\)"):
+        split("train")

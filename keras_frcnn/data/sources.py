@@ -15,8 +15,9 @@ def load_dataset(dataset_config, split):
     kinds: "demo" (the embedded synthetic set), "voc" (devkit year folder in
     ``root``, or several joined with "+"), "voc_folder" (``annotations`` + ``images`` folders, by default
     ``root``/annots and ``root``/images; the split is
-    the sorted file list cut at ``train_fraction``: "train" before, "test"
-    after), "coco" (``annotations`` JSON + ``images``), "images" (``root``, no
+    the sorted file list cut at ``train_fraction``: "trainval" before, "test"
+    after; "trainval" ends in a "val" share ``val_fraction`` (default 0), and
+    "train" is the rest of it), "coco" (``annotations`` JSON + ``images``), "images" (``root``, no
     annotations).
     """
     cfg = dataset_config
@@ -39,9 +40,17 @@ def load_dataset(dataset_config, split):
             raise DatasetError(f"{annotations}: no .xml annotations (set dataset.root, or "
                                "dataset.annotations and dataset.images)")
         cut = int(round(len(ids) * cfg.train_fraction))
-        parts = {"train": ids[:cut], "test": ids[cut:], "all": ids}
+        val_fraction = cfg.get("val_fraction", 0.0)
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"dataset.val_fraction must be in [0, 1), got {val_fraction}")
+        val_cut = cut - int(round(cut * val_fraction))
+        parts = {"train": ids[:val_cut], "val": ids[val_cut:cut], "trainval": ids[:cut],
+                 "test": ids[cut:], "all": ids}
         if split not in parts:
             raise ValueError(f"voc_folder splits are {sorted(parts)}, got {split!r}")
+        if split == "val" and not parts["val"]:
+            raise DatasetError(f"{annotations}: the val split is empty; hold out a share of "
+                               "the training files with dataset.val_fraction (e.g. 0.2)")
         return voc.load_voc_folder(annotations, images, classes or voc.VOC_CLASSES, parts[split],
                                    f"{annotations.parent.name}_{split}", cfg.on_error)
     if kind == "coco":
