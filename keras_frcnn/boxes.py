@@ -89,11 +89,11 @@ def clip(boxes, width, height):
 
 
 def flip_horizontally(boxes, width):
-    """Boxes of the mirrored image: ``x1' = W - x2 - 1``, ``x2' = W - x1 - 1``."""
+    """[n, 4 * K] boxes of the mirrored image: ``x1' = W - x2 - 1``, ``x2' = W - x1 - 1``."""
     boxes = np.array(boxes, copy=True)
-    x1 = boxes[:, 0].copy()
-    boxes[:, 0] = width - boxes[:, 2] - 1
-    boxes[:, 2] = width - x1 - 1
+    x1 = boxes[:, 0::4].copy()
+    boxes[:, 0::4] = width - boxes[:, 2::4] - 1
+    boxes[:, 2::4] = width - x1 - 1
     return boxes
 
 

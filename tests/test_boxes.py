@@ -43,6 +43,9 @@ def test_flip_and_clip():
     flipped = boxes.flip_horizontally(np.array([[0, 1, 9, 5], [90, 0, 99, 9]]), width=100)
     np.testing.assert_array_equal(flipped, [[90, 1, 99, 5], [0, 0, 9, 9]])
     np.testing.assert_array_equal(boxes.flip_horizontally(flipped, 100), [[0, 1, 9, 5], [90, 0, 99, 9]])
+    # Per-class boxes [n, 4K] (the detector's flip test): every class's x's mirrored.
+    np.testing.assert_array_equal(boxes.flip_horizontally(np.array([[0, 1, 9, 5, 90, 0, 99, 9]]), 100),
+                                  [[90, 1, 99, 5, 0, 0, 9, 9]])
     np.testing.assert_array_equal(boxes.clip(np.array([[-5, -1, 120, 50]]), 100, 40), [[0, 0, 99, 39]])
 
 

@@ -89,14 +89,6 @@ def empty_rois(rois, feature_height, feature_width, spatial_scale):
     return (start[:, 0] >= feature_width) | (start[:, 1] >= feature_height)
 
 
-def flip_class_boxes(boxes, width):
-    """[n, 4K] per-class boxes of the mirrored image -> boxes of the image itself."""
-    out = np.array(boxes, copy=True)
-    out[:, 0::4] = width - boxes[:, 2::4] - 1
-    out[:, 2::4] = width - boxes[:, 0::4] - 1
-    return out
-
-
 def make_network(model, score_empty_rois=False):
     """(images, rois) -> (cls_prob, bbox_pred) of ``model`` in inference mode, with RoIs
     that pool no feature cell scored as background (probability 1, zero deltas) unless
@@ -189,7 +181,7 @@ class Detector:
                 mirrored = box_ops.clip(box_ops.decode(
                     box_ops.flip_horizontally(proposals, width), deltas[n:]), width, height)
                 plain = box_ops.clip(box_ops.decode(proposals, deltas[:n]), width, height)
-                boxes = 0.5 * (plain + flip_class_boxes(mirrored, width))
+                boxes = 0.5 * (plain + box_ops.flip_horizontally(mirrored, width))
                 scores = 0.5 * (scores[:n] + scores[n:])
             else:
                 boxes = box_ops.clip(box_ops.decode(proposals, deltas), width, height)
