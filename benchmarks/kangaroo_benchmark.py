@@ -143,11 +143,10 @@ def main():
             f"{proposal_seconds:.2f} | {area['timing']['network_seconds_per_image']:.3f} | "
             f"{eval_seconds:.3f} |")
     if len(runs) > 1:
-        area_mean = sum(r[2]["mAP"] for r in runs) / len(runs)
-        voc07_mean = sum(r[3]["mAP"] for r in runs) / len(runs)
-        flip_mean = sum(r[4]["mAP"] for r in runs) / len(runs)
-        rows.append(f"| mean of {len(runs)} | **{100 * area_mean:.1f}** | "
-                    f"**{100 * voc07_mean:.1f}** | {100 * flip_mean:.1f} | | | | | |")
+        area_mean, voc07_mean, flip_mean = (
+            100 * sum(r[column]["mAP"] for r in runs) / len(runs) for column in (2, 3, 4))
+        rows.append(f"| mean of {len(runs)} | **{area_mean:.1f}** | **{voc07_mean:.1f}** | "
+                    f"{flip_mean:.1f} | | | | | |")
     commands = [" ".join(["python", "bin/proposals.py", f"--config={CONFIG}",
                           f"--config.dataset.root={args.data}", f"--split={split}"])
                 for split in ("train", "test")]

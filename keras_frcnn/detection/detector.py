@@ -175,16 +175,14 @@ class Detector:
 
     def _outputs(self, proposals, scores, deltas, width, height):
         """(boxes [n, 4K] clipped, scores [n, K + 1]) of the n proposals."""
+        n = len(proposals)
+        if self.config.flip:  # the mirrored pass's deltas apply to the mirrored proposals
+            proposals = np.concatenate([proposals, box_ops.flip_horizontally(proposals, width)])
         with np.errstate(over="ignore"):  # exp of a huge delta: inf, clipped below
-            if self.config.flip:
-                n = len(proposals)
-                mirrored = box_ops.clip(box_ops.decode(
-                    box_ops.flip_horizontally(proposals, width), deltas[n:]), width, height)
-                plain = box_ops.clip(box_ops.decode(proposals, deltas[:n]), width, height)
-                boxes = 0.5 * (plain + box_ops.flip_horizontally(mirrored, width))
-                scores = 0.5 * (scores[:n] + scores[n:])
-            else:
-                boxes = box_ops.clip(box_ops.decode(proposals, deltas), width, height)
+            boxes = box_ops.clip(box_ops.decode(proposals, deltas), width, height)
+        if self.config.flip:
+            boxes = 0.5 * (boxes[:n] + box_ops.flip_horizontally(boxes[n:], width))
+            scores = 0.5 * (scores[:n] + scores[n:])
         return boxes, scores
 
     def _finish(self, boxes, scores):
