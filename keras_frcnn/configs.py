@@ -56,6 +56,7 @@ def base_config():
     config.sampling.fg_threshold = 0.5  # IoU at or above: foreground
     config.sampling.bg_threshold_hi = 0.5  # IoU below: background ...
     config.sampling.bg_threshold_lo = 0.1  # ... and at or above this
+    config.sampling.far_bg_fraction = 0.0  # share of background from IoU [0, lo) (not in the paper)
 
     config.pipeline = ml_collections.ConfigDict()
     config.pipeline.scales = (600,)  # shortest-side targets (one drawn per image)

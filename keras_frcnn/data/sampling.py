@@ -6,6 +6,13 @@ background (max IoU in [bg_threshold_lo, bg_threshold_hi)), each drawn
 without replacement. Ground-truth boxes are candidates like any proposal
 (IoU 1 with themselves).
 
+Not in the paper: ``far_bg_fraction`` > 0 draws that share of the background
+rows from IoU [0, bg_threshold_lo), regions away from every object, and the rest
+from the paper's interval; when one pool runs short the other fills in. Setting
+``bg_threshold_lo`` to 0 instead mixes the two pools in the proportion the
+proposals happen to have, which on photos with few, large objects is mostly far
+background (docs/data.md).
+
 Static shapes: when an image has too few candidates (the release then
 returns a shorter minibatch), the remaining rows are *padding*: a 1-pixel box
 at the origin with label 0, zero regression weight and zero sample weight, so
@@ -34,6 +41,7 @@ class SamplingConfig:
     fg_threshold: float = 0.5
     bg_threshold_hi: float = 0.5
     bg_threshold_lo: float = 0.1
+    far_bg_fraction: float = 0.0
 
     def __post_init__(self):
         if self.images_per_batch < 1 or self.rois_per_batch % self.images_per_batch:
@@ -44,6 +52,8 @@ class SamplingConfig:
         if not self.bg_threshold_lo <= self.bg_threshold_hi <= self.fg_threshold:
             raise ValueError("need bg_threshold_lo <= bg_threshold_hi <= fg_threshold, got "
                              f"{self.bg_threshold_lo}, {self.bg_threshold_hi}, {self.fg_threshold}")
+        if not 0 <= self.far_bg_fraction <= 1:
+            raise ValueError(f"far_bg_fraction must be in [0, 1], got {self.far_bg_fraction}")
 
     @property
     def rois_per_image(self):
@@ -64,17 +74,20 @@ class ImageSample:
 
 
 def _candidates(entry, config):
-    """(foreground rows, background rows) of a RoidbEntry under ``config``."""
-    fg = np.flatnonzero(entry.max_overlaps >= config.fg_threshold)
-    bg = np.flatnonzero((entry.max_overlaps < config.bg_threshold_hi)
-                        & (entry.max_overlaps >= config.bg_threshold_lo))
-    return fg, bg
+    """(foreground, background, far background) rows of a RoidbEntry under ``config``;
+    far background (IoU below bg_threshold_lo) only when far_bg_fraction > 0."""
+    overlaps = entry.max_overlaps
+    fg = np.flatnonzero(overlaps >= config.fg_threshold)
+    bg = np.flatnonzero((overlaps < config.bg_threshold_hi) & (overlaps >= config.bg_threshold_lo))
+    far = np.flatnonzero(overlaps < config.bg_threshold_lo)
+    return fg, bg, far if config.far_bg_fraction > 0 else far[:0]
 
 
 def trainable_entries(roidb, config):
     """The entries with at least one foreground or background candidate (the release's
     filter_roidb). An image with no objects has neither when ``bg_threshold_lo`` > 0
-    (every proposal has IoU 0), so it is dropped, with a log line; all dropped is an error.
+    (every proposal has IoU 0) and ``far_bg_fraction`` is 0, so it is dropped, with a log
+    line; all dropped is an error.
     """
     kept = [entry for entry in roidb if any(map(len, _candidates(entry, config)))]
     if len(kept) < len(roidb):
@@ -84,7 +97,8 @@ def trainable_entries(roidb, config):
     if not kept:
         raise DatasetError(f"none of the {len(roidb)} training images has a foreground or "
                            "background RoI: check the annotations and proposals, or lower "
-                           "sampling.bg_threshold_lo to 0 to train on images without objects")
+                           "sampling.bg_threshold_lo to 0 (or set sampling.far_bg_fraction) "
+                           "to train on images without objects")
     return kept
 
 
@@ -99,12 +113,17 @@ def sample_rois(entry, rng, config, stats, flipped=False):
       flipped: the image is mirrored: RoIs are flipped and tx negated.
     """
     per_image = config.rois_per_image
-    fg_candidates, bg_candidates = _candidates(entry, config)
+    fg_candidates, bg_candidates, far_candidates = _candidates(entry, config)
     num_fg = min(int(round(config.fg_fraction * per_image)), len(fg_candidates))
-    num_bg = min(per_image - num_fg, len(bg_candidates))
+    wanted = per_image - num_fg
+    num_far = min(int(round(config.far_bg_fraction * wanted)), len(far_candidates))
+    num_near = min(wanted - num_far, len(bg_candidates))
+    num_far = min(wanted - num_near, len(far_candidates))  # far rows fill a short near pool
     fg = rng.choice(fg_candidates, num_fg, replace=False)
-    bg = rng.choice(bg_candidates, num_bg, replace=False)
-    keep = np.concatenate([fg, bg]).astype(np.int64)
+    near = rng.choice(bg_candidates, num_near, replace=False)
+    far = rng.choice(far_candidates, num_far, replace=False)
+    keep = np.concatenate([fg, near, far]).astype(np.int64)
+    num_bg = num_near + num_far
     num_pad = per_image - len(keep)
 
     rois = entry.boxes[keep]

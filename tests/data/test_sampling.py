@@ -5,7 +5,7 @@ import pytest
 
 from keras_frcnn.data.records import DatasetError, Dataset, ImageRecord
 from keras_frcnn.data.roidb import TargetStats, build_entry, build_roidb, target_stats
-from keras_frcnn.data.sampling import SamplingConfig, sample_rois
+from keras_frcnn.data.sampling import SamplingConfig, sample_rois, trainable_entries
 
 GT = [[0, 0, 9, 9]]  # 10 x 10 = 100 pixels, class 1
 # Proposals with IoUs against GT worked out by hand (+1 areas):
@@ -124,3 +124,40 @@ def test_sampling_config_validation():
         SamplingConfig(images_per_batch=3, rois_per_batch=128)
     with pytest.raises(ValueError, match="bg_threshold_lo"):
         SamplingConfig(bg_threshold_lo=0.6)
+
+
+def test_far_background_share_is_drawn_below_bg_threshold_lo():
+    # 4 foreground, 20 near-miss (IoU 0.4) and 30 far (IoU 0) candidates; 16 RoIs per image,
+    # 4 foreground, 12 background: half of them (6) far, half near.
+    gt = [[0, 0, 9, 9]]
+    fg = [[0, 0, 9, 9 - k] for k in range(1, 4)]  # IoU 0.9, 0.8, 0.7 (+1 areas)
+    near = [[0, 0, 9, 3]] * 20  # IoU 0.4
+    far = [[50 + k, 50, 60 + k, 60] for k in range(30)]  # IoU 0
+    entry = build_entry(record(boxes=gt), fg + near + far)
+    config = SamplingConfig(images_per_batch=1, rois_per_batch=16, far_bg_fraction=0.5)
+    sample = sample_rois(entry, np.random.default_rng(0), config, unit_stats())
+    assert (sample.num_fg, sample.num_bg) == (4, 12)
+    bg_rois = sample.rois[4:16]
+    assert sum(r[0] >= 50 for r in bg_rois) == 6 and sum(r[3] == 3 for r in bg_rois) == 6
+    np.testing.assert_array_equal(sample.labels[4:], 0)
+    np.testing.assert_array_equal(sample.sample_weights, 1)
+    # Default (the paper): no far row at all; the 12 background rows are the near-miss ones.
+    paper = sample_rois(entry, np.random.default_rng(0), SamplingConfig(
+        images_per_batch=1, rois_per_batch=16), unit_stats())
+    assert all(r[3] == 3 for r in paper.rois[4:16])
+    # A short near pool is topped up from the far one, and the other way round.
+    short_near = build_entry(record(boxes=gt), fg + near[:2] + far)
+    sample = sample_rois(short_near, np.random.default_rng(0), config, unit_stats())
+    assert sample.num_bg == 12 and sum(r[0] >= 50 for r in sample.rois[4:16]) == 10
+    short_far = build_entry(record(boxes=gt), fg + near + far[:1])
+    sample = sample_rois(short_far, np.random.default_rng(0), config, unit_stats())
+    assert sample.num_bg == 12 and sum(r[0] >= 50 for r in sample.rois[4:16]) == 1
+
+
+def test_far_background_makes_images_without_objects_trainable():
+    empty = build_entry(record(boxes=np.zeros((0, 4)), classes=()), [[50, 50, 60, 60]] * 3)
+    with pytest.raises(DatasetError, match="far_bg_fraction"):
+        trainable_entries([empty], SamplingConfig())
+    assert len(trainable_entries([empty], SamplingConfig(far_bg_fraction=0.25))) == 1
+    with pytest.raises(ValueError, match="far_bg_fraction"):
+        SamplingConfig(far_bg_fraction=1.5)
