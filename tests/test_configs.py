@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from keras_frcnn.configs import load_config_file
+from keras_frcnn.configs import base_config, load_config_file
 from keras_frcnn.data.sources import load_dataset
 from keras_frcnn.model.backbones import SPECS
 from tests.data.fixtures import write_voc
@@ -61,11 +61,12 @@ def test_test_section_reaches_the_detector():
     config = load_config_file(Path(__file__).resolve().parents[1] / "configs" / "kangaroo.py")
     detector = detector_config(config)
     assert detector.postprocess.nms_threshold == 0.5 and detector.preprocessing == "tf"
-    assert detector.flip is False  # the paper's test: the flip test is opt-in
-    config.test.flip = True
+    assert detector.flip is True  # chosen on a validation split (configs/kangaroo.py)
+    assert detector_config(base_config()).flip is False  # the paper's test by default
+    config.test.flip = False
     config.test.scales = (480, 600)
     detector = detector_config(config)
-    assert detector.flip is True and detector.scales == (480, 600)
+    assert detector.flip is False and detector.scales == (480, 600)
 
 
 def test_voc_folder_splits_with_a_validation_share(tmp_path):
