@@ -3,12 +3,12 @@
 Trains configs/kangaroo.py with bin/train.py (unless the workdir already holds
 a trained model and --retrain is not given), then evaluates the held-out 20 %
 with VOC AP@0.5 (area and the VOC07 11-point metric; the area metric again with
-the horizontal-flip test, test.flip, the other way round from the config) and
-reports the training
-time (wall time of the training loop, read back from the workdir's TensorBoard
-log, so a finished workdir reports its own run), and the test-time seconds per
-image: selective search computed afresh (a temporary cache), the network
-(Detector: resize, forward, decoding, NMS) and the whole evaluation.
+the horizontal-flip test, test.flip, switched the other way from the config) and
+reports the training time (wall time of the training loop, read back from the
+workdir's TensorBoard log, so a finished workdir reports its own run), and the
+test-time seconds per image: selective search computed afresh (a temporary
+cache), the network (Detector: resize, forward, decoding, NMS) and the whole
+evaluation.
 
 With --seeds=0,1,2 it trains and evaluates one run per train.seed (seed s other than
 the first in <workdir>_seed<s>) and reports each and their mean: on 57 test objects
