@@ -31,6 +31,7 @@ def base_config():
     config.dataset.test_split = "test"  # split used for evaluation
     config.dataset.train_fraction = 0.8  # voc_folder: share of sorted files in "trainval"
     config.dataset.val_fraction = 0.0  # voc_folder: last share of "trainval" held out as "val"
+    config.dataset.val_fold = 0  # voc_folder: which val share, counted from the end (0: last)
     config.dataset.use_difficult = False  # train on VOC "difficult" objects too
     config.dataset.on_error = "raise"  # bad records: raise | skip (with a warning)
     config.dataset.seed = 0  # demo: generator seed

@@ -87,6 +87,13 @@ def test_voc_folder_splits_with_a_validation_share(tmp_path):
     config.dataset.val_fraction = 0.25  # 2 of the 8: the last two training files
     assert split("train") == ids[:6] and split("val") == ids[6:8]
     assert split("trainval") == ids[:8] and split("test") == ids[8:]
+    config.dataset.val_fold = 1  # the two files before those: a second fold
+    assert split("train") == ids[:4] + ids[6:8] and split("val") == ids[4:6]
+    assert split("test") == ids[8:]
+    config.dataset.val_fold = 4  # 8 training files hold only 4 shares of 2
+    with pytest.raises(ValueError, match=r"val_fold must be in \[0, 4\)"):
+        split("val")
+    config.dataset.val_fold = 0
     config.dataset.val_fraction = 1.0
     with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\)"):
         split("train")

@@ -16,7 +16,8 @@ def load_dataset(dataset_config, split):
     ``root``, or several joined with "+"), "voc_folder" (``annotations`` + ``images`` folders, by default
     ``root``/annots and ``root``/images; the split is
     the sorted file list cut at ``train_fraction``: "trainval" before, "test"
-    after; "trainval" ends in a "val" share ``val_fraction`` (default 0), and
+    after; "trainval" holds a "val" share ``val_fraction`` (default 0), the
+    last one or, for ``val_fold`` k, the k-th such block counted from the end, and
     "train" is the rest of it), "coco" (``annotations`` JSON + ``images``), "images" (``root``, no
     annotations).
     """
@@ -43,9 +44,16 @@ def load_dataset(dataset_config, split):
         val_fraction = cfg.get("val_fraction", 0.0)
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"dataset.val_fraction must be in [0, 1), got {val_fraction}")
-        val_cut = cut - int(round(cut * val_fraction))
-        parts = {"train": ids[:val_cut], "val": ids[val_cut:cut], "trainval": ids[:cut],
-                 "test": ids[cut:], "all": ids}
+        n_val = int(round(cut * val_fraction))
+        fold = cfg.get("val_fold", 0)
+        folds = cut // n_val if n_val else 1
+        if not 0 <= fold < folds:
+            raise ValueError(f"dataset.val_fold must be in [0, {folds}) for {cut} training files "
+                             f"and val_fraction {val_fraction}, got {fold}")
+        val_stop = cut - fold * n_val  # fold 0: the last share, fold 1: the share before it
+        val_ids = ids[val_stop - n_val:val_stop]
+        parts = {"train": ids[:val_stop - n_val] + ids[val_stop:cut], "val": val_ids,
+                 "trainval": ids[:cut], "test": ids[cut:], "all": ids}
         if split not in parts:
             raise ValueError(f"voc_folder splits are {sorted(parts)}, got {split!r}")
         if split == "val" and not parts["val"]:
