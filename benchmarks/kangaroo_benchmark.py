@@ -81,6 +81,7 @@ def check_trained_as_configured(config, workdir):
     for section, key in (("train", "steps"), ("train", "seed"), ("pipeline", "scales"),
                          ("model", "frozen"), ("model", "fc_units"), ("model", "backbone"),
                          ("sampling", "bg_threshold_lo"), ("sampling", "far_bg_fraction"),
+                         ("sampling", "images_per_batch"), ("sampling", "rois_per_batch"),
                          ("proposals", "selective_search_min_size")):
         ours, theirs = config[section][key], trained[section].get(key, defaults[section][key])
         if (list(ours) if isinstance(ours, tuple) else ours) != theirs:
@@ -136,6 +137,7 @@ def main():
     config = load_config_file(REPO / CONFIG)
     config.dataset.root = args.data
     steps = config.train.steps
+    images_per_batch = config.sampling.images_per_batch
     proposal_seconds = fresh_proposal_seconds(config, config.dataset.test_split)
     images = runs[0][2]["images"]
     rows = []
@@ -173,8 +175,9 @@ def main():
         "photos), MobileNetV2 initialised from "
         "`../shared/weights/mobilenet_v2_1.0_224_from_coral_quant.weights.h5`, our "
         f"selective search ({config.proposals.mode} mode, boxes under "
-        f"{config.proposals.selective_search_min_size} px dropped), {steps} SGD steps of 2 "
-        f"images x 64 RoIs, background RoIs at IoU {background}, training scales "
+        f"{config.proposals.selective_search_min_size} px dropped), {steps} SGD steps of "
+        f"{images_per_batch} images x {config.sampling.rois_per_batch // images_per_batch} "
+        f"RoIs, background RoIs at IoU {background}, training scales "
         f"{tuple(config.pipeline.scales)} (longest side at most {config.pipeline.max_size}), "
         f"flips, test scale {tuple(config.test.scales)}"
         f"{' with the mirrored image averaged in (test.flip)' if config.test.flip else ''}, "

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ("roi_pool", "pipeline", "training", "multitask", "kangaroo", "svd")
 
@@ -45,3 +47,21 @@ def test_kangaroo_runs_one_training_per_seed_and_refuses_bad_seeds():
     bad = subprocess.run([sys.executable, "benchmarks/kangaroo_benchmark.py", "--seeds=0,x"],
                          cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode != 0 and "--seeds='0,x': give integers" in bad.stderr
+
+
+def test_kangaroo_report_refuses_a_workdir_trained_otherwise(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import kangaroo_benchmark
+    from keras_frcnn.configs import load_config_file
+
+    config = load_config_file(ROOT / "configs" / "kangaroo.py")
+    trained = json.loads(config.to_json())
+    del trained["sampling"]["far_bg_fraction"]  # a key added later reads as its default
+    (tmp_path / "config.json").write_text(json.dumps(trained))
+    kangaroo_benchmark.check_trained_as_configured(config, tmp_path)
+    trained["sampling"]["rois_per_batch"] = 2 * config.sampling.rois_per_batch
+    (tmp_path / "config.json").write_text(json.dumps(trained))
+    with pytest.raises(SystemExit, match=r"trained with sampling.rois_per_batch="):
+        kangaroo_benchmark.check_trained_as_configured(config, tmp_path)
