@@ -99,6 +99,7 @@ def base_config():
     config.test.max_size = 1000  # cap on the longest side at test time
     config.test.mode = "frcnn"  # post-processing: frcnn (the release) | default
     config.test.nms_threshold = 0.3  # per-class NMS: suppress IoU > this
+    config.test.soft_nms_sigma = 0.0  # > 0: Gaussian Soft-NMS instead (not in the paper)
     config.test.score_threshold = 0.05  # mode default: keep scores above this
     config.test.deduplicate = True  # compute RoIs sharing feature cells once (exact)
     config.test.score_empty_rois = False  # True: RoIs beyond the feature map keep a score (release)

@@ -33,7 +33,8 @@ def detector_config(config):
     return DetectorConfig(
         scales=tuple(t.scales), max_size=t.max_size, preprocessing=config.pipeline.preprocessing,
         postprocess=PostprocessConfig(mode=t.mode, nms_threshold=t.nms_threshold,
-                                      score_threshold=t.score_threshold),
+                                      score_threshold=t.score_threshold,
+                                      soft_nms_sigma=t.soft_nms_sigma),
         deduplicate=t.deduplicate, score_empty_rois=t.score_empty_rois, flip=t.flip)
 
 

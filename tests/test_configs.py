@@ -63,10 +63,13 @@ def test_test_section_reaches_the_detector():
     assert detector.postprocess.nms_threshold == 0.5 and detector.preprocessing == "tf"
     assert detector.flip is True  # chosen on a validation split (configs/kangaroo.py)
     assert detector_config(base_config()).flip is False  # the paper's test by default
+    assert detector_config(base_config()).postprocess.soft_nms_sigma == 0.0  # the paper's NMS
     config.test.flip = False
     config.test.scales = (480, 600)
+    config.test.soft_nms_sigma = 0.5
     detector = detector_config(config)
     assert detector.flip is False and detector.scales == (480, 600)
+    assert detector.postprocess.soft_nms_sigma == 0.5
 
 
 def test_voc_folder_splits_with_a_validation_share(tmp_path):

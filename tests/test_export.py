@@ -43,16 +43,18 @@ def scene(seed=0, height=96, width=128):
     return image, proposals
 
 
-@pytest.mark.parametrize("scales", [(96,), (96, 192)])
-def test_export_matches_the_python_detector(model, tmp_path, scales):
+@pytest.mark.parametrize("scales, postprocess", [
+    ((96,), ALL_SCORES), ((96, 192), ALL_SCORES),
+    ((96,), PostprocessConfig(mode="default", score_threshold=0.0, soft_nms_sigma=0.3))])
+def test_export_matches_the_python_detector(model, tmp_path, scales, postprocess):
     # Scale 96 on a 96-pixel-high image is a factor of 1 and 192 of 2 (exact in both
-    # resizers), so the graph must reproduce Detector's detections.
+    # resizers), so the graph must reproduce Detector's detections (Soft-NMS included).
     image, proposals = scene()
     module = export_saved_model(model, ["red", "green"], tmp_path / "1", scales=scales,
-                                max_size=1000, preprocessing="tf", postprocess=ALL_SCORES)
+                                max_size=1000, preprocessing="tf", postprocess=postprocess)
     out = module(image, proposals)
     detector = Detector(model, DetectorConfig(scales=scales, max_size=1000, preprocessing="tf",
-                                              postprocess=ALL_SCORES))
+                                              postprocess=postprocess))
     expected = detector.detect(image[..., ::-1], proposals)
     if len(scales) == 1:
         assert int(out["num_detections"]) == len(expected) > 2

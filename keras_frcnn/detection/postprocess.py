@@ -13,6 +13,11 @@ Modes (DESIGN.md section 3, Detection):
              image and class over the set, applied as a score threshold).
   "default"  scores > 0.05, NMS at 0.3 per class, at most 100 detections per
              image (the highest scores).
+
+Either mode can replace NMS by Gaussian Soft-NMS (Bodla et al., ICCV 2017; not
+in the paper): ``soft_nms_sigma`` > 0 keeps overlapping boxes with their
+scores decayed instead of deleting them, which helps where objects of one
+class stand close together.
 """
 
 import dataclasses
@@ -31,12 +36,16 @@ class PostprocessConfig:
     max_per_image: int = 100  # "default": after NMS, over all classes
     max_per_class: int = 100  # "frcnn": before NMS, per class
     max_per_set_factor: int = 40  # "frcnn": dataset-level cap, per image and class
+    soft_nms_sigma: float = 0.0  # > 0: Soft-NMS with this sigma instead of NMS
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"post-processing mode must be one of {MODES}, got {self.mode!r}")
         if not 0.0 <= self.nms_threshold <= 1.0:
             raise ValueError(f"nms_threshold must be in [0, 1], got {self.nms_threshold}")
+        if not self.soft_nms_sigma >= 0.0:
+            raise ValueError("soft_nms_sigma must be >= 0 (0: NMS at nms_threshold), got "
+                             f"{self.soft_nms_sigma}")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -67,9 +76,30 @@ def nms(boxes, scores, iou_threshold=0.3, max_output_size=None):
     scores = tf.convert_to_tensor(scores, tf.float32)
     if max_output_size is None:
         max_output_size = tf.shape(boxes)[0]
-    shifted = tf.stack([boxes[:, 1], boxes[:, 0], boxes[:, 3] + 1.0, boxes[:, 2] + 1.0], axis=1)
-    return tf.image.non_max_suppression(shifted, scores, max_output_size,
+    return tf.image.non_max_suppression(_shifted(boxes), scores, max_output_size,
                                         iou_threshold=iou_threshold)
+
+
+def soft_nms(boxes, scores, sigma, score_threshold=0.0, max_output_size=None):
+    """Gaussian Soft-NMS: (indices, decayed scores) in selection order.
+
+    Repeatedly selects the highest-scoring box and multiplies every remaining
+    score by ``exp(-IoU^2 / sigma)`` with it (+1 areas); a box whose score
+    falls to ``score_threshold`` or below is dropped. TensorFlow's kernel
+    weights by ``exp(-IoU^2 / (2 s))``, so it is given ``s = sigma / 2``.
+    """
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    scores = tf.convert_to_tensor(scores, tf.float32)
+    if max_output_size is None:
+        max_output_size = tf.shape(boxes)[0]
+    return tf.image.non_max_suppression_with_scores(
+        _shifted(boxes), scores, max_output_size, iou_threshold=1.0,
+        score_threshold=score_threshold, soft_nms_sigma=sigma / 2.0)
+
+
+def _shifted(boxes):
+    """[x1, y1, x2, y2] inclusive -> [y1, x1, y2 + 1, x2 + 1]: plain areas are the +1 ones."""
+    return tf.stack([boxes[:, 1], boxes[:, 0], boxes[:, 3] + 1.0, boxes[:, 2] + 1.0], axis=1)
 
 
 def _per_class(boxes, scores, k, config):
@@ -83,6 +113,10 @@ def _per_class(boxes, scores, k, config):
         candidates = tf.math.top_k(class_scores, count, sorted=True).indices
     class_boxes = tf.gather(class_boxes, candidates)
     class_scores = tf.gather(class_scores, candidates)
+    if config.soft_nms_sigma > 0:
+        floor = config.score_threshold if config.mode == "default" else 0.0
+        keep, decayed = soft_nms(class_boxes, class_scores, config.soft_nms_sigma, floor)
+        return tf.gather(class_boxes, keep), decayed
     keep = nms(class_boxes, class_scores, config.nms_threshold)
     return tf.gather(class_boxes, keep), tf.gather(class_scores, keep)
 

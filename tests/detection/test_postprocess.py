@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from keras_frcnn.detection import PostprocessConfig, make_postprocess, nms
-from keras_frcnn.detection.postprocess import Detections, apply_set_cap
+from keras_frcnn.detection.postprocess import Detections, apply_set_cap, soft_nms
 
 
 def test_nms_uses_plus_one_areas_and_suppresses_only_above_the_threshold():
@@ -26,6 +26,36 @@ def test_nms_keeps_score_order_and_is_greedy():
     assert nms(boxes, scores, 0.3).numpy().tolist() == [1]
     scores = np.array([0.9, 0.5, 0.4], np.float32)
     assert nms(boxes, scores, 0.3).numpy().tolist() == [0, 2]
+
+
+def test_soft_nms_decays_overlapping_scores_by_a_gaussian_of_the_plus_one_iou():
+    # B overlaps A by 5 of its 10 columns: IoU 50 / 150 = 1/3 with +1 areas (4 * 9 / 126 =
+    # 0.286 without). C is apart. With sigma 0.5, B keeps 0.8 * exp(-(1/3)^2 / 0.5)
+    # = 0.8 * exp(-2/9) = 0.6406 and falls behind C.
+    boxes = np.array([[0, 0, 9, 9], [5, 0, 14, 9], [20, 0, 29, 9]], np.float32)
+    scores = np.array([0.9, 0.8, 0.7], np.float32)
+    keep, decayed = soft_nms(boxes, scores, 0.5)
+    assert keep.numpy().tolist() == [0, 2, 1]
+    np.testing.assert_allclose(decayed.numpy(), [0.9, 0.7, 0.8 * np.exp(-2 / 9)], rtol=1e-6)
+    # A decayed score at or below the floor drops the box; a smaller sigma decays more.
+    assert soft_nms(boxes, scores, 0.5, score_threshold=0.65)[0].numpy().tolist() == [0, 2]
+    _, decayed = soft_nms(boxes, scores, 0.1)
+    np.testing.assert_allclose(decayed.numpy()[2], 0.8 * np.exp(-1 / 0.9), rtol=1e-6)
+
+
+def test_soft_nms_keeps_a_neighbour_that_nms_deletes():
+    # Two animals side by side (A, B: IoU 1/3): NMS at 0.3 deletes B, Soft-NMS keeps it
+    # decayed. C (0.06) overlaps A at 0.25 and B at 0.82: NMS keeps it (B is gone), while
+    # Soft-NMS decays it to 0.06 * exp(-0.0625 / 0.5) * exp(-0.669 / 0.5) = 0.014, under the
+    # default mode's floor of 0.05.
+    boxes, scores = _inputs(2, [[0, 0, 9, 9], [5, 0, 14, 9], [6, 0, 15, 9]],
+                            [[0.1, 0.9], [0.2, 0.8], [0.94, 0.06]])
+    _, s, _ = make_postprocess(2, PostprocessConfig(mode="default"))(boxes, scores)
+    assert s.numpy().tolist() == pytest.approx([0.9, 0.06])
+    _, s, c = make_postprocess(2, PostprocessConfig(mode="default", soft_nms_sigma=0.5))(
+        boxes, scores)
+    assert s.numpy() == pytest.approx([0.9, 0.8 * np.exp(-2 / 9)], rel=1e-6)
+    assert c.numpy().tolist() == [1, 1]
 
 
 def _inputs(num_classes, per_class_boxes, scores):
@@ -93,3 +123,5 @@ def test_set_cap_drops_scores_at_or_below_the_cap_th_best():
 def test_bad_config_is_an_error():
     with pytest.raises(ValueError, match="mode must be one of"):
         PostprocessConfig(mode="soft")
+    with pytest.raises(ValueError, match="soft_nms_sigma must be >= 0"):
+        PostprocessConfig(soft_nms_sigma=-0.5)
