@@ -131,7 +131,7 @@ def main():
                          output_dir=Path(area["output_dir"]) / f"flip_{config.test.flip}")
         config.test.flip = not config.test.flip
         hard = None
-        if config.test.soft_nms_sigma:  # the same model with the paper's NMS instead
+        if config.test.soft_nms_sigma:  # the same model with NMS at test.nms_threshold
             config.test.soft_nms_sigma = 0.0
             hard = evaluate(config, workdir, progress=False,
                             output_dir=Path(area["output_dir"]) / "nms")
@@ -212,8 +212,8 @@ def main():
         f"The `test.flip={other_flip}` column re-evaluates the same model "
         f"{'with' if other_flip else 'without'} the mirrored image averaged in (`test.flip`, "
         "docs/evaluation.md; not in the paper)."
-        + (f" The NMS column re-evaluates it with the paper's NMS (IoU "
-           f"{config.test.nms_threshold}) in place of Soft-NMS (`test.soft_nms_sigma`, "
+        + (f" The NMS column re-evaluates it with NMS at IoU {config.test.nms_threshold} "
+           f"(`test.nms_threshold`) in place of Soft-NMS (`test.soft_nms_sigma`, "
            "docs/evaluation.md; not in the paper)." if soft else ""),
     ]
     report.publish(SECTION, lines, args.output)
