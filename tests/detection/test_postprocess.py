@@ -39,6 +39,7 @@ def test_soft_nms_decays_overlapping_scores_by_a_gaussian_of_the_plus_one_iou():
     np.testing.assert_allclose(decayed.numpy(), [0.9, 0.7, 0.8 * np.exp(-2 / 9)], rtol=1e-6)
     # A decayed score at or below the floor drops the box; a smaller sigma decays more.
     assert soft_nms(boxes, scores, 0.5, score_threshold=0.65)[0].numpy().tolist() == [0, 2]
+    assert soft_nms(boxes, scores, 0.5, score_threshold=0.7)[0].numpy().tolist() == [0]
     _, decayed = soft_nms(boxes, scores, 0.1)
     np.testing.assert_allclose(decayed.numpy()[2], 0.8 * np.exp(-1 / 0.9), rtol=1e-6)
 
