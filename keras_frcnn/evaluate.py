@@ -32,9 +32,7 @@ def detector_config(config):
     t = config.test
     return DetectorConfig(
         scales=tuple(t.scales), max_size=t.max_size, preprocessing=config.pipeline.preprocessing,
-        postprocess=PostprocessConfig(mode=t.mode, nms_threshold=t.nms_threshold,
-                                      score_threshold=t.score_threshold,
-                                      soft_nms_sigma=t.soft_nms_sigma),
+        postprocess=PostprocessConfig.from_test_config(t),
         deduplicate=t.deduplicate, score_empty_rois=t.score_empty_rois, flip=t.flip)
 
 

@@ -344,9 +344,7 @@ def export_workdir(config, workdir=None, model_path=None, export_dir=None, roi_p
         raise ValueError("test.flip (the mirrored-image test) is not part of the exported "
                          "graph; export with --config.test.flip=False")
     model = training.load_inference_model(model_path or workdir)
-    postprocess = PostprocessConfig(mode=mode, nms_threshold=t.nms_threshold,
-                                    score_threshold=t.score_threshold,
-                                    soft_nms_sigma=t.soft_nms_sigma)
+    postprocess = PostprocessConfig.from_test_config(t, mode=mode)
     module = export_saved_model(model, _classes(config, workdir, model_path), export_dir,
                                 tuple(t.scales), t.max_size, config.pipeline.preprocessing,
                                 postprocess, roi_pool, t.score_empty_rois)

@@ -47,6 +47,13 @@ class PostprocessConfig:
             raise ValueError("soft_nms_sigma must be >= 0 (0: NMS at nms_threshold), got "
                              f"{self.soft_nms_sigma}")
 
+    @classmethod
+    def from_test_config(cls, test, mode=None):
+        """The post-processing of a config's ``test`` section (``mode`` overrides
+        ``test.mode``, as bin/export.py does)."""
+        return cls(mode=test.mode if mode is None else mode, nms_threshold=test.nms_threshold,
+                   score_threshold=test.score_threshold, soft_nms_sigma=test.soft_nms_sigma)
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Detections:
