@@ -73,6 +73,20 @@ def test_test_section_reaches_the_detector():
     assert detector.postprocess.soft_nms_sigma == 0.5
 
 
+def test_postprocessing_is_read_from_the_test_section_with_an_optional_mode():
+    from keras_frcnn.detection import PostprocessConfig
+
+    test = base_config().test
+    test.nms_threshold, test.score_threshold, test.soft_nms_sigma = 0.4, 0.01, 0.2
+    post = PostprocessConfig.from_test_config(test)
+    assert (post.mode, post.nms_threshold, post.score_threshold, post.soft_nms_sigma) == (
+        "frcnn", 0.4, 0.01, 0.2)
+    assert PostprocessConfig.from_test_config(test, mode="default").mode == "default"
+    test.soft_nms_sigma = -1.0
+    with pytest.raises(ValueError, match="soft_nms_sigma must be >= 0"):
+        PostprocessConfig.from_test_config(test)
+
+
 def test_voc_folder_splits_with_a_validation_share(tmp_path):
     root = tmp_path / "photos"
     ids = [f"{i:05d}" for i in range(1, 11)]
