@@ -63,7 +63,7 @@ def test_test_section_reaches_the_detector():
     assert detector.postprocess.nms_threshold == 0.5 and detector.preprocessing == "tf"
     assert detector.flip is True  # chosen on a validation split (configs/kangaroo.py)
     assert detector_config(base_config()).flip is False  # the paper's test by default
-    assert detector.postprocess.soft_nms_sigma == 0.3  # chosen on two validation folds
+    assert detector.postprocess.soft_nms_sigma == 0.3  # chosen on validation folds
     assert detector_config(base_config()).postprocess.soft_nms_sigma == 0.0  # the paper's NMS
     config.test.flip = False
     config.test.scales = (480, 600)
