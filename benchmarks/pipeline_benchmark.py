@@ -14,9 +14,10 @@ import argparse
 import time
 from pathlib import Path
 
+import report  # first: it picks TensorFlow's CPU kernels before TensorFlow loads
+
 import tensorflow as tf
 
-import report
 from keras_frcnn.configs import base_config
 from keras_frcnn.data.pipeline import PipelineConfig, training_dataset
 from keras_frcnn.data.roidb import build_roidb, target_stats

@@ -10,6 +10,11 @@ import platform
 import re
 from pathlib import Path
 
+# The programs' choice of TensorFlow CPU kernels (oneDNN, docs/training.md), so that the
+# figures are what bin/ gives; only effective when this module is imported before
+# TensorFlow, hence first in every benchmark.
+from keras_frcnn import cli  # noqa: F401
+
 
 def machine_description():
     import tensorflow as tf
@@ -21,7 +26,17 @@ def machine_description():
     except OSError:
         pass
     return (f"{cpu}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, TensorFlow {tf.__version__}")
+            f"Python {platform.python_version()}, TensorFlow {tf.__version__}"
+            f" (oneDNN kernels {_onednn_state()})")
+
+
+def _onednn_state():
+    """'on' or 'off': whether TensorFlow loaded its oneDNN CPU kernels."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:  # a TensorFlow without this private module: report the request
+        return f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')}"
+    return "on" if _pywrap_util_port.IsMklEnabled() else "off"
 
 
 def markers(name):

@@ -28,10 +28,11 @@ import subprocess
 import sys
 import time
 
+import report  # first: it picks TensorFlow's CPU kernels before TensorFlow loads
+
 import numpy as np
 import tensorflow as tf
 
-import report
 from keras_frcnn import roi_pool
 
 SHAPES = {"train": (2, 38, 50, 512, 128), "test": (1, 38, 63, 512, 2000)}

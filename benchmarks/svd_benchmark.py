@@ -24,11 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import report  # first: it picks TensorFlow's CPU kernels before TensorFlow loads
+
 import keras
 import numpy as np
 import tensorflow as tf
 
-import report
 from keras_frcnn.compress import compress_model, format_ranks, parse_ranks
 from keras_frcnn.detection import Detector, DetectorConfig, PostprocessConfig
 from keras_frcnn.model.backbones import SPECS

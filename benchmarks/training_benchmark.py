@@ -18,11 +18,12 @@ CPU machine.
 import argparse
 import time
 
+import report  # first: it picks TensorFlow's CPU kernels before TensorFlow loads
+
 import keras
 import numpy as np
 import tensorflow as tf
 
-import report
 from keras_frcnn.model.fast_rcnn import FastRCNN, sgd
 
 SECTION = "training_benchmark"

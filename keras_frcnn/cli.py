@@ -1,10 +1,20 @@
-"""Shared start-up of the bin/ programs: absl flags with clear configuration errors."""
+"""Shared start-up of the bin/ programs: absl flags with clear configuration errors,
+and TensorFlow's CPU kernels chosen before TensorFlow loads."""
 
+import os
 import sys
 
 from absl import app, flags
 
 from keras_frcnn.configs import load_config_file
+
+# TensorFlow uses its oneDNN kernels (convolutions, matrix products) by default only on
+# CPUs with AVX-512 VNNI, BF16 or AMX; elsewhere (AVX2-only CPUs such as AMD EPYC Zen 3)
+# it falls back to Eigen's, and a kangaroo training step took 1.8 s instead of 0.8 s
+# (docs/training.md). The programs therefore ask for oneDNN unless the user chose:
+# TF_ENABLE_ONEDNN_OPTS=0 keeps Eigen's kernels. Read once, when TensorFlow loads, so it
+# must be set here, before any program imports TensorFlow.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
 def _load_config_file(argv):
