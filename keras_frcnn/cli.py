@@ -11,7 +11,8 @@ from keras_frcnn.configs import load_config_file
 # TensorFlow uses its oneDNN kernels (convolutions, matrix products) by default only on
 # CPUs with AVX-512 VNNI, BF16 or AMX; elsewhere (AVX2-only CPUs such as AMD EPYC Zen 3)
 # it falls back to Eigen's, and a kangaroo training step took 1.8 s instead of 0.8 s
-# (docs/training.md). The programs therefore ask for oneDNN unless the user chose:
+# (docs/training.md, which also lists the exception: VGG16's training step, 0.73x).
+# The programs therefore ask for oneDNN unless the user chose:
 # TF_ENABLE_ONEDNN_OPTS=0 keeps Eigen's kernels. Read once, when TensorFlow loads, so it
 # must be set here, before any program imports TensorFlow.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
