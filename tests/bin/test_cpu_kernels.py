@@ -9,12 +9,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Imports a program as its console script does, then reports the variable and whether
-# TensorFlow has loaded (it must not have: the variable is read once, at its load).
+# Imports a program as its console script does, then TensorFlow, and reports the variable
+# and whether TensorFlow loaded its oneDNN kernels: it reads the variable once, when it
+# loads, so the program must have set it on import.
 PROBE = """
-import os, sys
+import os
 import bin.{program}
-import tensorflow as tf
+import tensorflow
 from tensorflow.python.util import _pywrap_util_port
 print(os.environ.get("TF_ENABLE_ONEDNN_OPTS"), _pywrap_util_port.IsMklEnabled())
 """
