@@ -57,9 +57,12 @@ def test_deduplication_is_exact(model):
     assert len(rois) < len(proposals)
     a = with_dedup.detect(image, proposals)
     b = without.detect(image, proposals)
-    np.testing.assert_array_equal(a.boxes, b.boxes)
-    np.testing.assert_array_equal(a.scores, b.scores)
+    # The pooled features of duplicates are identical; only the fc layers' row count
+    # changes, and Eigen's CPU matrix products round by row count (up to 3e-8 on these
+    # scores on an AVX2 CPU; oneDNN's gave identical bits).
     np.testing.assert_array_equal(a.classes, b.classes)
+    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(a.boxes, b.boxes, rtol=0, atol=1e-3)
 
 
 def test_detect_decodes_raw_deltas_per_class_and_clips(model):
