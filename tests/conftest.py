@@ -3,11 +3,11 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# The CPU kernels the bin/ programs choose (keras_frcnn/cli.py, docs/training.md), set
-# before TensorFlow loads: importing the benchmarks' report module would otherwise set it
-# midway, and processes started later (export's fresh-process check) would use other
-# kernels than this one.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+# The CPU kernels the bin/ programs choose (docs/training.md), picked by importing their
+# start-up module before TensorFlow loads: importing the benchmarks' report module would
+# otherwise pick them midway, and processes started later (export's fresh-process check)
+# would use other kernels than this one.
+from keras_frcnn import cli  # noqa: E402,F401
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

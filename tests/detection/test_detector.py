@@ -47,7 +47,7 @@ def test_feature_cells_round_half_away_from_zero_like_the_op():
     assert feature_cells(rois, 1 / 16).tolist() == [[0, 1, 2, 2, 3]]
 
 
-def test_deduplication_is_exact(model):
+def test_deduplication_changes_only_rounding(model):
     image, proposals = image_and_proposals()
     config = DetectorConfig(scales=(72,), max_size=128, preprocessing="tf")
     with_dedup = Detector(model, config)
