@@ -65,6 +65,7 @@ def base_config():
     config.pipeline.flip = True  # horizontal flip with p = 0.5
     config.pipeline.preprocessing = "caffe"  # caffe (BGR - means) | tf ([-1, 1] RGB) | none
     config.pipeline.seed = 0  # order, flips, scales and sampling
+    config.pipeline.distort_colors = False  # SSD's photometric distortions (not in the paper)
     config.pipeline.target_normalization = "per_class"  # per_class (release) | fixed
 
     config.model = ml_collections.ConfigDict()

@@ -192,7 +192,8 @@ def make_dataset(config, roidb, stats, start_batch, input_context=None):
     pipeline = PipelineConfig(scales=tuple(config.pipeline.scales),
                               max_size=config.pipeline.max_size, flip=config.pipeline.flip,
                               preprocessing=config.pipeline.preprocessing,
-                              seed=config.pipeline.seed)
+                              seed=config.pipeline.seed,
+                              distort_colors=config.pipeline.distort_colors)
     return training_dataset(roidb, stats, sampling, pipeline, input_context=input_context,
                             start_batch=start_batch)
 

@@ -42,6 +42,7 @@ class PipelineConfig:
     flip: bool = True
     preprocessing: str = "caffe"
     seed: int = 0
+    distort_colors: bool = False  # SSD's photometric distortions (not in the paper)
 
 
 def load_example(entry, rng, sampling, config, stats):
@@ -55,6 +56,8 @@ def load_example(entry, rng, sampling, config, stats):
                          f"but its annotation says {entry.record.width}x{entry.record.height}")
     if flipped:
         image = image[:, ::-1]
+    if config.distort_colors:  # drawn after the RoIs: the stream without it is unchanged
+        image = transforms.distort_colors(image, rng)
     scale = transforms.image_scale(image.shape[0], image.shape[1], target_size, config.max_size)
     image = transforms.preprocess(transforms.resize(np.ascontiguousarray(image), scale),
                                   config.preprocessing)

@@ -1,4 +1,4 @@
-"""Image transforms of training and testing: scale, flip, preprocessing, padding.
+"""Image transforms of training and testing: scale, flip, colour, preprocessing, padding.
 
 Scale (the release): resize so the shorter side is the target size unless the
 longer side would exceed ``max_size``, in which case the longer side is
@@ -26,6 +26,35 @@ def resize(image, scale):
     if scale == 1.0:
         return image
     return cv2.resize(image, None, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+
+
+def distort_colors(image_bgr, rng):
+    """SSD's photometric distortions (Liu et al., ECCV 2016; not in Fast R-CNN), uint8 BGR in
+    and out: brightness + U(-32, 32), contrast x U(0.5, 1.5), saturation x U(0.5, 1.5) and
+    hue + U(-18, 18) degrees, each applied with p = 0.5, contrast before or after the two
+    HSV steps with p = 0.5, the image clipped to [0, 255] after each step.
+
+    ``rng`` (numpy Generator) is advanced by the same nine draws whatever is applied.
+    """
+    apply = rng.random(4) < 0.5
+    brightness, contrast = rng.uniform(-32.0, 32.0), rng.uniform(0.5, 1.5)
+    saturation, hue = rng.uniform(0.5, 1.5), rng.uniform(-18.0, 18.0)
+    contrast_first = rng.random() < 0.5
+    image = image_bgr.astype(np.float32)
+    if apply[0]:
+        image = np.clip(image + brightness, 0.0, 255.0)
+    if apply[1] and contrast_first:
+        image = np.clip(image * contrast, 0.0, 255.0)
+    if apply[2] or apply[3]:
+        hsv = cv2.cvtColor(image / 255.0, cv2.COLOR_BGR2HSV)  # H in [0, 360), S, V in [0, 1]
+        if apply[2]:
+            hsv[..., 1] = np.clip(hsv[..., 1] * saturation, 0.0, 1.0)
+        if apply[3]:
+            hsv[..., 0] = np.mod(hsv[..., 0] + hue, 360.0)
+        image = np.clip(cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR) * 255.0, 0.0, 255.0)
+    if apply[1] and not contrast_first:
+        image = np.clip(image * contrast, 0.0, 255.0)
+    return np.rint(image).astype(np.uint8)
 
 
 def preprocess(image_bgr, mode):

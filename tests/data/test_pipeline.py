@@ -30,6 +30,65 @@ def test_preprocessing_modes():
         transforms.preprocess(bgr, "imagenet")
 
 
+class FixedDraws:
+    """Stands in for the numpy Generator: random() and uniform() return given values."""
+
+    def __init__(self, apply, brightness=0.0, contrast=1.0, saturation=1.0, hue=0.0,
+                 contrast_first=True):
+        self.apply = np.array(apply, bool)
+        self.values = [brightness, contrast, saturation, hue]
+        self.contrast_first = contrast_first
+
+    def random(self, size=None):
+        if size == 4:
+            return np.where(self.apply, 0.25, 0.75)
+        return 0.25 if self.contrast_first else 0.75
+
+    def uniform(self, low, high):
+        return self.values.pop(0)
+
+
+@pytest.mark.parametrize("draws, expected", [
+    (FixedDraws([1, 0, 0, 0], brightness=32.0), [[42, 52, 62], [255, 255, 255]]),
+    (FixedDraws([0, 1, 0, 0], contrast=1.5), [[15, 30, 45], [255, 255, 255]]),
+    # BGR (10, 20, 30): V 30, S 2/3, H 30 degrees; S x 0.5 -> min 20, G = 20 + 10 * 30 / 60
+    (FixedDraws([0, 0, 1, 0], saturation=0.5), [[20, 25, 30], [250, 250, 250]]),
+    # H 30 + 18 = 48 degrees: G = 10 + 20 * 48 / 60
+    (FixedDraws([0, 0, 0, 1], hue=18.0), [[10, 26, 30], [250, 250, 250]]),
+    (FixedDraws([0, 0, 0, 0], 32.0, 1.5, 0.5, 18.0), [[10, 20, 30], [250, 250, 250]]),
+])
+def test_distort_colors_hand_worked(draws, expected):
+    image = np.array([[[10, 20, 30], [250, 250, 250]]], np.uint8)
+    out = transforms.distort_colors(image, draws)
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out[0], expected)
+
+
+def test_distort_colors_contrast_before_or_after_the_hsv_steps():
+    # contrast first: (100, 150, 200) x 1.5 clips to (150, 225, 255), H 60 * 75 / 105;
+    # saturation x 0.6 from V 255: min 255 - 105 * 0.6 = 192, G 192 + 63 * 75 / 105 = 237.
+    image = np.array([[[100, 150, 200]]], np.uint8)
+    first = transforms.distort_colors(image, FixedDraws([0, 1, 1, 0], contrast=1.5,
+                                                        saturation=0.6, contrast_first=True))
+    np.testing.assert_array_equal(first[0, 0], [192, 237, 255])
+    # saturation first: V 200, min 100 -> 140, G 140 + 60 * 0.5 = 170; then x 1.5, clipped
+    after = transforms.distort_colors(image, FixedDraws([0, 1, 1, 0], contrast=1.5,
+                                                        saturation=0.6, contrast_first=False))
+    np.testing.assert_array_equal(after[0, 0], [210, 255, 255])
+
+
+def test_distort_colors_draws_the_same_count_whatever_it_applies():
+    image = np.full((4, 4, 3), 128, np.uint8)
+    states = set()
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        transforms.distort_colors(image, rng)
+        reference = np.random.default_rng(seed)
+        reference.random(4), reference.uniform(size=4), reference.random()
+        states.add(rng.random() == reference.random())
+    assert states == {True}
+
+
 def make_roidb(tmp_path, count=4):
     roidb = []
     for k in range(count):
@@ -63,6 +122,25 @@ def test_load_example_scales_and_flips(tmp_path):
         expected = [2 * (80 - 30 - 1), 10, 2 * (80 - 5 - 1), 80] if flipped else [10, 10, 60, 80]
         assert any(np.allclose(r, expected) for r in gt_rows) or len(gt_rows) < 16
     assert seen == {True, False}
+
+
+def test_load_example_distorts_colours_only(tmp_path):
+    entry = make_roidb(tmp_path, 1)[0]
+    sampling = SamplingConfig(images_per_batch=1, rois_per_batch=16)
+    stats = target_stats([entry], 2)
+    plain = PipelineConfig(scales=(120,), preprocessing="none")
+    distorted = PipelineConfig(scales=(120,), preprocessing="none", distort_colors=True)
+    changed = 0
+    for seed in range(8):
+        a = load_example(entry, np.random.default_rng(seed), sampling, plain, stats)
+        b = load_example(entry, np.random.default_rng(seed), sampling, distorted, stats)
+        c = load_example(entry, np.random.default_rng(seed), sampling, distorted, stats)
+        for x, y in zip(a[1:], b[1:]):  # same flip, scale and RoIs
+            np.testing.assert_array_equal(x, y)
+        assert a[0].shape == b[0].shape
+        np.testing.assert_array_equal(b[0], c[0])  # reproducible from the seed
+        changed += not np.array_equal(a[0], b[0])
+    assert changed >= 4  # a grey image shows brightness and contrast only (p = 3 / 4)
 
 
 def first_batches(roidb, stats, seed, count=3):
