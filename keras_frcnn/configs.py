@@ -66,6 +66,8 @@ def base_config():
     config.pipeline.preprocessing = "caffe"  # caffe (BGR - means) | tf ([-1, 1] RGB) | none
     config.pipeline.seed = 0  # order, flips, scales and sampling
     config.pipeline.distort_colors = False  # SSD's photometric distortions (not in the paper)
+    config.pipeline.crop_probability = 0.0  # random crop before scaling (not in the paper)
+    config.pipeline.crop_min_scale = 0.5  # crop sides drawn from [min_scale, 1] of the image's
     config.pipeline.target_normalization = "per_class"  # per_class (release) | fixed
 
     config.model = ml_collections.ConfigDict()

@@ -193,7 +193,9 @@ def make_dataset(config, roidb, stats, start_batch, input_context=None):
                               max_size=config.pipeline.max_size, flip=config.pipeline.flip,
                               preprocessing=config.pipeline.preprocessing,
                               seed=config.pipeline.seed,
-                              distort_colors=config.pipeline.distort_colors)
+                              distort_colors=config.pipeline.distort_colors,
+                              crop_probability=config.pipeline.crop_probability,
+                              crop_min_scale=config.pipeline.crop_min_scale)
     return training_dataset(roidb, stats, sampling, pipeline, input_context=input_context,
                             start_batch=start_batch)
 

@@ -10,8 +10,8 @@ Each element is one minibatch of N images and R RoIs:
       "sample_weights": [R] float32})    0 on padding rows (see sampling.py)
 
 Order and randomness: epoch e visits the images in the permutation drawn from
-(seed, e); the image at position p of epoch e is flipped, scaled and sampled
-with a generator seeded by (seed, e, p). Elements are produced in parallel but
+(seed, e); the image at position p of epoch e is flipped, scaled, cropped (when
+crop_probability > 0) and sampled with a generator seeded by (seed, e, p). Elements are produced in parallel but
 in order, so a run is reproducible regardless of the number of threads.
 Under tf.distribute, pass the InputContext (``distribute_datasets_from_function``):
 each input pipeline takes every k-th image of the stream and builds batches of
@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from keras_frcnn.data import transforms
 from keras_frcnn.data.images import read_image_bgr
+from keras_frcnn.data.roidb import crop_entry
 from keras_frcnn.data.sampling import SamplingConfig, sample_rois
 
 MULTI_SCALES = (480, 576, 688, 864, 1200)
@@ -43,17 +44,35 @@ class PipelineConfig:
     preprocessing: str = "caffe"
     seed: int = 0
     distort_colors: bool = False  # SSD's photometric distortions (not in the paper)
+    crop_probability: float = 0.0  # random crop before scaling (not in the paper)
+    crop_min_scale: float = 0.5  # crop sides drawn from [min_scale, 1] of the image's
+
+    def __post_init__(self):
+        if not 0 <= self.crop_probability <= 1:
+            raise ValueError(f"crop_probability must be in [0, 1], got {self.crop_probability}")
+        if not 0 < self.crop_min_scale <= 1:
+            raise ValueError(f"crop_min_scale must be in (0, 1], got {self.crop_min_scale}")
 
 
 def load_example(entry, rng, sampling, config, stats):
     """One image of a minibatch, in numpy: (image, rois, labels, targets, bbox_w, sample_w)."""
     flipped = bool(config.flip and rng.random() < 0.5)
     target_size = config.scales[rng.integers(len(config.scales))]
+    record, window = entry.record, None
+    if config.crop_probability > 0 and rng.random() < config.crop_probability:
+        window = transforms.random_crop_window(record.width, record.height,
+                                               entry.boxes[entry.gt_classes > 0], rng,
+                                               config.crop_min_scale)
+        if window is not None:
+            entry = crop_entry(entry, window)
     sample = sample_rois(entry, rng, sampling, stats, flipped=flipped)
-    image = read_image_bgr(entry.record.image_path)
-    if image.shape[:2] != (entry.record.height, entry.record.width):
-        raise ValueError(f"{entry.record.image_path}: image is {image.shape[1]}x{image.shape[0]} "
-                         f"but its annotation says {entry.record.width}x{entry.record.height}")
+    image = read_image_bgr(record.image_path)
+    if image.shape[:2] != (record.height, record.width):
+        raise ValueError(f"{record.image_path}: image is {image.shape[1]}x{image.shape[0]} "
+                         f"but its annotation says {record.width}x{record.height}")
+    if window is not None:
+        x1, y1, x2, y2 = window
+        image = image[y1:y2 + 1, x1:x2 + 1]
     if flipped:
         image = image[:, ::-1]
     if config.distort_colors:  # drawn after the RoIs: the stream without it is unchanged

@@ -61,6 +61,34 @@ def build_entry(record, proposals, use_difficult=False, bbox_threshold=BBOX_THRE
     return RoidbEntry(record, all_boxes, classes, max_overlaps, max_classes, targets)
 
 
+def crop_entry(entry, window, min_size=2, bbox_threshold=BBOX_THRESHOLD):
+    """The RoidbEntry of the image cropped to ``window`` (x1, y1, x2, y2, inclusive pixels):
+    ground truth whose centre lies in the window and every proposal are shifted and
+    clipped to it; proposals left narrower or lower than ``min_size`` pixels are dropped
+    (as keras_frcnn.proposals drops them); overlaps and targets are recomputed.
+    """
+    x1, y1, x2, y2 = (int(v) for v in window)
+    width, height = x2 - x1 + 1, y2 - y1 + 1
+    gt = entry.gt_classes > 0
+
+    def shift_and_clip(boxes):
+        return box_ops.clip(boxes - np.array([x1, y1, x1, y1], np.float32), width, height)
+
+    centres = (entry.boxes[:, :2] + entry.boxes[:, 2:]) / 2
+    kept_gt = gt & np.all((centres >= [x1, y1]) & (centres <= [x2, y2]), axis=1)
+    proposals = entry.boxes[~gt]
+    overlapping = ((proposals[:, 2] >= x1) & (proposals[:, 0] <= x2)
+                   & (proposals[:, 3] >= y1) & (proposals[:, 1] <= y2))
+    proposals = shift_and_clip(proposals[overlapping])
+    w, h = box_ops.widths_heights(proposals)
+    proposals = proposals[(w >= min_size) & (h >= min_size)]
+    record = dataclasses.replace(
+        entry.record, width=width, height=height,
+        boxes=shift_and_clip(entry.boxes[kept_gt]), classes=entry.gt_classes[kept_gt],
+        difficult=np.zeros(int(kept_gt.sum()), bool))  # difficult ones were left out already
+    return build_entry(record, proposals, bbox_threshold=bbox_threshold)
+
+
 def build_roidb(dataset, proposals, use_difficult=False, bbox_threshold=BBOX_THRESHOLD,
                 on_error="raise"):
     """RoidbEntry per record. ``proposals`` maps image_id -> [n, 4] boxes (0-based).

@@ -1,4 +1,4 @@
-"""Image transforms of training and testing: scale, flip, colour, preprocessing, padding.
+"""Image transforms of training and testing: scale, flip, crop, colour, preprocessing, padding.
 
 Scale (the release): resize so the shorter side is the target size unless the
 longer side would exceed ``max_size``, in which case the longer side is
@@ -26,6 +26,32 @@ def resize(image, scale):
     if scale == 1.0:
         return image
     return cv2.resize(image, None, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+
+
+def random_crop_window(width, height, gt_boxes, rng, min_scale, max_tries=50):
+    """A crop of a ``width`` x ``height`` image that cuts no object to less than half:
+    (x1, y1, x2, y2), 0-based inclusive, or None when ``max_tries`` draws all fail.
+
+    Each try draws the crop's width and height as fractions U(min_scale, 1) of the image's
+    (rounded, at least 1 pixel) and its corner uniformly over the positions that fit. A try
+    is accepted when every ground-truth box that overlaps the crop has its centre inside
+    it (so it keeps at least half its width and height) and, if the image has objects,
+    at least one of them does.
+    """
+    gt_boxes = np.asarray(gt_boxes, np.float64).reshape(-1, 4)
+    centres = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2
+    for _ in range(max_tries):
+        w = max(1, int(round(rng.uniform(min_scale, 1.0) * width)))
+        h = max(1, int(round(rng.uniform(min_scale, 1.0) * height)))
+        x1, y1 = int(rng.integers(width - w + 1)), int(rng.integers(height - h + 1))
+        x2, y2 = x1 + w - 1, y1 + h - 1
+        overlaps = ((gt_boxes[:, 2] >= x1) & (gt_boxes[:, 0] <= x2)
+                    & (gt_boxes[:, 3] >= y1) & (gt_boxes[:, 1] <= y2))
+        inside = ((centres[:, 0] >= x1) & (centres[:, 0] <= x2)
+                  & (centres[:, 1] >= y1) & (centres[:, 1] <= y2))
+        if np.all(inside | ~overlaps) and (inside.any() or not len(gt_boxes)):
+            return x1, y1, x2, y2
+    return None
 
 
 def distort_colors(image_bgr, rng):

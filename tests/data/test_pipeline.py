@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from keras_frcnn.boxes import iou_matrix
 from keras_frcnn.data import transforms
 from keras_frcnn.data.pipeline import PipelineConfig, load_example, training_dataset
 from keras_frcnn.data.records import ImageRecord
@@ -89,6 +90,50 @@ def test_distort_colors_draws_the_same_count_whatever_it_applies():
     assert states == {True}
 
 
+class CropDraws:
+    """Stands in for the numpy Generator: uniform() and integers() return given values and
+    integers() records its bounds."""
+
+    def __init__(self, fractions, corners):
+        self.fractions, self.corners, self.bounds = list(fractions), list(corners), []
+
+    def uniform(self, low, high):
+        return self.fractions.pop(0)
+
+    def integers(self, high):
+        self.bounds.append(high)
+        return self.corners.pop(0)
+
+
+def test_random_crop_window_rejects_a_crop_that_cuts_an_object_through_its_centre():
+    gt = [[10, 10, 39, 49]]  # centre (24.5, 29.5)
+    # try 1: 50 x 40 at (30, 0) overlaps the box but not its centre; try 2: 60 x 80 at (0, 0)
+    draws = CropDraws([0.5, 0.5, 0.6, 1.0], [30, 0, 0, 0])
+    assert transforms.random_crop_window(100, 80, gt, draws, 0.5) == (0, 0, 59, 79)
+    assert draws.bounds == [51, 41, 41, 1]  # every corner at which the crop fits
+    # a crop that misses the only object is rejected too, one without objects is not
+    draws = CropDraws([0.5, 0.5, 0.5, 0.5], [50, 40, 0, 0])
+    assert transforms.random_crop_window(100, 80, gt, draws, 0.5) == (0, 0, 49, 39)
+    draws = CropDraws([0.5, 0.5], [50, 40])
+    assert transforms.random_crop_window(100, 80, [], draws, 0.5) == (50, 40, 99, 79)
+    draws = CropDraws([0.5, 0.5] * 3, [30, 0] * 3)
+    assert transforms.random_crop_window(100, 80, gt, draws, 0.5, max_tries=3) is None
+
+
+def test_random_crop_windows_fit_and_keep_every_object_they_touch_by_its_centre():
+    gt = np.array([[10, 10, 39, 49], [60, 30, 110, 70]], np.float64)
+    centres = (gt[:, :2] + gt[:, 2:]) / 2
+    for seed in range(200):
+        window = transforms.random_crop_window(120, 90, gt, np.random.default_rng(seed), 0.4)
+        assert window is not None
+        x1, y1, x2, y2 = window
+        assert 0 <= x1 <= x2 <= 119 and 0 <= y1 <= y2 <= 89
+        assert x2 - x1 + 1 >= 48 and y2 - y1 + 1 >= 36
+        touches = (gt[:, 2] >= x1) & (gt[:, 0] <= x2) & (gt[:, 3] >= y1) & (gt[:, 1] <= y2)
+        inside = np.all((centres >= [x1, y1]) & (centres <= [x2, y2]), axis=1)
+        assert inside.any() and np.all(inside | ~touches)
+
+
 def make_roidb(tmp_path, count=4):
     roidb = []
     for k in range(count):
@@ -141,6 +186,53 @@ def test_load_example_distorts_colours_only(tmp_path):
         np.testing.assert_array_equal(b[0], c[0])  # reproducible from the seed
         changed += not np.array_equal(a[0], b[0])
     assert changed >= 4  # a grey image shows brightness and contrast only (p = 3 / 4)
+
+
+def test_load_example_crops_image_and_rois_together(tmp_path):
+    width, height = 100, 60
+    x, y = np.meshgrid(np.arange(width), np.arange(height))
+    pixels = np.stack([x, y, np.zeros_like(x)], axis=-1).astype(np.uint8)  # R = x, G = y
+    path = tmp_path / "ramp.png"
+    Image.fromarray(pixels).save(path)
+    rec = ImageRecord.create("ramp", path, width, height, [[40, 20, 59, 39]], [1])
+    xy = np.random.default_rng(0).uniform(0, 60, size=(80, 2))
+    proposals = np.concatenate([xy, xy + np.random.default_rng(1).uniform(8, 40, (80, 2))], 1)
+    entry = build_entry(rec, np.clip(proposals, 0, [width - 1, height - 1] * 2))
+    sampling = SamplingConfig(images_per_batch=1, rois_per_batch=16)
+    stats = target_stats([entry], 2)
+    config = PipelineConfig(scales=(90,), preprocessing="none", crop_probability=1.0,
+                            crop_min_scale=0.5)
+    cropped = 0
+    for seed in range(10):
+        image, rois, labels, _, _, sample_w = load_example(
+            entry, np.random.default_rng(seed), sampling, config, stats)
+        draws = np.random.default_rng(seed)  # the draws of load_example, in order
+        flipped = draws.random() < 0.5
+        draws.integers(1), draws.random()
+        x1, y1, x2, y2 = transforms.random_crop_window(width, height, rec.boxes, draws, 0.5)
+        cropped += (x2 - x1 + 1, y2 - y1 + 1) != (width, height)
+        scale = 90 / min(x2 - x1 + 1, y2 - y1 + 1)
+        expected = pixels[y1:y2 + 1, x1:x2 + 1, ::-1]  # BGR, as read
+        expected = transforms.resize(np.ascontiguousarray(
+            expected[:, ::-1] if flipped else expected), scale)
+        np.testing.assert_array_equal(image, transforms.preprocess(expected, "none"))
+        gt = np.clip([40 - x1, 20 - y1, 59 - x1, 39 - y1], 0, [x2 - x1, y2 - y1] * 2)
+        if flipped:
+            gt[[0, 2]] = (x2 - x1) - gt[[2, 0]]
+        real = rois[sample_w > 0]
+        foreground = real[labels[sample_w > 0] == 1] / scale
+        assert len(foreground) and (iou_matrix(foreground, gt[None]) >= 0.5 - 1e-4).all()
+        assert (real >= 0).all()
+        assert (real[:, 2] <= image.shape[1] - 1 + 1e-3).all()
+        assert (real[:, 3] <= image.shape[0] - 1 + 1e-3).all()
+    assert cropped >= 8
+
+
+def test_crop_settings_are_checked():
+    with pytest.raises(ValueError, match="crop_probability"):
+        PipelineConfig(crop_probability=1.5)
+    with pytest.raises(ValueError, match="crop_min_scale"):
+        PipelineConfig(crop_min_scale=0.0)
 
 
 def first_batches(roidb, stats, seed, count=3):

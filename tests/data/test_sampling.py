@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from keras_frcnn.data.records import DatasetError, Dataset, ImageRecord
-from keras_frcnn.data.roidb import TargetStats, build_entry, build_roidb, target_stats
+from keras_frcnn.data.roidb import (TargetStats, build_entry, build_roidb, crop_entry,
+                                   target_stats)
 from keras_frcnn.data.sampling import SamplingConfig, sample_rois, trainable_entries
 
 GT = [[0, 0, 9, 9]]  # 10 x 10 = 100 pixels, class 1
@@ -74,6 +75,34 @@ def test_sampling_fg_fraction_and_no_replacement(rng):
     np.testing.assert_array_equal(sample.rois, again.rois)  # same seed, same draw
     other = sample_rois(entry, np.random.default_rng(2), config, unit_stats())
     assert not np.array_equal(sample.rois, other.rois)
+
+
+def test_crop_entry_hand_worked():
+    # GT A (centre 24.5, 29.5) lies in the crop x 20..69, y 0..59; GT B (centre 84.5) does not.
+    rec = record(boxes=[[10, 10, 39, 49], [70, 5, 99, 30]], classes=(1, 2), width=100,
+                 height=80)
+    proposals = [[15, 10, 44, 49],  # -> (0, 10, 24, 49): 800 / 1000 = IoU 0.8 with A
+                 [69, 0, 90, 20],   # -> (49, 0, 49, 20): 1 pixel wide, dropped
+                 [80, 60, 95, 79],  # outside the crop, dropped
+                 [30, 50, 60, 70]]  # -> (10, 50, 40, 59): IoU 0
+    cropped = crop_entry(build_entry(rec, proposals), (20, 0, 69, 59))
+    assert (cropped.record.width, cropped.record.height) == (50, 60)
+    assert cropped.record.image_path == rec.image_path
+    np.testing.assert_array_equal(cropped.record.boxes, [[0, 10, 19, 49]])
+    np.testing.assert_array_equal(cropped.boxes, [[0, 10, 19, 49], [0, 10, 24, 49],
+                                                  [10, 50, 40, 59]])
+    np.testing.assert_array_equal(cropped.gt_classes, [1, 0, 0])
+    np.testing.assert_allclose(cropped.max_overlaps, [1.0, 0.8, 0.0])
+    np.testing.assert_array_equal(cropped.max_classes, [1, 1, 0])
+    # P (0, 10, 24, 49): w 25, centre x 12.5; G (0, 10, 19, 49): w 20, centre x 10.
+    np.testing.assert_allclose(cropped.targets[1], [-0.1, 0, np.log(20 / 25), 0], atol=1e-6)
+
+
+def test_crop_entry_keeps_difficult_gt_taken_in():
+    rec = record(boxes=[[0, 0, 9, 9], [20, 20, 29, 29]], classes=(1, 2), difficult=(False, True))
+    assert crop_entry(build_entry(rec, PROPOSALS), (0, 0, 49, 49)).num_gt == 1
+    kept = crop_entry(build_entry(rec, PROPOSALS, use_difficult=True), (0, 0, 49, 49))
+    np.testing.assert_array_equal(kept.gt_classes[:2], [1, 2])
 
 
 def test_flipped_sample_mirrors_rois_and_negates_tx():
