@@ -11,8 +11,9 @@ Each element is one minibatch of N images and R RoIs:
 
 Order and randomness: epoch e visits the images in the permutation drawn from
 (seed, e); the image at position p of epoch e is flipped, scaled, cropped (when
-crop_probability > 0) and sampled with a generator seeded by (seed, e, p). Elements are produced in parallel but
-in order, so a run is reproducible regardless of the number of threads.
+crop_probability > 0) and sampled with a generator seeded by (seed, e, p).
+Elements are produced in parallel but in order, so a run is reproducible
+regardless of the number of threads.
 Under tf.distribute, pass the InputContext (``distribute_datasets_from_function``):
 each input pipeline takes every k-th image of the stream and builds batches of
 the per-replica size.

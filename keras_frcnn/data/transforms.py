@@ -29,14 +29,14 @@ def resize(image, scale):
 
 
 def random_crop_window(width, height, gt_boxes, rng, min_scale, max_tries=50):
-    """A crop of a ``width`` x ``height`` image that cuts no object to less than half:
+    """A crop of a ``width`` x ``height`` image that cuts no object through its centre:
     (x1, y1, x2, y2), 0-based inclusive, or None when ``max_tries`` draws all fail.
 
     Each try draws the crop's width and height as fractions U(min_scale, 1) of the image's
     (rounded, at least 1 pixel) and its corner uniformly over the positions that fit. A try
     is accepted when every ground-truth box that overlaps the crop has its centre inside
-    it (so it keeps at least half its width and height) and, if the image has objects,
-    at least one of them does.
+    it (so it keeps at least half its width and height, or the crop's whole width or
+    height) and, if the image has objects, at least one of them does.
     """
     gt_boxes = np.asarray(gt_boxes, np.float64).reshape(-1, 4)
     centres = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2
