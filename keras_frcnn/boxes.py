@@ -88,6 +88,17 @@ def clip(boxes, width, height):
     return boxes
 
 
+def in_window(boxes, window):
+    """([n] touches, [n] centre inside): which [n, 4] boxes overlap the inclusive ``window``
+    (x1, y1, x2, y2) and which have their centre in it."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    x1, y1, x2, y2 = window
+    touches = (boxes[:, 2] >= x1) & (boxes[:, 0] <= x2) & (boxes[:, 3] >= y1) & (boxes[:, 1] <= y2)
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    inside = np.all((centres >= [x1, y1]) & (centres <= [x2, y2]), axis=1)
+    return touches, inside
+
+
 def flip_horizontally(boxes, width):
     """[n, 4 * K] boxes of the mirrored image: ``x1' = W - x2 - 1``, ``x2' = W - x1 - 1``."""
     boxes = np.array(boxes, copy=True)

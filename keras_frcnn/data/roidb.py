@@ -74,12 +74,9 @@ def crop_entry(entry, window, min_size=2, bbox_threshold=BBOX_THRESHOLD):
     def shift_and_clip(boxes):
         return box_ops.clip(boxes - np.array([x1, y1, x1, y1], np.float32), width, height)
 
-    centres = (entry.boxes[:, :2] + entry.boxes[:, 2:]) / 2
-    kept_gt = gt & np.all((centres >= [x1, y1]) & (centres <= [x2, y2]), axis=1)
-    proposals = entry.boxes[~gt]
-    overlapping = ((proposals[:, 2] >= x1) & (proposals[:, 0] <= x2)
-                   & (proposals[:, 3] >= y1) & (proposals[:, 1] <= y2))
-    proposals = shift_and_clip(proposals[overlapping])
+    touches, inside = box_ops.in_window(entry.boxes, (x1, y1, x2, y2))
+    kept_gt = gt & inside
+    proposals = shift_and_clip(entry.boxes[~gt & touches])
     w, h = box_ops.widths_heights(proposals)
     proposals = proposals[(w >= min_size) & (h >= min_size)]
     record = dataclasses.replace(

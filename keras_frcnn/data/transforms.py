@@ -9,6 +9,8 @@ target size per image from a list.
 import cv2
 import numpy as np
 
+from keras_frcnn.boxes import in_window
+
 # The release's PIXEL_MEANS (BGR), subtracted from BGR images for the Caffe-trained nets.
 PIXEL_MEANS_BGR = np.array([102.9801, 115.9465, 122.7717], np.float32)
 PREPROCESSING = ("caffe", "tf", "none")
@@ -38,19 +40,14 @@ def random_crop_window(width, height, gt_boxes, rng, min_scale, max_tries=50):
     it (so it keeps at least half its width and height, or the crop's whole width or
     height) and, if the image has objects, at least one of them does.
     """
-    gt_boxes = np.asarray(gt_boxes, np.float64).reshape(-1, 4)
-    centres = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2
     for _ in range(max_tries):
         w = max(1, int(round(rng.uniform(min_scale, 1.0) * width)))
         h = max(1, int(round(rng.uniform(min_scale, 1.0) * height)))
         x1, y1 = int(rng.integers(width - w + 1)), int(rng.integers(height - h + 1))
-        x2, y2 = x1 + w - 1, y1 + h - 1
-        overlaps = ((gt_boxes[:, 2] >= x1) & (gt_boxes[:, 0] <= x2)
-                    & (gt_boxes[:, 3] >= y1) & (gt_boxes[:, 1] <= y2))
-        inside = ((centres[:, 0] >= x1) & (centres[:, 0] <= x2)
-                  & (centres[:, 1] >= y1) & (centres[:, 1] <= y2))
-        if np.all(inside | ~overlaps) and (inside.any() or not len(gt_boxes)):
-            return x1, y1, x2, y2
+        window = (x1, y1, x1 + w - 1, y1 + h - 1)
+        touches, inside = in_window(gt_boxes, window)
+        if np.all(inside | ~touches) and (inside.any() or not len(inside)):
+            return window
     return None
 
 
