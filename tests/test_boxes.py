@@ -49,6 +49,20 @@ def test_flip_and_clip():
     np.testing.assert_array_equal(boxes.clip(np.array([[-5, -1, 120, 50]]), 100, 40), [[0, 0, 99, 39]])
 
 
+def test_in_window_hand_worked():
+    window = (10, 10, 19, 19)  # inclusive pixels
+    b = [[0, 0, 9, 9],      # ends one pixel before the window: no contact
+         [0, 0, 10, 10],    # shares pixel (10, 10), centre (5, 5) outside
+         [12, 12, 14, 30],  # centre (13, 21) below the window
+         [5, 5, 25, 25],    # covers the window, centre (15, 15) inside
+         [19, 19, 19, 19]]  # the window's last pixel
+    touches, inside = boxes.in_window(b, window)
+    np.testing.assert_array_equal(touches, [False, True, True, True, True])
+    np.testing.assert_array_equal(inside, [False, False, False, True, True])
+    touches, inside = boxes.in_window(np.zeros((0, 4)), window)
+    assert touches.shape == inside.shape == (0,)
+
+
 def test_invalid_box_reasons():
     assert boxes.invalid_box_reason([0, 0, 99, 39], 100, 40) is None
     assert "x2 < x1" in boxes.invalid_box_reason([5, 0, 4, 9], 100, 40)

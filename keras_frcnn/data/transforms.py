@@ -9,7 +9,7 @@ target size per image from a list.
 import cv2
 import numpy as np
 
-from keras_frcnn.boxes import in_window
+from keras_frcnn import boxes as box_ops
 
 # The release's PIXEL_MEANS (BGR), subtracted from BGR images for the Caffe-trained nets.
 PIXEL_MEANS_BGR = np.array([102.9801, 115.9465, 122.7717], np.float32)
@@ -45,7 +45,7 @@ def random_crop_window(width, height, gt_boxes, rng, min_scale, max_tries=50):
         h = max(1, int(round(rng.uniform(min_scale, 1.0) * height)))
         x1, y1 = int(rng.integers(width - w + 1)), int(rng.integers(height - h + 1))
         window = (x1, y1, x1 + w - 1, y1 + h - 1)
-        touches, inside = in_window(gt_boxes, window)
+        touches, inside = box_ops.in_window(gt_boxes, window)
         if np.all(inside | ~touches) and (inside.any() or not len(inside)):
             return window
     return None
