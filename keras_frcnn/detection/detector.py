@@ -44,7 +44,8 @@ from keras_frcnn import boxes as box_ops
 from keras_frcnn.data import transforms
 from keras_frcnn.data.images import read_image_bgr
 from keras_frcnn.detection.postprocess import (Detections, PostprocessConfig, apply_set_cap,
-                                               make_postprocess)
+                                               frcnn_candidates, make_postprocess,
+                                               set_cap_thresholds, soft_nms_candidates)
 from keras_frcnn.ops.roi_pool_composite import round_half_away_from_zero
 
 logger = logging.getLogger("keras_frcnn.detection")
@@ -229,9 +230,11 @@ class Detector:
         if progress:
             from tqdm import tqdm
             bar = tqdm(total=len(records), desc="detecting", unit="image")
-        results, candidate_scores = {}, []
+        results, candidate_scores, pending = {}, [], {}
         network_seconds = 0.0
-        cap = self.config.postprocess.mode == "frcnn"
+        post = self.config.postprocess
+        cap = post.mode == "frcnn"
+        defer = cap and post.soft_nms_sigma > 0  # Soft-NMS after the set cap (below)
         for record, (images, rois, inverse) in zip(records, stream):
             boxes = np.asarray(proposals[record.image_id], np.float32).reshape(-1, 4)
             start = time.perf_counter()
@@ -242,18 +245,32 @@ class Detector:
                 scores, deltas = self._raw(images, rois, inverse.numpy())
                 decoded, scores = self._outputs(boxes, scores, deltas, record.width,
                                                 record.height)
-                results[record.image_id] = self._finish(decoded, scores)
+                if defer:
+                    results[record.image_id] = None  # keeps the records' order
+                    pending[record.image_id] = frcnn_candidates(decoded, scores,
+                                                                post.max_per_class)
+                else:
+                    results[record.image_id] = self._finish(decoded, scores)
                 if cap:  # the per-class candidates of mode frcnn: top max_per_class scores
-                    candidate_scores.append(
-                        np.sort(scores, axis=0)[-self.config.postprocess.max_per_class:])
+                    candidate_scores.append(np.sort(scores, axis=0)[-post.max_per_class:])
             network_seconds += time.perf_counter() - start
             if bar is not None:
                 bar.update(1)
         if bar is not None:
             bar.close()
-        if cap:
-            results = apply_set_cap(results, candidate_scores,
-                                    self.config.postprocess.max_per_set_factor)
+        if defer and candidate_scores:
+            # The release thresholds the candidates, then suppresses. After hard NMS
+            # the order does not matter; Soft-NMS lowers scores, so the candidates are
+            # thresholded first and the survivors keep their decayed scores.
+            start = time.perf_counter()
+            thresholds = set_cap_thresholds(candidate_scores, len(results),
+                                            post.max_per_set_factor)
+            for image_id, candidates in pending.items():
+                results[image_id] = soft_nms_candidates(candidates, thresholds,
+                                                        post.soft_nms_sigma)
+            network_seconds += time.perf_counter() - start
+        elif cap:
+            results = apply_set_cap(results, candidate_scores, post.max_per_set_factor)
         timing = {"images": len(records),
                   "network_seconds_per_image": network_seconds / max(len(records), 1)}
         return results, timing

@@ -10,7 +10,7 @@ Modes (DESIGN.md section 3, Detection):
   "frcnn"    the release's test_net: per class the top ``max_per_class`` (100)
              RoIs by score, then NMS at 0.3. ``detect_dataset`` adds the
              release's dataset-level cap (``max_per_set``: 40 detections per
-             image and class over the set, applied as a score threshold).
+             image and class over the set, a score threshold on the candidates).
   "default"  scores > 0.05, NMS at 0.3 per class, at most 100 detections per
              image (the highest scores).
 
@@ -163,23 +163,69 @@ def make_postprocess(num_classes, config=PostprocessConfig()):
     return postprocess
 
 
-def apply_set_cap(detections, candidate_scores, factor=40):
-    """The release's dataset-level cap of mode "frcnn".
-
-    Per class, the threshold is the (factor * num_images)-th highest of the
-    pre-NMS candidate scores of all images (``candidate_scores``: one
-    [n_i, K + 1] array per image, column k the candidates of class k);
-    detections at or below it are dropped (the release keeps scores >
-    threshold). Filtering after NMS equals filtering before it, since a box is
-    only ever suppressed by higher-scoring ones.
+def set_cap_thresholds(candidate_scores, num_images, factor=40):
+    """Per column (class) the score a detection must exceed under the release's
+    dataset-level cap of mode "frcnn": the (factor * num_images)-th highest of the
+    pre-NMS candidate scores of all images (``candidate_scores``: one [n_i, K + 1]
+    array per image, column k the candidates of class k), -inf where there are
+    no more candidates than that; -inf for background. The release keeps scores
+    > threshold.
     """
-    if not candidate_scores:
-        return detections
-    cap = factor * len(detections)
+    cap = factor * num_images
     scores = np.concatenate(candidate_scores, axis=0)
     thresholds = np.full(scores.shape[1], -np.inf)
     if len(scores) > cap:
         thresholds = np.partition(scores, len(scores) - cap, axis=0)[len(scores) - cap]
         thresholds[0] = -np.inf  # background: never a detection class
+    return thresholds
+
+
+def apply_set_cap(detections, candidate_scores, factor=40):
+    """The release's dataset-level cap of mode "frcnn" after NMS.
+
+    Detections at or below their class's threshold (set_cap_thresholds) are
+    dropped. The release filters the candidates before NMS; filtering after NMS
+    equals that, since a box is only ever suppressed by higher-scoring ones and
+    keeps its score. Not so after Soft-NMS, which lowers scores: there the
+    Detector filters the candidates first (frcnn_candidates, soft_nms_candidates).
+    """
+    if not candidate_scores:
+        return detections
+    thresholds = set_cap_thresholds(candidate_scores, len(detections), factor)
     return {image_id: dets.select(dets.scores > thresholds[dets.classes])
             for image_id, dets in detections.items()}
+
+
+def frcnn_candidates(boxes, scores, max_per_class=100):
+    """Mode "frcnn"'s candidates of one image, kept for a later Soft-NMS.
+
+    boxes [n, 4K], scores [n, K + 1] arrays -> per class k = 1..K a pair (boxes
+    [c, 4], scores [c]) of its ``max_per_class`` highest-scoring rows in score
+    order (ties: the lower row first, as ``tf.math.top_k``), c <= max_per_class.
+    """
+    out = []
+    for k in range(1, scores.shape[1]):
+        order = np.argsort(-scores[:, k], kind="stable")[:max_per_class]
+        out.append((boxes[order, 4 * (k - 1):4 * k], scores[order, k]))
+    return out
+
+
+def soft_nms_candidates(candidates, thresholds, sigma):
+    """Detections of one image from its frcnn_candidates: per class the candidates
+    scoring above ``thresholds[k]`` (the set cap, as the release filters before
+    NMS), then Soft-NMS with floor 0, as mode "frcnn" does; ordered by class,
+    then selection order, like postprocess_detections."""
+    out_boxes, out_scores, out_classes = [], [], []
+    for k, (class_boxes, class_scores) in enumerate(candidates, start=1):
+        above = class_scores > thresholds[k]
+        class_boxes, class_scores = class_boxes[above], class_scores[above]
+        if len(class_scores):
+            keep, decayed = soft_nms(class_boxes, class_scores, sigma, 0.0)
+            class_boxes, class_scores = class_boxes[keep.numpy()], decayed.numpy()
+        out_boxes.append(np.asarray(class_boxes, np.float32).reshape(-1, 4))
+        out_scores.append(np.asarray(class_scores, np.float32))
+        out_classes.append(np.full(len(class_scores), k, np.int32))
+    if not out_boxes:
+        return Detections.empty()
+    return Detections(np.concatenate(out_boxes), np.concatenate(out_scores),
+                      np.concatenate(out_classes))

@@ -1,11 +1,14 @@
 """The detector: pyramid assignment, exact de-duplication, decoding and clipping."""
 
+import cv2
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from keras_frcnn import boxes as box_ops
 from keras_frcnn.data import transforms
+from keras_frcnn.data.records import Dataset, ImageRecord
 from keras_frcnn.detection import Detector, DetectorConfig, PostprocessConfig, pyramid_levels
 from keras_frcnn.detection.detector import empty_rois, feature_cells
 from keras_frcnn.model.fast_rcnn import FastRCNN
@@ -13,6 +16,7 @@ from keras_frcnn.model.fast_rcnn import FastRCNN
 
 @pytest.fixture(scope="module")
 def model():
+    keras.utils.set_random_seed(0)  # the other layers' initialisers: same model every run
     keras_model = FastRCNN(num_classes=3, backbone="small", dropout=0.0)
     rng = np.random.default_rng(0)
     layer = keras_model.get_layer("bbox_pred")
@@ -195,3 +199,66 @@ def test_flip_test_is_mirror_symmetric(model):
     ia, ib = key(a, a.boxes), key(b, mirrored)
     np.testing.assert_allclose(a.boxes[ia], mirrored[ib], atol=1e-3)
     np.testing.assert_allclose(a.scores[ia], b.scores[ib], rtol=1e-5, atol=1e-6)
+
+
+def _tiny_dataset(tmp_path, count=3):
+    records, proposals = [], {}
+    for i in range(count):
+        image, boxes = image_and_proposals(seed=10 + i)
+        path = tmp_path / f"im{i}.png"
+        cv2.imwrite(str(path), image)
+        records.append(ImageRecord.create(f"im{i}", str(path), image.shape[1], image.shape[0]))
+        proposals[f"im{i}"] = boxes
+    return Dataset("tiny", ("a", "b"), tuple(records)), proposals
+
+
+def test_detect_dataset_with_soft_nms_and_no_set_cap_equals_detect(model, tmp_path):
+    dataset, proposals = _tiny_dataset(tmp_path)
+    post = PostprocessConfig(mode="frcnn", soft_nms_sigma=0.5, max_per_class=20)
+    detector = Detector(model, DetectorConfig(scales=(72,), preprocessing="tf",
+                                              postprocess=post))
+    results, _ = detector.detect_dataset(dataset, proposals, progress=False)
+    assert list(results) == ["im0", "im1", "im2"]
+    for record in dataset.records:  # 3 x 20 candidates per class, under 40 x 3: no cap
+        alone = detector.detect(cv2.imread(record.image_path), proposals[record.image_id])
+        np.testing.assert_array_equal(results[record.image_id].classes, alone.classes)
+        np.testing.assert_allclose(results[record.image_id].scores, alone.scores, rtol=1e-6)
+        np.testing.assert_allclose(results[record.image_id].boxes, alone.boxes, rtol=1e-6)
+
+
+def test_set_cap_with_soft_nms_thresholds_the_candidates_first(model, tmp_path):
+    # 3 images x 20 candidates per class; factor 2 -> per class the threshold is the 6th
+    # best of the 60 candidate scores and the release keeps scores above it: 5 per class
+    # (fewer where candidates tie with the 6th), however much Soft-NMS then lowers their
+    # scores (floor 0 in mode frcnn). They are what the hard-NMS path keeps when NMS
+    # suppresses nothing (threshold 1), with scores no higher.
+    dataset, proposals = _tiny_dataset(tmp_path)
+
+    def detector(**kwargs):
+        post = PostprocessConfig(mode="frcnn", max_per_class=20, max_per_set_factor=2,
+                                 **kwargs)
+        return Detector(model, DetectorConfig(scales=(72,), preprocessing="tf",
+                                              postprocess=post))
+
+    def run(**kwargs):
+        return detector(**kwargs).detect_dataset(dataset, proposals, progress=False)[0]
+
+    # The candidates: detect() on one image has no set cap; NMS 1.0 keeps all 20.
+    uncapped = [detector(nms_threshold=1.0).detect(cv2.imread(r.image_path),
+                                                   proposals[r.image_id])
+                for r in dataset.records]
+    soft, kept = run(soft_nms_sigma=0.5), run(nms_threshold=1.0)
+    classes = np.concatenate([d.classes for d in soft.values()])
+    for k in (1, 2):
+        candidates = np.concatenate([d.scores[d.classes == k] for d in uncapped])
+        assert len(candidates) == 60
+        expected = np.count_nonzero(candidates > np.sort(candidates)[-6])
+        assert 3 <= expected <= 5 and np.count_nonzero(classes == k) == expected
+    for image_id, dets in soft.items():
+        for k in (1, 2):
+            ours, theirs = dets.select(dets.classes == k), kept[image_id].select(
+                kept[image_id].classes == k)
+            order = np.lexsort(ours.boxes.T)
+            expected = np.lexsort(theirs.boxes.T)
+            np.testing.assert_array_equal(ours.boxes[order], theirs.boxes[expected])
+            assert np.all(ours.scores[order] <= theirs.scores[expected] * (1 + 1e-6))

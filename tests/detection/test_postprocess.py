@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from keras_frcnn.detection import PostprocessConfig, make_postprocess, nms
-from keras_frcnn.detection.postprocess import Detections, apply_set_cap, soft_nms
+from keras_frcnn.detection.postprocess import (Detections, apply_set_cap, frcnn_candidates,
+                                               set_cap_thresholds, soft_nms,
+                                               soft_nms_candidates)
 
 
 def test_nms_uses_plus_one_areas_and_suppresses_only_above_the_threshold():
@@ -119,6 +121,53 @@ def test_set_cap_drops_scores_at_or_below_the_cap_th_best():
     pre = [np.array([[0, 0.4], [0, 0.9]], np.float32), np.array([[0, 0.6], [0, 0.2]], np.float32)]
     capped = apply_set_cap(dets, pre, factor=1)
     assert capped["a"].scores.tolist() == pytest.approx([0.9]) and len(capped["b"]) == 0
+
+
+def test_set_cap_comes_before_soft_nms_as_the_release_filters_before_nms():
+    # Image a: A = [0, 0, 9, 9] (0.9) and B = [0, 2, 9, 11] (0.8) overlap by 80 / 120 = 2/3
+    # (+1 areas). Image b: three disjoint boxes, 0.7, 0.5 and 0.3. Factor 2, two images:
+    # five candidates, keep those > the 4th best, 0.5. B passes; Soft-NMS (sigma 0.5) then
+    # decays it to 0.8 exp(-(4/9) / 0.5) = 0.329, below 0.5, yet it stays: the threshold
+    # applies to candidates, as the release thresholds before NMS. Thresholding the decayed
+    # score (apply_set_cap) would drop it.
+    boxes_a = np.array([[0, 0, 9, 9], [0, 2, 9, 11]], np.float32)
+    scores_a = np.array([[0.1, 0.9], [0.2, 0.8]], np.float32)
+    boxes_b = np.array([[0, 0, 9, 9], [20, 20, 29, 29], [40, 40, 49, 49]], np.float32)
+    scores_b = np.array([[0.3, 0.7], [0.5, 0.5], [0.7, 0.3]], np.float32)
+    thresholds = set_cap_thresholds([scores_a, scores_b], 2, factor=2)
+    assert thresholds.tolist() == [-np.inf, pytest.approx(0.5)]
+    a = soft_nms_candidates(frcnn_candidates(boxes_a, scores_a), thresholds, 0.5)
+    b = soft_nms_candidates(frcnn_candidates(boxes_b, scores_b), thresholds, 0.5)
+    np.testing.assert_allclose(a.scores, [0.9, 0.8 * np.exp(-(4 / 9) / 0.5)], rtol=1e-6)
+    np.testing.assert_array_equal(a.boxes, boxes_a)
+    assert a.classes.tolist() == [1, 1]
+    assert b.scores.tolist() == pytest.approx([0.7]) and b.boxes.tolist() == [[0, 0, 9, 9]]
+    dets = {"a": a, "b": b}
+    assert len(apply_set_cap(dets, [scores_a, scores_b], factor=2)["a"]) == 1
+
+
+def test_soft_nms_candidates_without_a_cap_equal_mode_frcnn():
+    # 80 overlapping random boxes per class, more than max_per_class.
+    rng = np.random.default_rng(3)
+    corner = rng.uniform(0, 40, (80, 2, 2))
+    boxes = np.concatenate([corner, corner + rng.uniform(5, 30, (80, 2, 2))], axis=2)
+    boxes = boxes.reshape(80, 8).astype(np.float32)
+    scores = rng.dirichlet(np.ones(3), 80).astype(np.float32)
+    config = PostprocessConfig(mode="frcnn", soft_nms_sigma=0.3, max_per_class=50)
+    b, s, c = make_postprocess(3, config)(boxes, scores)
+    no_cap = np.full(3, -np.inf)
+    dets = soft_nms_candidates(frcnn_candidates(boxes, scores, 50), no_cap, 0.3)
+    np.testing.assert_array_equal(dets.classes, c.numpy())
+    np.testing.assert_allclose(dets.scores, s.numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(dets.boxes, b.numpy())
+
+
+def test_frcnn_candidates_take_the_top_rows_per_class_ties_lower_row_first():
+    boxes = np.arange(4 * 8, dtype=np.float32).reshape(4, 8)
+    scores = np.array([[0, 0.2, 0.5], [0, 0.6, 0.5], [0, 0.2, 0.1], [0, 0.9, 0.0]], np.float32)
+    (b1, s1), (b2, s2) = frcnn_candidates(boxes, scores, max_per_class=3)
+    assert s1.tolist() == pytest.approx([0.9, 0.6, 0.2]) and b1[:, 0].tolist() == [24, 8, 0]
+    assert s2.tolist() == pytest.approx([0.5, 0.5, 0.1]) and b2[:, 0].tolist() == [4, 12, 20]
 
 
 def test_bad_config_is_an_error():
