@@ -63,6 +63,14 @@ def get_config():
     # A third fold, checked afterwards, prefers NMS 0.5 (75.3 against 76.7); over the three
     # folds sigma 0.3 is still the best mean (80.9 against 77.8 for NMS 0.5, re-scored).
     config.test.soft_nms_sigma = 0.3
+    # Mode "default" with scores > 0.001 (at most 100 per image) instead of the release's
+    # mode "frcnn": its dataset-level cap (40 pre-NMS candidates per image over the split)
+    # is spent here on the dozens of overlapping proposals around each kangaroo, so it kept
+    # 3-4 detections per image (scores above 0.07-0.24) and cut the low-scoring animals.
+    # Chosen on seven validation models of folds 0 / 1 (every one gains, +0.4 to +1.6,
+    # mean +0.9; docs/benchmarks.md), without the test photos.
+    config.test.mode = "default"
+    config.test.score_threshold = 0.001
     # Average the mirrored image in at test time (not in the paper; docs/evaluation.md).
     # Chosen on a validation split (dataset.val_fraction 0.2: trained on 105 photos, AP on
     # the other 26 training photos 82.7 -> 87.1), not on the test photos; it doubles the

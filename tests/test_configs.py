@@ -65,6 +65,9 @@ def test_test_section_reaches_the_detector():
     assert detector_config(base_config()).flip is False  # the paper's test by default
     assert detector.postprocess.soft_nms_sigma == 0.3  # chosen on validation folds
     assert detector_config(base_config()).postprocess.soft_nms_sigma == 0.0  # the paper's NMS
+    assert detector.postprocess.mode == "default"  # no set cap (configs/kangaroo.py)
+    assert detector.postprocess.score_threshold == 0.001
+    assert detector_config(base_config()).postprocess.mode == "frcnn"  # the release's
     config.test.flip = False
     config.test.scales = (480, 600)
     config.test.soft_nms_sigma = 0.5
