@@ -191,8 +191,11 @@ def main():
         f"{tuple(config.pipeline.scales)} (longest side at most {config.pipeline.max_size}), "
         f"flips, test scale {tuple(config.test.scales)}"
         f"{' with the mirrored image averaged in (test.flip)' if config.test.flip else ''}, "
-        + (f"Soft-NMS (sigma {soft}); " if soft else
-           f"NMS at IoU {config.test.nms_threshold}; ") +
+        + (f"Soft-NMS (sigma {soft}), " if soft else
+           f"NMS at IoU {config.test.nms_threshold}, ") +
+        (f"post-processing mode `default` (scores above {config.test.score_threshold}, at "
+         "most 100 detections per image); " if config.test.mode == "default" else
+         "post-processing mode `frcnn` (the release's: top 100 per class, set cap); ") +
         f"frozen: {', '.join(config.model.frozen or ()) or 'nothing'}. One training run per "
         f"seed (`train.seed`: initial weights and dropout; the data stream is the same).", "",
         "```", *commands, "```", "",
