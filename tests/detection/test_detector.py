@@ -244,8 +244,8 @@ def test_set_cap_with_soft_nms_thresholds_the_candidates_first(model, tmp_path):
         return detector(**kwargs).detect_dataset(dataset, proposals, progress=False)[0]
 
     # The candidates: detect() on one image has no set cap; NMS 1.0 keeps all 20.
-    uncapped = [detector(nms_threshold=1.0).detect(cv2.imread(r.image_path),
-                                                   proposals[r.image_id])
+    single = detector(nms_threshold=1.0)
+    uncapped = [single.detect(cv2.imread(r.image_path), proposals[r.image_id])
                 for r in dataset.records]
     soft, kept = run(soft_nms_sigma=0.5), run(nms_threshold=1.0)
     classes = np.concatenate([d.classes for d in soft.values()])
