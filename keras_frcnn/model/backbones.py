@@ -13,17 +13,32 @@ preprocessing of data/transforms.py, and the layers frozen by default.
   mobilenet_v2     -      block_13, 576  16     7x7    1024/1024   BatchNorm statistics
   small            -      conv4, 128     8      7x7    256/256     -
 
-Weights: None (random), "imagenet" (keras.applications, VGG16 and MobileNetV2
-only; downloaded and cached by Keras, and for VGG16 its fc1/fc2 initialise
-fc6/fc7), or the path of a weights file for the backbone's base model (e.g.
-../shared/weights/mobilenet_v2_1.0_224_from_coral_quant.weights.h5, which
-loads into ``MobileNetV2(include_top=False, weights=None)``).
+Geometry. The Caffe nets are built from ``PROTOTXT``, the conv, max-pool and
+LRN layers of the release's models/<net>/train.prototxt (kernel, stride, pad,
+groups, LRN parameters). Caffe rounds convolution sizes down and pooling sizes
+up, so VGG16's conv5_3 is 38x63 at 600x1000 as in the release (Keras' pooling
+would give 37x62); ``feature_shape`` gives any backbone's feature-map size.
+VGG16 keeps keras.applications' layer names (block1_conv1 ... block5_conv3).
+
+Weights (``build_backbone(name, weights)``):
+  None        random (Keras' default initialisers).
+  "imagenet"  keras.applications, vgg16 and mobilenet_v2 only (downloaded and
+              cached by Keras); VGG16's fc1/fc2 also initialise fc6/fc7.
+  "*.npz"     vgg16, vgg_cnn_m_1024 and caffenet: every conv layer and
+              optionally fc6/fc7, in Keras layout (``load_npz`` has the format;
+              ``caffe_to_keras`` converts pycaffe blobs to it).
+  other path  a Keras weights file, no fc6/fc7: for vgg16 and mobilenet_v2 of
+              keras.applications' model with include_top=False (e.g.
+              ../shared/weights/mobilenet_v2_1.0_224_from_coral_quant.weights.h5),
+              for the other backbones of the features model itself.
 """
 
 import dataclasses
+import re
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 
@@ -35,6 +50,67 @@ class BackboneSpec:
     fc_units: tuple
     preprocessing: str  # data.transforms.preprocess mode
     frozen_prefixes: tuple  # layer-name prefixes frozen by default
+
+
+def caffe_conv_size(size, kernel, stride=1, pad=0):
+    """Output length of a Caffe convolution over ``size`` inputs (rounded down)."""
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+def caffe_pool_size(size, kernel, stride, pad=0):
+    """Output length of Caffe's pooling over ``size`` inputs (Python ints or int tensors).
+
+    Rounded up: ceil((size + 2 pad - kernel) / stride) + 1, less one when pad > 0
+    and the last window would start in the bottom/right padding (pooling_layer.cpp).
+    """
+    out = -(-(size + 2 * pad - kernel) // stride) + 1
+    if pad == 0:
+        return out
+    starts_in_pad = (out - 1) * stride >= size + pad
+    return tf.where(starts_in_pad, out - 1, out) if tf.is_tensor(out) else out - starts_in_pad
+
+
+@keras.saving.register_keras_serializable(package="keras_frcnn")
+class CaffeMaxPooling2D(keras.layers.Layer):
+    """Caffe's max pooling: ``pad`` on every side, output size rounded up (caffe_pool_size).
+
+    Caffe's windows skip the padding and the clipped bottom/right overhang, which
+    for a max is the same as padding with -inf; every window keeps at least one
+    real pixel, so -inf never reaches the output.
+    """
+
+    def __init__(self, pool_size, strides, pad=0, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 <= pad < pool_size or not 1 <= strides <= pool_size:
+            raise ValueError(f"CaffeMaxPooling2D {kwargs.get('name')}: need 0 <= pad < pool_size "
+                             f"and 1 <= strides <= pool_size (no empty windows), got pad {pad}, "
+                             f"strides {strides}, pool_size {pool_size}")
+        self.pool_size, self.strides, self.pad = pool_size, strides, pad
+
+    def call(self, x):
+        k, s, p = self.pool_size, self.strides, self.pad
+        if p == 0 and k == s == 2:
+            # Identical and cheaper: both give ceil(H / 2) rows, and SAME pads at most one
+            # row/column at the bottom/right, which TF's max pooling ignores.
+            return tf.nn.max_pool2d(x, 2, 2, "SAME")
+        shape = tf.shape(x)
+        outs = [caffe_pool_size(shape[axis], k, s, p) for axis in (1, 2)]
+        # Enough bottom/right padding for the last window; slicing drops any extra one.
+        ends = [tf.maximum((out - 1) * s + k - shape[axis] - p, 0)
+                for out, axis in zip(outs, (1, 2))]
+        padded = tf.pad(x, [[0, 0], [p, ends[0]], [p, ends[1]], [0, 0]],
+                        constant_values=float("-inf"))
+        return tf.nn.max_pool2d(padded, k, s, "VALID")[:, :outs[0], :outs[1]]
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        size = [None if d is None else caffe_pool_size(d, self.pool_size, self.strides, self.pad)
+                for d in (h, w)]
+        return (n, *size, c)
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides,
+                "pad": self.pad}
 
 
 @keras.saving.register_keras_serializable(package="keras_frcnn")
@@ -55,35 +131,78 @@ class LocalResponseNormalization(keras.layers.Layer):
                 "beta": self.beta, "k": self.k}
 
 
-def _conv(x, filters, kernel, name, strides=1, groups=1):
-    return keras.layers.Conv2D(filters, kernel, strides=strides, padding="same", groups=groups,
-                               activation="relu", name=name)(x)
+@dataclasses.dataclass(frozen=True)
+class CaffeLayer:
+    """One layer of a prototxt: "conv" (with its ReLU), "pool" (max) or "lrn" (size = kernel)."""
+    kind: str
+    name: str
+    kernel: int
+    stride: int = 1
+    pad: int = 0
+    filters: int = 0
+    groups: int = 1
+    alpha: float = 0.0
+    beta: float = 0.75
+    k: float = 1.0
 
 
-def _pool(x, name):
-    return keras.layers.MaxPooling2D(3, 2, padding="same", name=name)(x)
+def _vgg16_layers():
+    """The prototxt's conv1_1 ... conv5_3 and pool1 ... pool4 under keras.applications' names."""
+    layers = []
+    for block, (convs, filters) in enumerate(((2, 64), (2, 128), (3, 256), (3, 512), (3, 512)), 1):
+        layers += [CaffeLayer("conv", f"block{block}_conv{i}", 3, pad=1, filters=filters)
+                   for i in range(1, convs + 1)]
+        if block < 5:  # pool5 is replaced by RoI pooling
+            layers.append(CaffeLayer("pool", f"block{block}_pool", 2, 2))
+    return tuple(layers)
 
 
-def _caffenet(images):
-    """CaffeNet (model S): AlexNet with pooling before normalisation, grouped conv2/4/5."""
-    x = _conv(images, 96, 11, "conv1", strides=4)
-    x = LocalResponseNormalization(name="norm1")(_pool(x, "pool1"))
-    x = _conv(x, 256, 5, "conv2", groups=2)
-    x = LocalResponseNormalization(name="norm2")(_pool(x, "pool2"))
-    x = _conv(x, 384, 3, "conv3")
-    x = _conv(x, 384, 3, "conv4", groups=2)
-    return _conv(x, 256, 3, "conv5", groups=2)
+def _lrn(name, alpha, k):
+    return CaffeLayer("lrn", name, 5, alpha=alpha, beta=0.75, k=k)
 
 
-def _vgg_cnn_m_1024(images):
-    """VGG_CNN_M_1024 (model M, Chatfield et al. 2014)."""
-    x = _conv(images, 96, 7, "conv1", strides=2)
-    x = _pool(LocalResponseNormalization(name="norm1")(x), "pool1")
-    x = _conv(x, 256, 5, "conv2", strides=2)
-    x = _pool(LocalResponseNormalization(name="norm2")(x), "pool2")
-    x = _conv(x, 512, 3, "conv3")
-    x = _conv(x, 512, 3, "conv4")
-    return _conv(x, 512, 3, "conv5")
+PROTOTXT = {
+    "vgg16": _vgg16_layers(),
+    # AlexNet with pooling before LRN; the release pads conv1 by 5 and pool1/pool2 by 1
+    # (the BVLC reference CaffeNet pads neither).
+    "caffenet": (
+        CaffeLayer("conv", "conv1", 11, 4, 5, filters=96),
+        CaffeLayer("pool", "pool1", 3, 2, 1), _lrn("norm1", 1e-4, 1.0),
+        CaffeLayer("conv", "conv2", 5, 1, 2, filters=256, groups=2),
+        CaffeLayer("pool", "pool2", 3, 2, 1), _lrn("norm2", 1e-4, 1.0),
+        CaffeLayer("conv", "conv3", 3, 1, 1, filters=384),
+        CaffeLayer("conv", "conv4", 3, 1, 1, filters=384, groups=2),
+        CaffeLayer("conv", "conv5", 3, 1, 1, filters=256, groups=2)),
+    # Chatfield et al. 2014: LRN before pooling, k = 2.
+    "vgg_cnn_m_1024": (
+        CaffeLayer("conv", "conv1", 7, 2, 0, filters=96), _lrn("norm1", 5e-4, 2.0),
+        CaffeLayer("pool", "pool1", 3, 2, 0),
+        CaffeLayer("conv", "conv2", 5, 2, 1, filters=256), _lrn("norm2", 5e-4, 2.0),
+        CaffeLayer("pool", "pool2", 3, 2, 0),
+        CaffeLayer("conv", "conv3", 3, 1, 1, filters=512),
+        CaffeLayer("conv", "conv4", 3, 1, 1, filters=512),
+        CaffeLayer("conv", "conv5", 3, 1, 1, filters=512)),
+}
+
+
+def _caffe_net(images, layers):
+    x = images
+    for layer in layers:
+        if layer.kind == "conv":
+            # Keras 'same' at stride 1 pads (kernel - 1) / 2 on each side, i.e. Caffe's pad;
+            # anything else gets Caffe's symmetric zero padding explicitly.
+            same = layer.stride == 1 and 2 * layer.pad == layer.kernel - 1
+            if layer.pad and not same:
+                x = keras.layers.ZeroPadding2D(layer.pad, name=f"{layer.name}_pad")(x)
+            x = keras.layers.Conv2D(layer.filters, layer.kernel, strides=layer.stride,
+                                    padding="same" if same else "valid", groups=layer.groups,
+                                    activation="relu", name=layer.name)(x)
+        elif layer.kind == "pool":
+            x = CaffeMaxPooling2D(layer.kernel, layer.stride, layer.pad, name=layer.name)(x)
+        else:
+            x = LocalResponseNormalization(layer.kernel, layer.alpha, layer.beta, layer.k,
+                                           name=layer.name)(x)
+    return x
 
 
 def _small(images):
@@ -110,21 +229,143 @@ SPECS = {
 }
 
 
+def feature_shape(name, height, width):
+    """(rows, columns) of backbone ``name``'s feature map for a ``height`` x ``width`` input.
+
+    The Caffe nets follow their prototxt layer by layer (convolutions round down,
+    max pooling up); ``small`` rounds each of its 3 halvings up, ``mobilenet_v2``
+    its first of 4 up and the others down, as Keras builds them.
+    """
+    if name not in SPECS:
+        raise ValueError(f"backbone must be one of {sorted(SPECS)}, got {name!r}")
+    size = (int(height), int(width))
+    if name not in PROTOTXT:
+        # Keras' 'same' stride-2 convs round up; MobileNetV2's strided depthwise convs,
+        # padded (0, 1) when the input size is unknown, round down.
+        for rounding in ("ceil",) * 3 if name == "small" else ("ceil", "floor", "floor", "floor"):
+            size = tuple(-(-s // 2) if rounding == "ceil" else s // 2 for s in size)
+    for layer in PROTOTXT.get(name, ()):
+        if layer.kind == "conv":
+            size = tuple(caffe_conv_size(s, layer.kernel, layer.stride, layer.pad) for s in size)
+        elif layer.kind == "pool":
+            size = tuple(caffe_pool_size(s, layer.kernel, layer.stride, layer.pad) for s in size)
+        if min(size) < 1:
+            break
+    if min(size) < 1:
+        raise ValueError(f"a {height}x{width} input is too small for backbone {name!r} (its "
+                         f"features would be {size[0]}x{size[1]}); use a larger image")
+    return size
+
+
+def caffe_to_keras(params, pooled_size):
+    """Caffe blobs -> the arrays of a weights ``.npz`` (load_npz's format).
+
+    ``params``: {Caffe layer name: (weight, bias)} as pycaffe's
+    ``net.params[name][0].data`` and ``[1].data``. Conv weights [out, in/groups,
+    kh, kw] become [kh, kw, in/groups, out]; fc weights [out, in] become [in, out],
+    and fc6's rows are reordered from Caffe's flattening of pool5 (c, h, w) to
+    ours (h, w, c). VGG16's conv{b}_{i} are renamed block{b}_conv{i}.
+    """
+    arrays = {}
+    for name, (weight, bias) in params.items():
+        weight = np.asarray(weight)
+        if weight.ndim == 4:
+            kernel = weight.transpose(2, 3, 1, 0)
+        elif name == "fc6":
+            out, inputs = weight.shape
+            channels = inputs // (pooled_size * pooled_size)
+            if channels * pooled_size * pooled_size != inputs:
+                raise ValueError(f"fc6 has {inputs} inputs, not channels x {pooled_size} x "
+                                 f"{pooled_size}; pass the backbone's pooled_size")
+            kernel = (weight.reshape(out, channels, pooled_size, pooled_size)
+                      .transpose(2, 3, 1, 0).reshape(inputs, out))
+        else:
+            kernel = weight.T
+        name = re.sub(r"^conv(\d)_(\d)$", r"block\1_conv\2", name)
+        arrays[f"{name}/kernel"], arrays[f"{name}/bias"] = kernel, np.asarray(bias).reshape(-1)
+    return arrays
+
+
+def load_npz(model, path, spec):
+    """Loads a weights ``.npz`` into the features ``model``; returns fc_init or None.
+
+    The file holds float arrays in Keras layout named "<layer>/kernel" and
+    "<layer>/bias": for every Conv2D layer of ``model`` (conv1 ... conv5, or
+    VGG16's block1_conv1 ... block5_conv3), kernels [kh, kw, in/groups, out]
+    with conv1's input channels in BGR order (the "caffe" preprocessing); and
+    optionally for both fc6 and fc7, kernels [in, out], where fc6's rows follow
+    our Flatten of the pooled [P, P, C] map: row (h * P + w) * C + c, not
+    Caffe's (c * P + h) * P + w (caffe_to_keras converts).
+    """
+    with np.load(path) as file:
+        arrays = {key: file[key] for key in file.files}
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    wanted = [f"{layer.name}/{v}" for layer in convs for v in ("kernel", "bias")]
+    fc_keys = [f"{n}/{v}" for n in ("fc6", "fc7") for v in ("kernel", "bias")]
+    has_fc = any(key in arrays for key in fc_keys)  # fc6 and fc7 come together or not at all
+    missing = [key for key in wanted + (fc_keys if has_fc else []) if key not in arrays]
+    unknown = sorted(set(arrays) - set(wanted) - set(fc_keys))
+    if missing or unknown:
+        raise ValueError(f"weights file {path}: missing {missing}, unknown {unknown}; it needs "
+                         f"<layer>/kernel and <layer>/bias for {[layer.name for layer in convs]} "
+                         f"and, optionally, for both fc6 and fc7")
+    for layer in convs:
+        values = [arrays[f"{layer.name}/kernel"], arrays[f"{layer.name}/bias"]]
+        _check_shapes(path, layer.name, values, [tuple(w.shape) for w in layer.weights])
+        layer.set_weights(values)
+    if not has_fc:
+        return None
+    fc6, fc7 = ([arrays[f"{n}/kernel"], arrays[f"{n}/bias"]] for n in ("fc6", "fc7"))
+    rows = spec.pooled_size ** 2 * model.output.shape[-1]
+    _check_shapes(path, "fc6", fc6, [(rows, fc6[0].shape[-1]), (fc6[0].shape[-1],)])
+    _check_shapes(path, "fc7", fc7, [(fc6[0].shape[-1], fc7[0].shape[-1]), (fc7[0].shape[-1],)])
+    return {"fc6": fc6, "fc7": fc7}
+
+
+def _check_shapes(path, name, values, shapes):
+    for value, shape, part in zip(values, shapes, ("kernel", "bias")):
+        if tuple(value.shape) != tuple(shape):
+            raise ValueError(f"weights file {path}: {name}/{part} has shape {value.shape}, the "
+                             f"model needs {tuple(shape)} (Keras layout: conv [kh, kw, in/groups, "
+                             f"out], fc [in, out]; caffe_to_keras converts Caffe blobs)")
+
+
 def _check_weights(name, weights):
     if weights in (None, "imagenet"):
         if weights == "imagenet" and name not in ("vgg16", "mobilenet_v2"):
             raise ValueError(f"no ImageNet weights ship for backbone {name!r}; pass a weights "
-                             "file or None")
+                             "file (.npz or Keras) or None")
         return
     if not Path(weights).is_file():
         raise ValueError(f"backbone weights {weights!r}: not 'imagenet', None or an existing file")
+    if str(weights).endswith(".npz") and name not in PROTOTXT:
+        raise ValueError(f"backbone weights {weights!r}: .npz files load into {sorted(PROTOTXT)}; "
+                         f"for {name!r} pass a Keras weights file")
+
+
+def _copy_from_applications_vgg16(model, weights):
+    """Copies keras.applications.VGG16's conv weights into ``model`` by layer name."""
+    if weights == "imagenet":
+        # One download: the include_top file holds the convs and the classifier.
+        base = keras.applications.VGG16(include_top=True, weights="imagenet")
+        fc_init = {"fc6": base.get_layer("fc1").get_weights(),
+                   "fc7": base.get_layer("fc2").get_weights()}
+    else:
+        base = keras.applications.VGG16(include_top=False, weights=None)
+        base.load_weights(weights)
+        fc_init = None
+    for layer in model.layers:
+        if layer.weights:
+            layer.set_weights(base.get_layer(layer.name).get_weights())
+    return fc_init
 
 
 def build_backbone(name, weights=None):
     """(features model, BackboneSpec, fc initial weights or None) for a backbone name.
 
-    The fc initial weights are {"fc6": [kernel, bias], "fc7": [kernel, bias]}
-    from VGG16's ImageNet classifier when ``weights == "imagenet"``.
+    ``weights``: None, "imagenet", an ``.npz`` file or a Keras weights file
+    (module docstring). The fc initial weights are {"fc6": [kernel, bias],
+    "fc7": [kernel, bias]}, from VGG16's ImageNet classifier or an ``.npz``.
     """
     if name not in SPECS:
         raise ValueError(f"backbone must be one of {sorted(SPECS)}, got {name!r}")
@@ -132,32 +373,26 @@ def build_backbone(name, weights=None):
     spec = SPECS[name]
     images = keras.Input((None, None, 3), name="images")
     fc_init = None
-    if name == "vgg16":
-        base = keras.applications.VGG16(include_top=False, input_tensor=images,
-                                        weights="imagenet" if weights == "imagenet" else None)
-        if weights not in (None, "imagenet"):
-            base.load_weights(weights)
-        features = base.get_layer("block5_conv3").output
-        if weights == "imagenet":
-            classifier = keras.applications.VGG16(include_top=True, weights="imagenet")
-            fc_init = {"fc6": classifier.get_layer("fc1").get_weights(),
-                       "fc7": classifier.get_layer("fc2").get_weights()}
-    elif name == "mobilenet_v2":
+    if name == "mobilenet_v2":
         base = keras.applications.MobileNetV2(
             include_top=False, input_tensor=images,
             weights="imagenet" if weights == "imagenet" else None)
         if weights not in (None, "imagenet"):
             base.load_weights(weights)
-        features = base.get_layer("block_13_expand_relu").output
+        model = keras.Model(images, base.get_layer("block_13_expand_relu").output,
+                            name=f"{name}_features")
         for layer in base.layers:  # 2-image batches: keep ImageNet BN statistics
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
-    else:
-        builder = {"caffenet": _caffenet, "vgg_cnn_m_1024": _vgg_cnn_m_1024, "small": _small}[name]
-        features = builder(images)
-        if weights is not None:
-            keras.Model(images, features).load_weights(weights)
+        return model, spec, fc_init
+    features = _small(images) if name == "small" else _caffe_net(images, PROTOTXT[name])
     model = keras.Model(images, features, name=f"{name}_features")
+    if weights is not None and str(weights).endswith(".npz"):
+        fc_init = load_npz(model, weights, spec)
+    elif name == "vgg16" and weights is not None:
+        fc_init = _copy_from_applications_vgg16(model, weights)
+    elif weights is not None:
+        model.load_weights(weights)
     return model, spec, fc_init
 
 
