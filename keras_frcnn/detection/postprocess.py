@@ -1,18 +1,21 @@
 """From per-RoI scores and per-class boxes to detections: NMS and the two modes.
 
-NMS follows the release: boxes in score order, a box is suppressed when its IoU
-with a kept box is *greater than* the threshold, areas with the +1 convention.
-It runs as TensorFlow's NMS kernel on boxes shifted to ``[y1, x1, y2 + 1, x2 + 1]``
-(whose plain areas and intersections are exactly the +1 ones); there is no
-Python loop over boxes, and the loop over classes is unrolled at trace time.
+NMS is the release's (lib/utils/nms.pyx, used by test.py): boxes in score
+order, a box is suppressed when its IoU with a kept box is *at least* the
+threshold, the IoU computed in float32 with +1 areas in the release's order of
+operations, and compared with the threshold in float64 as Cython does. It runs
+as a vectorised fixed-point iteration of the greedy rule (no Python loop over
+boxes); the loop over classes is unrolled at trace time.
 
-Modes (DESIGN.md section 3, Detection):
-  "frcnn"    the release's test_net: per class the top ``max_per_class`` (100)
-             RoIs by score, then NMS at 0.3. ``detect_dataset`` adds the
-             release's dataset-level cap (``max_per_set``: 40 detections per
-             image and class over the set, a score threshold on the candidates).
-  "default"  scores > 0.05, NMS at 0.3 per class, at most 100 detections per
-             image (the highest scores).
+Modes (docs/fidelity.md, "Per-class caps"):
+  "frcnn"    the release's test_net as first published, which produced the
+             paper's tables: per class the top ``max_per_class`` (100) RoIs by
+             score, then NMS at 0.3. ``detect_dataset`` adds its dataset-level
+             cap (``max_per_set``: 40 detections per image and class over the
+             set, a score threshold on the candidates).
+  "default"  the release's last test_net: scores > 0.05, NMS at 0.3 per class,
+             then at most 100 detections per image: those scoring at least the
+             100th best score (ties at the cut are kept, as the release's ``>=``).
 
 Either mode can replace NMS by Gaussian Soft-NMS (Bodla et al., ICCV 2017; not
 in the paper): ``soft_nms_sigma`` > 0 keeps overlapping boxes with their
@@ -31,9 +34,9 @@ MODES = ("frcnn", "default")
 @dataclasses.dataclass(frozen=True)
 class PostprocessConfig:
     mode: str = "default"
-    nms_threshold: float = 0.3
+    nms_threshold: float = 0.3  # suppress at IoU >= this; 1 drops exact duplicates, > 1 none
     score_threshold: float = 0.05  # "default": keep scores above
-    max_per_image: int = 100  # "default": after NMS, over all classes
+    max_per_image: int = 100  # "default": after NMS, over all classes (ties at the cut kept)
     max_per_class: int = 100  # "frcnn": before NMS, per class
     max_per_set_factor: int = 40  # "frcnn": dataset-level cap, per image and class
     soft_nms_sigma: float = 0.0  # > 0: Soft-NMS with this sigma instead of NMS
@@ -41,8 +44,9 @@ class PostprocessConfig:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"post-processing mode must be one of {MODES}, got {self.mode!r}")
-        if not 0.0 <= self.nms_threshold <= 1.0:
-            raise ValueError(f"nms_threshold must be in [0, 1], got {self.nms_threshold}")
+        if not 0.0 <= self.nms_threshold < float("inf"):
+            raise ValueError("nms_threshold must be >= 0 (IoU >= it suppresses; above 1: no "
+                             f"NMS), got {self.nms_threshold}")
         if not self.soft_nms_sigma >= 0.0:
             raise ValueError("soft_nms_sigma must be >= 0 (0: NMS at nms_threshold), got "
                              f"{self.soft_nms_sigma}")
@@ -75,16 +79,45 @@ class Detections:
 
 
 def nms(boxes, scores, iou_threshold=0.3, max_output_size=None):
-    """Indices kept by NMS (score order), +1 areas, suppression when IoU > threshold.
+    """Indices kept by the release's NMS, in score order (ties: the lower index first).
 
-    boxes [n, 4] (x1, y1, x2, y2) inclusive, scores [n]; tensors or arrays.
+    boxes [n, 4] (x1, y1, x2, y2) inclusive, scores [n]; tensors or arrays. A box
+    is suppressed by a higher-ranked kept box when their IoU (+1 areas, float32)
+    is >= ``iou_threshold``. ``max_output_size`` caps the number returned.
     """
     boxes = tf.convert_to_tensor(boxes, tf.float32)
     scores = tf.convert_to_tensor(scores, tf.float32)
-    if max_output_size is None:
-        max_output_size = tf.shape(boxes)[0]
-    return tf.image.non_max_suppression(_shifted(boxes), scores, max_output_size,
-                                        iou_threshold=iou_threshold)
+    order = tf.argsort(scores, direction="DESCENDING", stable=True)
+    ranked = tf.gather(boxes, order)
+    rank = tf.range(tf.shape(ranked)[0])
+    # suppresses[i, j]: box i ranks before box j and overlaps it enough to delete it.
+    suppresses = ((tf.cast(_release_iou(ranked), tf.float64) >= float(iou_threshold))
+                  & (rank[:, None] < rank[None, :]))
+
+    def greedy_step(keep, _):
+        # keep[j] = no kept box before j suppresses j. Its only fixed point is the
+        # greedy result, reached from all-True in at most n steps (entry j is final
+        # once entries 0..j-1 are).
+        return tf.logical_not(tf.reduce_any(suppresses & keep[:, None], axis=0)), keep
+
+    keep, _ = tf.while_loop(lambda keep, previous: tf.reduce_any(keep != previous), greedy_step,
+                            (tf.ones_like(rank, tf.bool), tf.zeros_like(rank, tf.bool)))
+    kept = tf.boolean_mask(order, keep)
+    if max_output_size is not None:
+        kept = kept[:max_output_size]
+    return kept
+
+
+def _release_iou(boxes):
+    """[n, n] IoU of [n, 4] float32 boxes, operation for operation as nms.pyx (+1 areas)."""
+    x1, y1, x2, y2 = tf.unstack(boxes, axis=1)
+    areas = (x2 - x1 + 1.0) * (y2 - y1 + 1.0)
+    w = tf.maximum(0.0, tf.minimum(x2[:, None], x2[None, :])
+                   - tf.maximum(x1[:, None], x1[None, :]) + 1.0)
+    h = tf.maximum(0.0, tf.minimum(y2[:, None], y2[None, :])
+                   - tf.maximum(y1[:, None], y1[None, :]) + 1.0)
+    inter = w * h
+    return inter / (areas[:, None] + areas[None, :] - inter)
 
 
 def soft_nms(boxes, scores, sigma, score_threshold=0.0, max_output_size=None):
@@ -144,11 +177,13 @@ def postprocess_detections(boxes, scores, num_classes, config=PostprocessConfig(
     scores_all = tf.concat(out_scores, axis=0)
     classes_all = tf.concat(out_classes, axis=0)
     if config.mode == "default":
+        # test.py: keep scores >= the max_per_image-th best, so ties at the cut stay.
         count = tf.minimum(tf.shape(scores_all)[0], config.max_per_image)
-        top = tf.sort(tf.math.top_k(scores_all, count, sorted=False).indices)
-        boxes_all = tf.gather(boxes_all, top)
-        scores_all = tf.gather(scores_all, top)
-        classes_all = tf.gather(classes_all, top)
+        cut = tf.reduce_min(tf.math.top_k(scores_all, count, sorted=False).values)
+        keep = tf.where(scores_all >= cut)[:, 0]
+        boxes_all = tf.gather(boxes_all, keep)
+        scores_all = tf.gather(scores_all, keep)
+        classes_all = tf.gather(classes_all, keep)
     return boxes_all, scores_all, classes_all
 
 

@@ -9,16 +9,50 @@ from keras_frcnn.detection.postprocess import (Detections, apply_set_cap, frcnn_
                                                soft_nms_candidates)
 
 
-def test_nms_uses_plus_one_areas_and_suppresses_only_above_the_threshold():
+def test_nms_uses_plus_one_areas_and_suppresses_at_or_above_the_threshold():
     # A is 10x10 (area 100 with +1 areas). B = 3x10 inside A: IoU 30/100 = 0.3
-    # exactly -> kept at threshold 0.3 (the release suppresses IoU > thresh).
-    # C = 4x10 inside A, apart from B: IoU 0.4 -> suppressed at 0.3 and 0.35. Without
-    # the +1, A would be 9x9 and B 2x9: IoU 18/81 = .22, C 27/81 = .33.
+    # exactly -> suppressed at threshold 0.3 (nms.pyx: ovr >= thresh). C = 4x10
+    # inside A, apart from B: IoU 0.4 -> suppressed at 0.3, 0.35 and 0.4. Without the
+    # +1, A would be 9x9 and B 2x9: IoU 18/81 = .22, C 27/81 = .33.
     boxes = np.array([[0, 0, 9, 9], [0, 0, 2, 9], [5, 0, 8, 9]], np.float32)
     scores = np.array([0.9, 0.8, 0.7], np.float32)
-    assert nms(boxes, scores, 0.3).numpy().tolist() == [0, 1]
+    assert nms(boxes, scores, 0.3).numpy().tolist() == [0]
     assert nms(boxes, scores, 0.35).numpy().tolist() == [0, 1]
+    assert nms(boxes, scores, 0.4).numpy().tolist() == [0, 1]
     assert nms(boxes, scores, 0.45).numpy().tolist() == [0, 1, 2]
+
+
+def test_nms_compares_the_float32_iou_with_the_threshold():
+    # B = 7x10 inside A: IoU 70/100, which float32 rounds to 0.69999999 (0.3 rounds up
+    # to 0.30000001). The release computes ovr in float32 and compares it with the
+    # Python float, so at threshold 0.7 B survives, although 7/10 >= 0.7 exactly.
+    boxes = np.array([[0, 0, 9, 9], [0, 0, 6, 9]], np.float32)
+    scores = np.array([0.9, 0.8], np.float32)
+    assert float(np.float32(70) / np.float32(100)) < 0.7  # C compares float with double
+    assert nms(boxes, scores, 0.7).numpy().tolist() == [0, 1]
+    assert nms(boxes, scores, 0.69).numpy().tolist() == [0]
+
+
+def test_nms_matches_a_plain_greedy_loop(rng):
+    # 300 random boxes, many overlaps: the vectorised fixed point equals the release's
+    # loop, written here in numpy with float32 arithmetic and a float64 comparison.
+    xy = rng.uniform(0, 200, (300, 2)).astype(np.float32)
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 80, (300, 2))], 1).astype(np.float32)
+    scores = rng.uniform(0, 1, 300).astype(np.float32)
+    for threshold in (0.3, 0.5, 0.7):
+        order, suppressed, expected = np.argsort(-scores, kind="stable"), set(), []
+        areas = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+        for a, i in enumerate(order):
+            if i in suppressed:
+                continue
+            expected.append(i)
+            for j in order[a + 1:]:
+                w = max(np.float32(0), min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0]) + 1)
+                h = max(np.float32(0), min(boxes[i, 3], boxes[j, 3]) - max(boxes[i, 1], boxes[j, 1]) + 1)
+                inter = np.float32(w * h)
+                if float(inter / (areas[i] + areas[j] - inter)) >= threshold:
+                    suppressed.add(j)
+        assert nms(boxes, scores, threshold).numpy().tolist() == expected
 
 
 def test_nms_keeps_score_order_and_is_greedy():
@@ -89,6 +123,22 @@ def test_default_mode_keeps_the_100_best_per_image():
     _, s, _ = make_postprocess(3)(boxes, scores)
     assert len(s) == 100
     np.testing.assert_allclose(np.sort(s.numpy()), np.sort(probs.ravel())[-100:])
+
+
+def test_default_mode_keeps_ties_at_the_per_image_cut():
+    # 120 disjoint boxes, scores 0.5 for the best 90, 0.4 for the next 30: the 100th
+    # best is 0.4, and test.py keeps every score >= it, so all 120 stay.
+    n = 120
+    grid = np.array([[20 * (i % 15), 20 * (i // 15), 20 * (i % 15) + 9, 20 * (i // 15) + 9]
+                     for i in range(n)], np.float32)
+    probs = np.where(np.arange(n) < 90, 0.5, 0.4).astype(np.float32)
+    boxes, scores = _inputs(2, grid, np.stack([1 - probs, probs], axis=1))
+    _, s, _ = make_postprocess(2)(boxes, scores)
+    assert len(s) == 120
+    probs[90:] = np.linspace(0.3, 0.4, 30)  # distinct: exactly the 100 best
+    boxes, scores = _inputs(2, grid, np.stack([1 - probs, probs], axis=1))
+    _, s, _ = make_postprocess(2)(boxes, scores)
+    assert len(s) == 100 and s.numpy().min() == pytest.approx(probs[110])
 
 
 def test_frcnn_mode_top_100_per_class_before_nms_and_no_score_threshold():
