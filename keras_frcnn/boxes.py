@@ -1,18 +1,23 @@
 """Box arithmetic of Fast R-CNN (numpy).
 
 Conventions (DESIGN.md section 3), stated once for the package: boxes are
-``(x1, y1, x2, y2)``, 0-based, *inclusive* pixel coordinates, so a box's width
-is ``x2 - x1 + 1`` everywhere (areas, IoU, regression targets, decoding). Box
+``(x1, y1, x2, y2)``, 0-based, *inclusive* pixel coordinates, so areas and IoU
+count ``x2 - x1 + 1`` pixels across (the release's cython_bbox and nms). Box
 arrays have shape ``[n, 4]``; per-class arrays ``[n, 4 * K]``.
 
-Regression targets use the R-CNN parameterisation: for a proposal P and its
-ground truth G, ``tx = (Gx - Px) / Pw``, ``ty = (Gy - Py) / Ph``,
-``tw = log(Gw / Pw)``, ``th = log(Gh / Ph)`` with centres ``Px = x1 + 0.5 * Pw``.
-Decoding inverts it exactly (``x2 = centre + 0.5 * w - 1``), so
-``decode(P, encode(P, G)) == G``.
+Regression targets use the R-CNN parameterisation with the release's own
+widths, which are *not* the +1 ones: ``Pw = x2 - x1 + EPS`` and centre
+``Px = x1 + 0.5 * Pw`` (roidb.py ``_compute_targets``, test.py ``_bbox_pred``;
+EPS = 1e-14 keeps a zero width off the log). For a proposal P and its ground
+truth G: ``tx = (Gx - Px) / Pw``, ``ty = (Gy - Py) / Ph``, ``tw = log(Gw / Pw)``,
+``th = log(Gh / Ph)``. Decoding inverts it (``x1 = cx - 0.5 * w``,
+``x2 = cx + 0.5 * w``), so ``decode(P, encode(P, G)) == G`` up to the EPS
+(docs/fidelity.md, "Box parameterisation").
 """
 
 import numpy as np
+
+EPS = 1e-14  # the release's cfg.EPS, added to the coder's widths and heights
 
 
 def widths_heights(boxes):
@@ -44,18 +49,24 @@ def iou_matrix(boxes, query_boxes):
         return np.where(inter > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
+def coder_widths_heights(boxes):
+    """(widths, heights) of [n, 4] boxes as the box coder counts them: ``x2 - x1 + EPS``."""
+    boxes = np.asarray(boxes)
+    return boxes[:, 2] - boxes[:, 0] + EPS, boxes[:, 3] - boxes[:, 1] + EPS
+
+
 def encode(rois, gt_boxes):
     """[n, 4] regression targets (tx, ty, tw, th) taking ``rois`` to ``gt_boxes``.
 
-    Raises ValueError for a box of zero or negative width or height (its log
-    would be -inf or NaN): callers pass validated boxes.
+    Raises ValueError for a box with x2 < x1 or y2 < y1 (its log would be NaN):
+    callers pass validated boxes.
     """
     rois = np.asarray(rois, np.float64).reshape(-1, 4)
     gt_boxes = np.asarray(gt_boxes, np.float64).reshape(-1, 4)
-    pw, ph = widths_heights(rois)
-    gw, gh = widths_heights(gt_boxes)
+    pw, ph = coder_widths_heights(rois)
+    gw, gh = coder_widths_heights(gt_boxes)
     if np.any(pw <= 0) or np.any(ph <= 0) or np.any(gw <= 0) or np.any(gh <= 0):
-        raise ValueError("encode: boxes must have x2 >= x1 and y2 >= y1 (width and height >= 1)")
+        raise ValueError("encode: boxes must have x2 >= x1 and y2 >= y1")
     px, py = rois[:, 0] + 0.5 * pw, rois[:, 1] + 0.5 * ph
     gx, gy = gt_boxes[:, 0] + 0.5 * gw, gt_boxes[:, 1] + 0.5 * gh
     return np.stack([(gx - px) / pw, (gy - py) / ph, np.log(gw / pw), np.log(gh / ph)], axis=1)
@@ -65,7 +76,7 @@ def decode(boxes, deltas):
     """Applies [n, 4 * K] deltas to [n, 4] boxes; returns [n, 4 * K] boxes."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     deltas = np.asarray(deltas, np.float64)
-    w, h = widths_heights(boxes)
+    w, h = coder_widths_heights(boxes)
     cx, cy = boxes[:, 0] + 0.5 * w, boxes[:, 1] + 0.5 * h
     dx, dy, dw, dh = (deltas[:, k::4] for k in range(4))
     pred_cx = dx * w[:, None] + cx[:, None]
@@ -75,8 +86,8 @@ def decode(boxes, deltas):
     out = np.empty_like(deltas)
     out[:, 0::4] = pred_cx - 0.5 * pred_w
     out[:, 1::4] = pred_cy - 0.5 * pred_h
-    out[:, 2::4] = pred_cx + 0.5 * pred_w - 1
-    out[:, 3::4] = pred_cy + 0.5 * pred_h - 1
+    out[:, 2::4] = pred_cx + 0.5 * pred_w
+    out[:, 3::4] = pred_cy + 0.5 * pred_h
     return out
 
 

@@ -25,9 +25,9 @@ servers built with it (docs/serving.md).
 
 Differences from the Python detector (keras_frcnn/detection), which reads
 images with OpenCV: resizing is ``tf.image.resize`` (bilinear, half-pixel
-centres) of the float image, rounded to integers as OpenCV's uint8 resize
-does; OpenCV's fixed-point interpolation can differ by one grey level. RoIs
-sharing feature cells are not de-duplicated (an exact speed-up only).
+centres) of the float image where the Detector uses OpenCV's float resize (the
+same weights; the last float32 bit can differ). RoIs sharing feature cells are
+not de-duplicated (an exact speed-up only).
 """
 
 import json
@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from keras_frcnn import boxes as box_ops
+from keras_frcnn.configs import split_sections
 from keras_frcnn.data.transforms import PIXEL_MEANS_BGR, PREPROCESSING
 from keras_frcnn.detection.detector import CANONICAL_AREA, make_network
 from keras_frcnn.detection.postprocess import PostprocessConfig, postprocess_detections
@@ -88,8 +90,8 @@ def _scale_factor(height, width, target_size, max_size):
 
 def _decode_clip(proposals, deltas, width, height):
     """boxes.decode + boxes.clip in float64: [R, 4] proposals, [R, 4K] deltas."""
-    w = proposals[:, 2] - proposals[:, 0] + 1.0
-    h = proposals[:, 3] - proposals[:, 1] + 1.0
+    w = proposals[:, 2] - proposals[:, 0] + box_ops.EPS
+    h = proposals[:, 3] - proposals[:, 1] + box_ops.EPS
     cx = proposals[:, 0] + 0.5 * w
     cy = proposals[:, 1] + 0.5 * h
     num = tf.shape(deltas)[1] // 4
@@ -100,8 +102,8 @@ def _decode_clip(proposals, deltas, width, height):
     pred_h = tf.exp(d[..., 3]) * h[:, None]
     boxes = tf.stack([tf.clip_by_value(pred_cx - 0.5 * pred_w, 0.0, width - 1.0),
                       tf.clip_by_value(pred_cy - 0.5 * pred_h, 0.0, height - 1.0),
-                      tf.clip_by_value(pred_cx + 0.5 * pred_w - 1.0, 0.0, width - 1.0),
-                      tf.clip_by_value(pred_cy + 0.5 * pred_h - 1.0, 0.0, height - 1.0)],
+                      tf.clip_by_value(pred_cx + 0.5 * pred_w, 0.0, width - 1.0),
+                      tf.clip_by_value(pred_cy + 0.5 * pred_h, 0.0, height - 1.0)],
                      axis=-1)
     return tf.reshape(boxes, [-1, 4 * num])
 
@@ -149,8 +151,7 @@ class DetectionModule(tf.Module):
         levels = []
         for k in range(len(self.scales)):
             resized = tf.image.resize(rgb, sizes[k], method="bilinear")
-            levels.append(_preprocess(tf.clip_by_value(tf.round(resized), 0.0, 255.0),
-                                      self.preprocessing))
+            levels.append(_preprocess(resized, self.preprocessing))
         max_h, max_w = tf.reduce_max(sizes[:, 0]), tf.reduce_max(sizes[:, 1])
         images = tf.stack([tf.image.pad_to_bounding_box(x, 0, 0, max_h, max_w) for x in levels])
         boxes = tf.cast(proposals, tf.float64)
@@ -316,7 +317,8 @@ def _classes(config, workdir, model_path):
             return json.loads((Path(folder) / "classes.json").read_text())
     from keras_frcnn.data.sources import load_dataset
 
-    return list(load_dataset(config.dataset, config.dataset.test_split).classes)
+    split = config.dataset.test_split
+    return list(load_dataset(split_sections(config, split)[0], split).classes)
 
 
 def verification_inputs(config):
@@ -343,6 +345,9 @@ def export_workdir(config, workdir=None, model_path=None, export_dir=None, roi_p
     if t.flip:
         raise ValueError("test.flip (the mirrored-image test) is not part of the exported "
                          "graph; export with --config.test.flip=False")
+    if not t.get("bbox_reg", True):
+        raise ValueError("test.bbox_reg=False (proposals as the boxes, Table 6) is not part "
+                         "of the exported graph; export with --config.test.bbox_reg=True")
     model = training.load_inference_model(model_path or workdir)
     postprocess = PostprocessConfig.from_test_config(t, mode=mode)
     module = export_saved_model(model, _classes(config, workdir, model_path), export_dir,

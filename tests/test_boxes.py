@@ -1,4 +1,4 @@
-"""Box arithmetic: +1 convention, IoU, targets, decoding, flips."""
+"""Box arithmetic: +1 areas and IoU, the release's coder widths (x2 - x1 + EPS), flips."""
 
 import numpy as np
 import pytest
@@ -17,9 +17,22 @@ def test_areas_and_iou_use_inclusive_pixels():
 
 
 def test_encode_hand_worked():
-    roi = [[0, 0, 9, 19]]  # w 10, h 20, centre (5, 10)
-    gt = [[5, 0, 24, 19]]  # w 20, h 20, centre (15, 10)
+    # The release's coder widths are x2 - x1 (+ EPS), not the +1 of areas and IoU.
+    roi = [[0, 0, 10, 20]]  # w 10, h 20, centre (5, 10)
+    gt = [[5, 0, 25, 20]]  # w 20, h 20, centre (15, 10)
     np.testing.assert_allclose(boxes.encode(roi, gt), [[1.0, 0.0, np.log(2), 0.0]])
+    # With +1 widths the same pair would give tx = 10/11, tw = log(21/11).
+    assert boxes.encode([[0, 0, 9, 19]], [[5, 0, 24, 19]])[0, 0] == pytest.approx(10 / 9)
+
+
+def test_decode_hand_worked():
+    # Zero deltas give the proposal back (x2 = centre + w/2, no -1: test.py _bbox_pred).
+    np.testing.assert_allclose(boxes.decode([[10, 20, 29, 59]], np.zeros((1, 4))),
+                               [[10, 20, 29, 59]], atol=1e-9)
+    # w 20 -> 40 about the centre 20; h 40, centre 40 + 0.5 * 40 = 60.
+    np.testing.assert_allclose(
+        boxes.decode([[10, 20, 30, 60]], [[0.0, 0.5, np.log(2), 0.0]]), [[0, 40, 40, 80]],
+        atol=1e-9)
 
 
 def test_decode_inverts_encode(rng):

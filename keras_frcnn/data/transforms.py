@@ -2,8 +2,10 @@
 
 Scale (the release): resize so the shorter side is the target size unless the
 longer side would exceed ``max_size``, in which case the longer side is
-``max_size``; bilinear (cv2.INTER_LINEAR). Multi-scale training draws the
-target size per image from a list.
+``max_size``; bilinear (cv2.INTER_LINEAR) of the float32 image, as the release
+resizes after converting to float and subtracting its means (blob.py
+``prep_im_for_blob``; bilinear weights sum to 1, so the means commute with it).
+Multi-scale training draws the target size per image from a list.
 """
 
 import cv2
@@ -25,9 +27,11 @@ def image_scale(height, width, target_size, max_size):
 
 
 def resize(image, scale):
+    """The image resized by ``scale`` (float32; unchanged at scale 1)."""
     if scale == 1.0:
         return image
-    return cv2.resize(image, None, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(np.asarray(image, np.float32), None, None, fx=scale, fy=scale,
+                      interpolation=cv2.INTER_LINEAR)
 
 
 def random_crop_window(width, height, gt_boxes, rng, min_scale, max_tries=50):
@@ -81,7 +85,7 @@ def distort_colors(image_bgr, rng):
 
 
 def preprocess(image_bgr, mode):
-    """uint8 BGR -> float32 network input.
+    """BGR in [0, 255] (uint8, or float32 after a resize) -> float32 network input.
 
     "caffe": BGR minus the release's pixel means (VGG16, CaffeNet, VGG_CNN_M_1024);
     "tf": RGB scaled to [-1, 1] (MobileNetV2 and other keras.applications "tf" nets);

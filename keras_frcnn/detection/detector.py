@@ -1,7 +1,7 @@
 """Detection with a trained FastRCNN: scales, forward pass, decoding, clipping, NMS.
 
 Single-scale test: the image resized as in training (shortest side ``scales[0]``,
-longest capped at ``max_size``). Multi-scale test (paper section 5.1): one
+longest capped at ``max_size``). Multi-scale test (paper sections 3 and 5.2): one
 image per scale in the batch, and each RoI goes to the scale where its scaled
 area is closest to 224^2. RoIs that land on the same feature cells at the same
 scale give identical outputs (RoI pooling sees only the rounded cells), so each
@@ -29,7 +29,9 @@ work; measured on the kangaroo models in docs/benchmarks.md.
 The model must emit raw deltas (a model saved by training.py or loaded with
 ``load_inference_model``; the target normalisation is folded into bbox_pred).
 Deltas are decoded per class onto the proposals in original-image pixels and
-clipped to the image; post-processing is detection/postprocess.py.
+clipped to the image; with ``bbox_reg=False`` the proposals themselves are each
+class's boxes (the release's TEST.BBOX_REG, used for Table 6). Post-processing is
+detection/postprocess.py.
 """
 
 import dataclasses
@@ -62,10 +64,11 @@ class DetectorConfig:
     deduplicate: bool = True  # compute RoIs sharing feature cells once
     score_empty_rois: bool = False  # True: RoIs beyond the feature map keep their score
     flip: bool = False  # also test the mirrored image and average the two (decision)
+    bbox_reg: bool = True  # decode bbox_pred; False: every class's box is the proposal
 
 
 def pyramid_levels(proposals, scale_factors):
-    """[n] index of the scale whose scaled RoI area is closest to 224^2 (paper 5.1)."""
+    """[n] index of the scale whose scaled RoI area is closest to 224^2 (paper 5.2)."""
     if len(scale_factors) == 1:
         return np.zeros(len(proposals), np.int64)
     w, h = box_ops.widths_heights(np.asarray(proposals, np.float64).reshape(-1, 4))
@@ -179,8 +182,12 @@ class Detector:
         n = len(proposals)
         if self.config.flip:  # the mirrored pass's deltas apply to the mirrored proposals
             proposals = np.concatenate([proposals, box_ops.flip_horizontally(proposals, width)])
-        with np.errstate(over="ignore"):  # exp of a huge delta: inf, clipped below
-            boxes = box_ops.clip(box_ops.decode(proposals, deltas), width, height)
+        if self.config.bbox_reg:
+            with np.errstate(over="ignore"):  # exp of a huge delta: inf, clipped below
+                boxes = box_ops.decode(proposals, deltas)
+        else:  # test.py with TEST.BBOX_REG off: the proposal, once per class
+            boxes = np.tile(np.asarray(proposals, np.float64), (1, deltas.shape[1] // 4))
+        boxes = box_ops.clip(boxes, width, height)
         if self.config.flip:
             boxes = 0.5 * (boxes[:n] + box_ops.flip_horizontally(boxes[n:], width))
             scores = 0.5 * (scores[:n] + scores[n:])
