@@ -21,6 +21,7 @@ _SPLIT = flags.DEFINE_string("split", None, "dataset split (default: the config'
 
 
 def main(argv):
+    from keras_frcnn.configs import split_sections
     from keras_frcnn.data.records import DatasetError
     from keras_frcnn.data.sources import load_dataset
     from keras_frcnn.proposals.sources import summarize, timed_proposals
@@ -29,8 +30,9 @@ def main(argv):
     print(config.dataset, config.proposals, sep="\n")
     split = _SPLIT.value or config.dataset.train_split
     try:
-        dataset = load_dataset(config.dataset, split)
-        proposals, seconds = timed_proposals(dataset, config.proposals, split=split)
+        dataset_config, proposals_config = split_sections(config, split)
+        dataset = load_dataset(dataset_config, split)
+        proposals, seconds = timed_proposals(dataset, proposals_config, split=split)
     except DatasetError as err:
         sys.exit(f"error: {err}")
     print(f"{dataset.name}: {summarize(proposals, seconds)}")

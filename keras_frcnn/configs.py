@@ -10,6 +10,21 @@ import importlib.util
 import ml_collections
 
 
+def split_sections(config, split):
+    """(dataset, proposals) sections for ``split``: the test split reads
+    ``dataset.test_root`` and ``proposals.test_mat_file`` where they are set
+    (VOC 07+12 trains on two devkit years and tests on VOC 2007 alone)."""
+    dataset, proposals = config.dataset, config.proposals
+    if split == dataset.test_split:
+        if dataset.get("test_root"):
+            dataset = ml_collections.ConfigDict(dataset.to_dict())
+            dataset.root = config.dataset.test_root
+        if proposals.get("test_mat_file"):
+            proposals = ml_collections.ConfigDict(proposals.to_dict())
+            proposals.mat_file = config.proposals.test_mat_file
+    return dataset, proposals
+
+
 def load_config_file(path):
     """``get_config()`` of an experiment config file (configs/*.py)."""
     spec = importlib.util.spec_from_file_location("config_file", path)
@@ -29,10 +44,11 @@ def base_config():
     config.dataset.classes = ()  # object class names; empty: the dataset's own list
     config.dataset.train_split = "train"  # split used for training
     config.dataset.test_split = "test"  # split used for evaluation
+    config.dataset.test_root = ""  # voc: devkit folder(s) of the test split ("": root), VOC 07+12
     config.dataset.train_fraction = 0.8  # voc_folder: share of sorted files in "trainval"
     config.dataset.val_fraction = 0.0  # voc_folder: last share of "trainval" held out as "val"
     config.dataset.val_fold = 0  # voc_folder: which val share, counted from the end (0: last)
-    config.dataset.use_difficult = False  # train on VOC "difficult" objects too
+    config.dataset.use_difficult = True  # train on VOC "difficult" objects too (the release loads all)
     config.dataset.on_error = "raise"  # bad records: raise | skip (with a warning)
     config.dataset.seed = 0  # demo: generator seed
     config.dataset.demo_sizes = (400, 60, 120)  # demo: images in train, val, test
@@ -44,11 +60,13 @@ def base_config():
     config.proposals.cache_dir = ""  # selective search cache (default <cache root>/proposals)
     config.proposals.workers = 0  # selective search processes (0: one per core)
     config.proposals.mat_file = ""  # mat: the release's <dataset>.mat; "{split}" is replaced
+    config.proposals.test_mat_file = ""  # mat: the test split's file(s) ("": mat_file), VOC 07+12
     config.proposals.mat_has_no_ids = False  # mat: file lacks 'images'; use split order
     config.proposals.mat_dir = ""  # demo_mat: folder of <id>_boxes.mat
-    config.proposals.min_size = 2  # drop proposals narrower or lower than this (pixels)
+    config.proposals.min_size = 2  # drop proposals narrower or lower than this (pixels, +1 widths)
+    config.proposals.unique = True  # drop duplicate proposals (the release keeps .mat boxes as they are)
     config.proposals.selective_search_min_size = 20  # R-CNN's minBoxWidth (docs/data.md)
-    config.proposals.top_k = 2000  # keep the first k proposals per image (0: all)
+    config.proposals.top_k = 2000  # keep the first k proposals per image (0: all); for computed ones
 
     config.sampling = ml_collections.ConfigDict()
     config.sampling.images_per_batch = 2  # N images per minibatch
@@ -101,12 +119,13 @@ def base_config():
     config.test.scales = (600,)  # test scales: one (single-scale) or an image pyramid
     config.test.max_size = 1000  # cap on the longest side at test time
     config.test.mode = "frcnn"  # post-processing: frcnn (the release) | default
-    config.test.nms_threshold = 0.3  # per-class NMS: suppress IoU > this
+    config.test.nms_threshold = 0.3  # per-class NMS: suppress IoU >= this (the release's nms)
     config.test.soft_nms_sigma = 0.0  # > 0: Gaussian Soft-NMS instead (not in the paper)
     config.test.score_threshold = 0.05  # mode default: keep scores above this
     config.test.deduplicate = True  # compute RoIs sharing feature cells once (exact)
     config.test.score_empty_rois = False  # True: RoIs beyond the feature map keep a score (release)
     config.test.flip = False  # also test the mirrored image, average the two (not in the paper)
+    config.test.bbox_reg = True  # decode bbox_pred; False: the proposals are the boxes (Table 6)
     config.test.metric = "voc"  # voc | coco | both
     config.test.iou_threshold = 0.5  # VOC: a match needs IoU above this
     config.test.use_07_metric = False  # VOC: 11-point AP (VOC2007) instead of the area
@@ -117,22 +136,29 @@ def base_config():
 
 
 def voc07_config(backbone, weights="imagenet", multiscale=False):
-    """The paper's VOC 2007 setting: trainval -> test, the release's selective-search
-    boxes, 40k iterations with lr 0.001 -> 0.0001 at 30k, 2 x 64 RoIs."""
+    """The paper's VOC 2007 setting as the release runs it (docs/fidelity.md): trainval ->
+    test, every box of the release's selective-search files, difficult objects trained
+    on, 40k iterations with lr 0.001 -> 0.0001 at 30k, 2 x 64 RoIs, scored as the MATLAB
+    devkit scores (11-point AP, a match at IoU >= 0.5)."""
     config = base_config()
     config.dataset.kind = "voc"
     config.dataset.root = "data/VOCdevkit/VOC2007"
     config.dataset.train_split = "trainval"
     config.dataset.test_split = "test"
+    config.dataset.use_difficult = True  # paper 4.3: all but the "07 \ diff" row train on them
     config.proposals.method = "mat"
     config.proposals.mat_file = "data/selective_search_data/voc_2007_{split}.mat"
+    config.proposals.top_k = 0  # pascal_voc.py uses every box of the .mat file
+    config.proposals.unique = False  # ... without removing duplicates
+    config.proposals.min_size = 1  # ... or small boxes (1 drops only x2 < x1; files have none)
     config.model.backbone = backbone
     config.model.weights = weights
-    config.test.use_07_metric = True  # the paper's VOC 2007 numbers
+    config.test.mode = "frcnn"  # test.py as published with the paper (docs/fidelity.md)
+    config.test.use_07_metric = True  # the paper's VOC 2007 numbers: 11-point AP
+    config.test.devkit_ge = True  # the MATLAB devkit matches at IoU >= 0.5
     if multiscale:  # paper section 5.2, models S and M: trained and tested on 5 scales
         config.pipeline.scales = (480, 576, 688, 864, 1200)
         config.pipeline.max_size = 2000
         config.test.scales = config.pipeline.scales
         config.test.max_size = 2000
     return config
-

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import cv2
 
+from keras_frcnn.configs import split_sections
 from keras_frcnn.data.images import read_image_bgr
 from keras_frcnn.data.sources import load_dataset
 from keras_frcnn.evaluation import (evaluate_voc, load_detections, reapply_nms, save_detections,
@@ -33,7 +34,8 @@ def detector_config(config):
     return DetectorConfig(
         scales=tuple(t.scales), max_size=t.max_size, preprocessing=config.pipeline.preprocessing,
         postprocess=PostprocessConfig.from_test_config(t),
-        deduplicate=t.deduplicate, score_empty_rois=t.score_empty_rois, flip=t.flip)
+        deduplicate=t.deduplicate, score_empty_rois=t.score_empty_rois, flip=t.flip,
+        bbox_reg=t.get("bbox_reg", True))
 
 
 def load_model(config, workdir=None, model_path=None, checkpoint=None, num_classes=None):
@@ -84,7 +86,8 @@ def evaluate(config, workdir=None, split=None, model_path=None, checkpoint=None,
     if t.metric not in METRICS:
         raise ValueError(f"test.metric must be one of {METRICS}, got {t.metric!r}")
     split = split or config.dataset.test_split
-    dataset = load_dataset(config.dataset, split)
+    dataset_config, proposals_config = split_sections(config, split)
+    dataset = load_dataset(dataset_config, split)
     if output_dir is None:
         if workdir is None:
             raise ValueError("give an output directory or a workdir")
@@ -101,7 +104,7 @@ def evaluate(config, workdir=None, split=None, model_path=None, checkpoint=None,
         from keras_frcnn.proposals.sources import proposals_for_dataset
 
         start = time.perf_counter()
-        proposals = proposals_for_dataset(dataset, config.proposals, progress, split=split)
+        proposals = proposals_for_dataset(dataset, proposals_config, progress, split=split)
         proposal_seconds = (time.perf_counter() - start) / max(len(dataset.records), 1)
         model = load_model(config, workdir, model_path, checkpoint, dataset.num_classes)
         detector = Detector(model, detector_config(config))
@@ -146,7 +149,8 @@ def format_report(metrics):
              f"{metrics['detections']} detections)"]
     if "table" in metrics:
         kind = "11-point" if metrics["metric"] == "voc07_11point" else "area"
-        lines += [f"VOC AP (%) at IoU > {metrics['iou_threshold']}, {kind} metric:",
+        rule = ">=" if metrics.get("devkit_ge") else ">"
+        lines += [f"VOC AP (%) at IoU {rule} {metrics['iou_threshold']}, {kind} metric:",
                   metrics["table"]]
     if "coco_summary" in metrics:
         lines.append(metrics["coco_summary"].rstrip())

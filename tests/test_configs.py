@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from keras_frcnn.configs import base_config, load_config_file
@@ -32,7 +33,11 @@ def test_paper_settings():
     assert (config.train.steps, config.train.base_lr, config.train.step_fraction) == (40000, 0.001, 0.75)
     assert (config.train.momentum, config.train.weight_decay, config.train.bias_lr_mult) == (0.9, 0.0005, 2.0)
     assert (tuple(config.pipeline.scales), config.pipeline.max_size) == ((600,), 1000)
-    assert config.proposals.top_k == 2000 and config.model.weights == "imagenet"
+    assert config.model.weights == "imagenet"
+    # The release's data: every box of the .mat files, difficult objects trained on.
+    assert (config.proposals.top_k, config.proposals.unique, config.proposals.min_size) == (
+        0, False, 1)
+    assert config.dataset.use_difficult and base_config().dataset.use_difficult
     multiscale = load_config_file(Path(__file__).resolve().parents[1] / "configs" / "voc07_caffenet_multiscale.py")
     assert tuple(multiscale.pipeline.scales) == (480, 576, 688, 864, 1200)
     assert multiscale.pipeline.max_size == 2000
@@ -40,6 +45,7 @@ def test_paper_settings():
     # for the multi-scale models (section 5.2).
     assert (config.test.mode, config.test.nms_threshold, config.test.use_07_metric) == (
         "frcnn", 0.3, True)
+    assert config.test.devkit_ge and not base_config().test.devkit_ge  # MATLAB devkit: >= 0.5
     assert tuple(config.test.scales) == (600,) and config.test.max_size == 1000
     assert tuple(multiscale.test.scales) == (480, 576, 688, 864, 1200)
 
@@ -53,6 +59,58 @@ def test_voc_roots_joined_with_plus(tmp_path):
     dataset = load_dataset(config.dataset, "trainval")
     assert [r.image_id for r in dataset.records] == ["000001", "2008_000002"]
     assert dataset.name == "VOC2007_trainval+VOC2012_trainval"
+
+
+def test_paper_config_keeps_every_box_of_the_release_mat_file(tmp_path):
+    # 2,500 boxes with duplicates and a 1-pixel-wide one: pascal_voc.py uses them all.
+    import scipy.io
+
+    from keras_frcnn.proposals.sources import proposals_for_dataset
+
+    root = write_voc(tmp_path / "VOC2007", {"000001": (600, 400, [("cat", 0, 1, 1, 50, 50)])},
+                     split="test")
+    rng = np.random.default_rng(0)
+    xy = rng.integers(1, 300, (2500, 2))
+    yxyx = np.concatenate([xy, xy + rng.integers(20, 99, (2500, 2))], 1)[:, [1, 0, 3, 2]]
+    yxyx[1] = yxyx[0]  # a duplicate
+    yxyx[2] = [5, 7, 60, 7]  # x1 == x2 (1-based): one pixel wide
+    cells = np.empty((1,), object)
+    cells[0] = yxyx.astype(np.uint16)
+    images = np.empty((1,), object)
+    images[0] = "000001"
+    scipy.io.savemat(tmp_path / "voc_2007_test.mat", {"boxes": cells, "images": images})
+    config = load_config_file(Path(__file__).resolve().parents[1] / "configs" / "voc07_vgg16.py")
+    config.dataset.root = str(root)
+    config.dataset.classes = ("cat",)
+    config.proposals.mat_file = str(tmp_path / "voc_2007_{split}.mat")
+    dataset = load_dataset(config.dataset, "test")
+    boxes = proposals_for_dataset(dataset, config.proposals, False, split="test")["000001"]
+    np.testing.assert_array_equal(boxes, yxyx[:, [1, 0, 3, 2]] - 1)
+    # The base config's filters (computed selective search): unique, 2 pixels, top 2000.
+    filtered = base_config().proposals
+    filtered.method, filtered.mat_file = "mat", config.proposals.mat_file
+    assert len(proposals_for_dataset(dataset, filtered, False, split="test")["000001"]) == 2000
+
+
+def test_voc0712_trains_on_both_years_and_tests_on_voc2007(tmp_path, monkeypatch):
+    # As shipped (paths relative to the working directory), no override needed.
+    from keras_frcnn.configs import split_sections
+
+    monkeypatch.chdir(tmp_path)
+    write_voc("data/VOCdevkit/VOC2007", {"000001": (10, 10, [("cat", 0, 1, 1, 5, 5)])})
+    write_voc("data/VOCdevkit/VOC2007", {"000002": (10, 10, [("cat", 0, 1, 1, 5, 5)])},
+              split="test")
+    write_voc("data/VOCdevkit/VOC2012", {"2008_000003": (10, 10, [("dog", 0, 1, 1, 5, 5)])})
+    config = load_config_file(Path(__file__).resolve().parents[1] / "configs" /
+                              "voc0712_vgg16.py")
+    train_dataset, train_proposals = split_sections(config, config.dataset.train_split)
+    assert [r.image_id for r in load_dataset(train_dataset, "trainval").records] == [
+        "000001", "2008_000003"]
+    assert train_proposals.mat_file == config.proposals.mat_file
+    test_dataset, test_proposals = split_sections(config, config.dataset.test_split)
+    assert [r.image_id for r in load_dataset(test_dataset, "test").records] == ["000002"]
+    assert test_proposals.mat_file == "data/selective_search_data/voc_2007_test.mat"
+    assert config.dataset.root.endswith("VOC2012")  # the config itself is not changed
 
 
 def test_test_section_reaches_the_detector():

@@ -2,7 +2,7 @@
 
 VOC XML boxes are 1-based inclusive; records hold them 0-based (subtract 1).
 ``difficult`` objects are kept, flagged; whether training uses them is the
-RoI database's ``use_difficult`` option (the release trains without them).
+RoI database's ``use_difficult`` option (default True: the release trains on them).
 An annotation without ``<object>`` is an image with no objects: a valid
 negative, kept (as COCO images without annotations are). Evaluation counts its
 detections as false positives; training drops it when it offers no background

@@ -31,6 +31,12 @@ class VocResult:
     curves: dict  # name -> PRCurve
     iou_threshold: float
     use_07_metric: bool
+    devkit_ge: bool = False  # matches at IoU >= threshold (MATLAB devkit), else >
+
+    @property
+    def match_rule(self):
+        """"IoU >= 0.5" or "IoU > 0.5": how a detection matched, for reports."""
+        return f"IoU {'>=' if self.devkit_ge else '>'} {self.iou_threshold}"
 
     @property
     def mean_ap(self):
@@ -49,6 +55,7 @@ class VocResult:
     def to_dict(self):
         return {"metric": "voc07_11point" if self.use_07_metric else "voc_area",
                 "iou_threshold": self.iou_threshold,
+                "devkit_ge": self.devkit_ge,
                 "mAP": None if not np.isfinite(self.mean_ap) else self.mean_ap,
                 "AP": {name: (None if not np.isfinite(ap) else ap)
                        for name, ap in self.aps.items()}}
@@ -95,7 +102,8 @@ def evaluate_voc(dataset, detections, iou_threshold=0.5, use_07_metric=False, de
         if curve.num_positives == 0:
             logger.warning("class %r has no ground truth in %s: AP n/a, left out of the mean",
                            name, dataset.name)
-    return VocResult(tuple(dataset.classes), aps, curves, iou_threshold, use_07_metric)
+    return VocResult(tuple(dataset.classes), aps, curves, iou_threshold, use_07_metric,
+                     devkit_ge)
 
 
 def write_voc_results(detections, classes, directory, image_set):

@@ -36,7 +36,7 @@ def plot_pr_curves(result, path, columns=4):
         ax.grid(alpha=0.3)
     for ax in axes.ravel()[len(names):]:
         ax.axis("off")
-    figure.suptitle(f"mAP {100 * result.mean_ap:.1f} (IoU > {result.iou_threshold})",
+    figure.suptitle(f"mAP {100 * result.mean_ap:.1f} ({result.match_rule})",
                     fontsize=10)
     figure.tight_layout()
     buffer = io.BytesIO()

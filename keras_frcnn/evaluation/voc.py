@@ -1,8 +1,8 @@
 """PASCAL VOC average precision, as the devkit defines it.
 
 ``voc_ap`` scores one class: detections sorted by score (a stable sort, so ties
-keep their input order and results are reproducible), each matched to the
-unmatched ground-truth box of its image with the highest IoU (+1 areas). A match
+keep their input order and results are reproducible), each compared with the
+ground-truth box of its image with the highest IoU (+1 areas), matched or not. A match
 needs IoU > threshold (the Python evaluator the field uses) or >= threshold
 (``devkit_ge=True``, the MATLAB devkit). A detection whose best ground truth is
 ``difficult`` counts neither way, and difficult boxes do not count in recall; a

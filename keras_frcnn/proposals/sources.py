@@ -52,7 +52,8 @@ def proposals_for_dataset(dataset, proposals_config, progress=True, split=""):
         # The release's proposals come from R-CNN's selective_search_boxes.m, which drops
         # boxes under minBoxWidth = 20 pixels wide or high before the release's own filter.
         min_size = max(min_size, cfg.get("selective_search_min_size", 0))
-    return {r.image_id: postprocess.postprocess(boxes, r.width, r.height, min_size, top_k)
+    unique = cfg.get("unique", True)
+    return {r.image_id: postprocess.postprocess(boxes, r.width, r.height, min_size, top_k, unique)
             for r, boxes in zip(records, raw)}
 
 
@@ -63,9 +64,12 @@ def first_images(config, split, count):
 
     from keras_frcnn.data.sources import load_dataset
 
-    dataset = load_dataset(config.dataset, split)
+    from keras_frcnn.configs import split_sections
+
+    dataset_config, proposals_config = split_sections(config, split)
+    dataset = load_dataset(dataset_config, split)
     dataset = dataclasses.replace(dataset, records=tuple(dataset.records[:count]))
-    proposals = proposals_for_dataset(dataset, config.proposals, False, split=split)
+    proposals = proposals_for_dataset(dataset, proposals_config, False, split=split)
     return [(record, proposals[record.image_id]) for record in dataset.records]
 
 
