@@ -7,9 +7,27 @@ from keras_frcnn.data import demo
 SMALL = (("train", 6), ("test", 3))
 
 
-def test_render_is_deterministic_and_boxes_are_tight():
+def test_render_is_deterministic_and_boxes_are_tight(monkeypatch):
+    # Each placed object's whole mask: the last mask drawn when its fill colour is drawn
+    # (render_image draws a colour only for a placement it accepts).
+    drawn, placed = [], []
+    shape_mask, fill_colour = demo._shape_mask, demo._fill_colour
+
+    def recording_shape_mask(*args):
+        drawn.append(shape_mask(*args))
+        return drawn[-1]
+
+    def recording_fill_colour(*args):
+        placed.append(drawn[-1])
+        return fill_colour(*args)
+
+    monkeypatch.setattr(demo, "_shape_mask", recording_shape_mask)
+    monkeypatch.setattr(demo, "_fill_colour", recording_fill_colour)
+    occluded = []
     for index in range(20):
+        del placed[:]
         image, boxes, labels, masks = demo.render_image(demo.image_rng(0, 0, index), 200, 160)
+        whole = np.array(placed)
         again = demo.render_image(demo.image_rng(0, 0, index), 200, 160)
         np.testing.assert_array_equal(image, again[0])
         np.testing.assert_array_equal(boxes, again[1])
@@ -21,8 +39,14 @@ def test_render_is_deterministic_and_boxes_are_tight():
             assert mask[y1:y2 + 1, x1:x2 + 1].sum() == mask.sum()
             assert mask[y1, x1:x2 + 1].any() and mask[y2, x1:x2 + 1].any()
             assert mask[y1:y2 + 1, x1].any() and mask[y1:y2 + 1, x2].any()
-        # Occlusion is bounded: every object keeps at least MIN_VISIBLE of itself.
+        # Occlusion is bounded: every object keeps at least MIN_VISIBLE (3/4) of its pixels
+        # visible, and a pixel shows one object only.
+        assert whole.shape == masks.shape and not (masks & ~whole).any()
+        visible = masks.sum(axis=(1, 2)) / whole.sum(axis=(1, 2))
+        assert (visible >= 0.75).all(), visible
+        occluded.extend(visible[visible < 1])
         assert not (masks.sum(axis=0) > 1).any()
+    assert len(occluded) >= 3  # the bound is exercised: objects partly hidden
 
 
 def test_colour_does_not_identify_the_class():

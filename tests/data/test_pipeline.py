@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from keras_frcnn.boxes import iou_matrix
+from keras_frcnn.boxes import flip_horizontally, iou_matrix
 from keras_frcnn.data import transforms
 from keras_frcnn.data.pipeline import PipelineConfig, load_example, training_dataset
 from keras_frcnn.data.records import ImageRecord
@@ -154,6 +154,13 @@ def test_load_example_scales_and_flips(tmp_path):
     sampling = SamplingConfig(images_per_batch=1, rois_per_batch=16)
     config = PipelineConfig(scales=(120,), max_size=1000, preprocessing="none")
     stats = target_stats([entry], 2)
+    # The GT (5, 5, 30, 40) lies in the bright left half; mirrored (x' = 80 - x - 1) it is
+    # (49, 5, 74, 40), in the bright half that moved to the right. The proposals have
+    # random coordinates: none coincides with the mirror of another.
+    gt = np.array([[5, 5, 30, 40]], np.float64)
+    mirrored_gt = np.array([[49, 5, 74, 40]], np.float64)
+    plain_boxes, mirrored_boxes = entry.boxes, flip_horizontally(entry.boxes, 80)
+    assert np.count_nonzero(entry.max_overlaps >= 0.5) == 1  # the GT: every sample has it
     seen = set()
     for seed in range(12):
         image, rois, labels, *_ , sample_w = load_example(
@@ -162,10 +169,16 @@ def test_load_example_scales_and_flips(tmp_path):
         real = rois[sample_w > 0]
         assert (real >= 0).all() and (real[:, 2] <= 159).all() and (real[:, 3] <= 119).all()
         flipped = image[0, 0, 0] == 0  # the bright half moved to the right
+        # (Columns 79 and 80 blend the two halves in the bilinear resize.)
+        assert (image[:, 81:, 0] == 200).all() if flipped else (image[:, :79, 0] == 200).all()
         seen.add(bool(flipped))
-        gt_rows = real[(labels[sample_w > 0] == 1)]
-        expected = [2 * (80 - 30 - 1), 10, 2 * (80 - 5 - 1), 80] if flipped else [10, 10, 60, 80]
-        assert any(np.allclose(r, expected) for r in gt_rows) or len(gt_rows) < 16
+        # Every RoI is a proposal (or the GT) scaled by 2, mirrored with the image or not.
+        boxes = mirrored_boxes if flipped else plain_boxes
+        assert all(np.any(np.all(np.abs(boxes * 2 - r) < 1e-4, axis=1)) for r in real)
+        # The one foreground candidate is the GT (the proposals' best IoU is 0.30): its RoI
+        # is where the image shows the object.
+        np.testing.assert_array_equal(real[labels[sample_w > 0] == 1],
+                                      2 * (mirrored_gt if flipped else gt))
     assert seen == {True, False}
 
 

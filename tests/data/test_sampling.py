@@ -33,8 +33,9 @@ def test_entry_overlaps_classes_and_targets():
     np.testing.assert_array_equal(entry.gt_classes, [1, 0, 0, 0, 0, 0])
     np.testing.assert_array_equal(entry.max_classes, [1, 1, 1, 1, 1, 0])
     # Targets only where IoU >= 0.5: the GT itself (zeros) and the 0.5 box:
-    # P = (0, 0, 9, 4): w 10, h 5, centre (5, 2.5); G centre (5, 5): ty = 2.5 / 5, th = log 2.
-    np.testing.assert_allclose(entry.targets[1], [0, 0.5, 0, np.log(2)], atol=1e-6)
+    # The release's coder widths are x2 - x1 (+ EPS): P = (0, 0, 9, 4): w 9, h 4, centre
+    # (4.5, 2); G = (0, 0, 9, 9): h 9, centre (4.5, 4.5): ty = 2.5 / 4, th = log(9 / 4).
+    np.testing.assert_allclose(entry.targets[1], [0, 0.625, 0, np.log(9 / 4)], atol=1e-6)
     np.testing.assert_array_equal(entry.targets[[0, 2, 3, 4, 5]], 0)
 
 
@@ -70,11 +71,30 @@ def test_sampling_fg_fraction_and_no_replacement(rng):
     sample = sample_rois(entry, np.random.default_rng(1), config, unit_stats())
     assert (sample.num_fg, sample.num_bg) == (16, 48)
     assert sample.sample_weights.sum() == 64 and sample.target_weights.sum() == 16
-    assert len({tuple(r) for r in sample.rois}) == 64 or len(np.unique(sample.rois, axis=0)) >= 60
+    assert len(np.unique(sample.rois, axis=0)) == 64  # every candidate at most once
     again = sample_rois(entry, np.random.default_rng(1), config, unit_stats())
     np.testing.assert_array_equal(sample.rois, again.rois)  # same seed, same draw
     other = sample_rois(entry, np.random.default_rng(2), config, unit_stats())
     assert not np.array_equal(sample.rois, other.rois)
+
+
+def test_sampling_takes_a_pool_of_exactly_the_wanted_size_whole():
+    # 16 foreground candidates (the GT and 15 boxes shifted by 0.1 .. 1.5 pixels, IoU 0.98 ..
+    # 0.74) and 48 background ones (IoU 0.23 .. 0.33): without replacement the 16 + 48 rows
+    # are every candidate exactly once; a draw with replacement repeats some (p ~ 1 - 1e-6).
+    shifts = 0.1 * np.arange(1, 16)
+    fg = np.stack([shifts, np.zeros(15), 9 + shifts, np.full(15, 9.0)], 1)
+    bg = np.stack([np.full(48, 5.0), np.zeros(48), np.full(48, 14.0), np.linspace(5, 9, 48)], 1)
+    entry = build_entry(record(width=40, height=40), np.concatenate([fg, bg]))
+    assert np.count_nonzero(entry.max_overlaps >= 0.5) == 16
+    assert np.count_nonzero((entry.max_overlaps >= 0.1) & (entry.max_overlaps < 0.5)) == 48
+    sample = sample_rois(entry, np.random.default_rng(0), SamplingConfig(), unit_stats())
+    assert (sample.num_fg, sample.num_bg) == (16, 48)
+    candidates = entry.boxes.astype(np.float32)
+    np.testing.assert_array_equal(np.unique(sample.rois[:16], axis=0),
+                                  np.unique(candidates[entry.max_overlaps >= 0.5], axis=0))
+    np.testing.assert_array_equal(np.unique(sample.rois[16:], axis=0),
+                                  np.unique(candidates[entry.max_overlaps < 0.5], axis=0))
 
 
 def test_crop_entry_hand_worked():
@@ -94,8 +114,9 @@ def test_crop_entry_hand_worked():
     np.testing.assert_array_equal(cropped.gt_classes, [1, 0, 0])
     np.testing.assert_allclose(cropped.max_overlaps, [1.0, 0.8, 0.0])
     np.testing.assert_array_equal(cropped.max_classes, [1, 1, 0])
-    # P (0, 10, 24, 49): w 25, centre x 12.5; G (0, 10, 19, 49): w 20, centre x 10.
-    np.testing.assert_allclose(cropped.targets[1], [-0.1, 0, np.log(20 / 25), 0], atol=1e-6)
+    # P (0, 10, 24, 49): coder w 24, centre x 12; G (0, 10, 19, 49): w 19, centre x 9.5.
+    np.testing.assert_allclose(cropped.targets[1], [-2.5 / 24, 0, np.log(19 / 24), 0],
+                               atol=1e-6)
 
 
 def test_crop_entry_keeps_difficult_gt_taken_in():
@@ -112,31 +133,33 @@ def test_flipped_sample_mirrors_rois_and_negates_tx():
     flipped = sample_rois(entry, np.random.default_rng(0), config, unit_stats(), flipped=True)
     order = np.argsort(plain.rois[:, 0])
     np.testing.assert_array_equal(plain.rois[order], [[10, 0, 19, 9], [11, 0, 20, 9]])
-    # x1' = W - x2 - 1 = 100 - 20 - 1 = 79 for the shifted box; its tx -0.1 becomes +0.1.
+    # x1' = W - x2 - 1 = 100 - 20 - 1 = 79 for the shifted box; its tx -1/9 (coder width
+    # 9, centres 15.5 and 14.5) becomes +1/9.
     shifted = np.flatnonzero(plain.rois[:, 0] == 11)[0]
     np.testing.assert_array_equal(flipped.rois[shifted], [79, 0, 88, 9])
-    np.testing.assert_allclose(plain.targets[shifted], [-0.1, 0, 0, 0], atol=1e-6)
-    np.testing.assert_allclose(flipped.targets[shifted], [0.1, 0, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(plain.targets[shifted], [-1 / 9, 0, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(flipped.targets[shifted], [1 / 9, 0, 0, 0], atol=1e-6)
 
 
 def test_target_statistics_hand_worked():
-    # Class 1 rows with IoU >= 0.5: the GT (targets 0) and a box whose tx is -0.1
-    # (P = (11, 0, 20, 9), G = (10, 0, 19, 9)): mean tx -0.05, std 0.05;
+    # Class 1 rows with IoU >= 0.5: the GT (targets 0) and a box whose tx is -1/9
+    # (P = (11, 0, 20, 9), G = (10, 0, 19, 9), coder width 9): mean tx -1/18, std 1/18;
     # ty, tw, th are all 0: std 0 -> guarded to 1. Class 2 has no rows: mean 0, std 1.
     rec = record(boxes=[[10, 0, 19, 9]], width=100)
     roidb = [build_entry(rec, [[11, 0, 20, 9]])]
     stats = target_stats(roidb, num_classes=3, with_flipped=False)
-    np.testing.assert_allclose(stats.means[1], [-0.05, 0, 0, 0], atol=1e-9)
-    np.testing.assert_allclose(stats.stds[1], [0.05, 1, 1, 1], atol=1e-9)
-    np.testing.assert_array_equal(stats.means[2], 0) and np.testing.assert_array_equal(stats.stds[2], 1)
+    np.testing.assert_allclose(stats.means[1], [-1 / 18, 0, 0, 0], atol=1e-9)
+    np.testing.assert_allclose(stats.stds[1], [1 / 18, 1, 1, 1], atol=1e-9)
+    np.testing.assert_array_equal(stats.means[2], 0)
+    np.testing.assert_array_equal(stats.stds[2], 1)
     # With the mirrored copies (the release's flipped roidb): mean tx 0, std sqrt(E[tx^2]).
     flipped = target_stats(roidb, num_classes=3)
     np.testing.assert_allclose(flipped.means[1], [0, 0, 0, 0], atol=1e-12)
-    np.testing.assert_allclose(flipped.stds[1, 0], np.sqrt(0.01 / 2), atol=1e-9)
+    np.testing.assert_allclose(flipped.stds[1, 0], np.sqrt(1 / 81 / 2), atol=1e-9)
     fixed = target_stats(roidb, 3, mode="fixed")
     np.testing.assert_array_equal(fixed.stds[1], [0.1, 0.1, 0.2, 0.2])
     assert TargetStats.from_dict(stats.to_dict()).stds.tolist() == stats.stds.tolist()
-    normalised = stats.normalize(np.array([[-0.1, 0, 0, 0]]), np.array([1]))
+    normalised = stats.normalize(np.array([[-1 / 9, 0, 0, 0]]), np.array([1]))
     np.testing.assert_allclose(normalised, [[-1, 0, 0, 0]], atol=1e-6)
 
 

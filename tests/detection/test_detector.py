@@ -26,6 +26,16 @@ def model():
     return keras_model
 
 
+@pytest.fixture(scope="module")
+def confident_model(model):
+    """``model`` with its class scores spread (cls_score x 200): no near-ties in score order."""
+    keras_model = FastRCNN(num_classes=3, backbone="small", dropout=0.0)
+    keras_model.set_weights(model.get_weights())
+    kernel, bias = keras_model.get_layer("cls_score").get_weights()
+    keras_model.get_layer("cls_score").set_weights([kernel * 200.0, bias])
+    return keras_model
+
+
 def image_and_proposals(seed=0, n=40, width=96, height=72):
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 255, (height, width, 3), np.uint8)
@@ -69,8 +79,12 @@ def test_deduplication_changes_only_rounding(model):
     np.testing.assert_allclose(a.boxes, b.boxes, rtol=0, atol=1e-3)
 
 
-def test_detect_decodes_raw_deltas_per_class_and_clips(model):
+def test_detect_decodes_raw_deltas_per_class_and_clips(confident_model):
+    model = confident_model  # scores spread far enough apart to fix one score order
     image, proposals = image_and_proposals(1)
+    proposals = proposals[:40]  # distinct boxes: NMS at 1.0 keeps all (at > or >= 1.0)
+    n = len(proposals)
+    assert len(np.unique(proposals, axis=0)) == n
     config = DetectorConfig(scales=(144,), max_size=300, preprocessing="tf", deduplicate=False,
                             postprocess=PostprocessConfig(mode="frcnn", nms_threshold=1.0))
     detector = Detector(model, config)
@@ -79,30 +93,75 @@ def test_detect_decodes_raw_deltas_per_class_and_clips(model):
     batch = transforms.preprocess(transforms.resize(image, 2.0), "tf")[None]
     rois = np.concatenate([np.zeros((len(proposals), 1)), proposals * 2], 1).astype(np.float32)
     out = model({"images": tf.constant(batch), "rois": tf.constant(rois)}, training=False)
+    scores = out["cls_prob"].numpy()
     expected = box_ops.clip(box_ops.decode(proposals, out["bbox_pred"].numpy()), 96, 72)
-    # NMS at 1.0 keeps everything: each class has every proposal, in score order.
+    # NMS at 1.0 keeps everything: class 1's detections, then class 2's, each class with
+    # every proposal in descending score order, and each box with its own proposal's score.
+    np.testing.assert_array_equal(dets.classes, [1] * n + [2] * n)
     for k in (1, 2):
-        order = np.argsort(-out["cls_prob"].numpy()[:, k], kind="stable")
-        got = dets.boxes[dets.classes == k]
-        assert len(got) == len(proposals)
-        np.testing.assert_allclose(np.sort(got, axis=0),
-                                   np.sort(expected[order, 4 * (k - 1):4 * k], axis=0),
-                                   rtol=1e-5, atol=1e-3)
-        np.testing.assert_allclose(np.sort(dets.scores[dets.classes == k]),
-                                   np.sort(out["cls_prob"].numpy()[:, k]), rtol=1e-5)
+        order = np.argsort(-scores[:, k], kind="stable")
+        assert np.all(-np.diff(scores[order, k]) > 1e-5)  # no near-tie: one order
+        np.testing.assert_allclose(dets.boxes[dets.classes == k],
+                                   expected[order, 4 * (k - 1):4 * k], rtol=1e-5, atol=1e-3)
+        np.testing.assert_allclose(dets.scores[dets.classes == k], scores[order, k], rtol=1e-5)
     assert dets.boxes[:, 0].min() >= 0 and dets.boxes[:, 2].max() <= 95
     assert dets.boxes[:, 1].min() >= 0 and dets.boxes[:, 3].max() <= 71
 
 
+def test_without_box_regression_the_proposals_are_the_boxes(confident_model):
+    # The release's TEST.BBOX_REG off (Table 6): same scores, and each class's box is the
+    # proposal itself, whatever bbox_pred says.
+    image, proposals = image_and_proposals(1)
+    proposals = proposals[:40]
+    post = PostprocessConfig(mode="frcnn", nms_threshold=1.5)  # > 1: no suppression
+
+    def detect(bbox_reg):
+        config = DetectorConfig(scales=(144,), max_size=300, preprocessing="tf",
+                                postprocess=post, bbox_reg=bbox_reg)
+        return Detector(confident_model, config).detect(image, proposals)
+
+    plain, regressed = detect(False), detect(True)
+    np.testing.assert_array_equal(plain.scores, regressed.scores)
+    np.testing.assert_array_equal(plain.classes, regressed.classes)
+    for k in (1, 2):
+        boxes = plain.boxes[plain.classes == k]
+        np.testing.assert_array_equal(np.unique(boxes, axis=0), np.unique(proposals, axis=0))
+    assert not np.allclose(plain.boxes, regressed.boxes)
+
+
 def test_multiscale_uses_one_image_per_scale(model):
-    image, proposals = image_and_proposals(2)
-    detector = Detector(model, DetectorConfig(scales=(48, 72, 144), max_size=300,
+    # Scales 216, 252 and 288 on a 72-pixel-high image: factors 3, 3.5 and 4, images
+    # 216 x 288, 252 x 336 and 288 x 384. Each RoI goes to the factor whose scaled (+1)
+    # area is closest to 224^2 = 50176; worked out per proposal below.
+    image, _ = image_and_proposals(2)
+    proposals = np.array([
+        [0, 0, 95, 71],    # 96 x 72 = 6912: x9 62208, x12.25 84672 -> factor 3
+        [8, 1, 87, 70],    # 80 x 70 = 5600: x9 50400, x12.25 68600 -> factor 3
+        [16, 4, 79, 67],   # 64 x 64 = 4096: x12.25 = 224^2 exactly  -> factor 3.5
+        [30, 8, 93, 71],   # 64 x 64 again, elsewhere                -> factor 3.5
+        [20, 10, 75, 65],  # 56 x 56 = 3136: x16 = 224^2 exactly     -> factor 4
+        [0, 0, 55, 55],    # 56 x 56 again                           -> factor 4
+        [40, 30, 59, 39],  # 20 x 10 = 200: x16 = 3200, the nearest -> factor 4
+        [70, 60, 77, 67],  # 8 x 8 = 64                              -> factor 4
+        [16, 4, 79, 67],   # a duplicate: de-duplicated, same RoI
+    ], np.float32)
+    levels = [0, 0, 1, 1, 2, 2, 2, 2, 1]
+    factors = np.array([3.0, 3.5, 4.0], np.float32)
+    assert pyramid_levels(proposals, factors).tolist() == levels
+    detector = Detector(model, DetectorConfig(scales=(216, 252, 288), max_size=500,
                                               preprocessing="tf"))
-    images, rois, _ = detector.prepare(image, proposals)
-    assert images.shape == (3, 144, 192, 3)
-    factors = np.array([48 / 72, 1.0, 2.0])
-    levels = pyramid_levels(proposals, factors)
-    assert set(rois[:, 0].astype(int)) == set(levels)
+    images, rois, inverse = detector.prepare(image, proposals)
+    assert images.shape == (3, 288, 384, 3)
+    for k, factor in enumerate(factors):  # image k is the image at factor k, zero-padded
+        resized = transforms.preprocess(transforms.resize(image, float(factor)), "tf")
+        height, width = resized.shape[:2]
+        assert (height, width) == (72 * factor, 96 * factor)
+        np.testing.assert_array_equal(images[k, :height, :width], resized)
+        assert not images[k, height:].any() and not images[k, :, width:].any()
+    assert len(rois) == len(proposals) - 1
+    per_proposal = rois[inverse]
+    np.testing.assert_array_equal(per_proposal[:, 0], levels)
+    np.testing.assert_array_equal(per_proposal[:, 1:], proposals * factors[levels][:, None])
     dets = detector.detect(image, proposals)
     assert np.all(np.isfinite(dets.boxes)) and np.all(dets.scores > 0.05)
 
@@ -231,7 +290,8 @@ def test_set_cap_with_soft_nms_thresholds_the_candidates_first(model, tmp_path):
     # best of the 60 candidate scores and the release keeps scores above it: 5 per class
     # (fewer where candidates tie with the 6th), however much Soft-NMS then lowers their
     # scores (floor 0 in mode frcnn). They are what the hard-NMS path keeps when NMS
-    # suppresses nothing (threshold 1), with scores no higher.
+    # suppresses nothing (threshold above 1: the release's NMS suppresses at IoU >= its
+    # threshold, so 1.0 would still drop exact duplicates), with scores no higher.
     dataset, proposals = _tiny_dataset(tmp_path)
 
     def detector(**kwargs):
@@ -243,11 +303,11 @@ def test_set_cap_with_soft_nms_thresholds_the_candidates_first(model, tmp_path):
     def run(**kwargs):
         return detector(**kwargs).detect_dataset(dataset, proposals, progress=False)[0]
 
-    # The candidates: detect() on one image has no set cap; NMS 1.0 keeps all 20.
-    single = detector(nms_threshold=1.0)
+    # The candidates: detect() on one image has no set cap; NMS 1.5 keeps all 20.
+    single = detector(nms_threshold=1.5)
     uncapped = [single.detect(cv2.imread(r.image_path), proposals[r.image_id])
                 for r in dataset.records]
-    soft, kept = run(soft_nms_sigma=0.5), run(nms_threshold=1.0)
+    soft, kept = run(soft_nms_sigma=0.5), run(nms_threshold=1.5)
     classes = np.concatenate([d.classes for d in soft.values()])
     for k in (1, 2):
         candidates = np.concatenate([d.scores[d.classes == k] for d in uncapped])

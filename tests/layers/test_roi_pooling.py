@@ -86,14 +86,25 @@ def test_jit_compiled_training_with_composite(rng):
 
 
 def test_mixed_precision_keeps_rois_in_float32(rng):
-    features, rois = inputs(rng)
+    features, _ = inputs(rng)
+    # Coordinates just below a cell's rounding point (8k + 4 at 1/8) whose float16 is on
+    # it: 35.99 / 8 = 4.49875 -> cell 4, but float16(35.99) = 36.0 -> 4.5 -> cell 5;
+    # likewise 19.995 -> 20.0 (cell 2 -> 3), 11.998 -> 12.0 (1 -> 2), 27.995 -> 28.0
+    # (3 -> 4) and 43.99 -> 44.0 (5 -> 6). Autocast rois would pool other cells.
+    rois = np.array([[0, 35.99, 19.995, 63, 47], [1, 11.998, 27.995, 43.99, 47],
+                     [1, 0, 0, 35.99, 19.995]], np.float32)
+    halved = rois.astype(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(halved[:, 1:3], [[36, 20], [12, 28], [0, 0]])
+    assert halved[1, 3] == 44 and halved[2, 3] == 36 and halved[2, 4] == 20
     layer = RoIPooling(2, 1 / 8, dtype="mixed_float16")
-    out = layer([tf.cast(features, tf.float16), rois + 0.25])
+    out = layer([tf.cast(features, tf.float16), rois])
     assert out.dtype == tf.float16
-    # Pixel coordinates like 100.25 are not representable in float16.
-    expected = naive_roi_pool(features.astype(np.float16).astype(np.float32), rois + 0.25,
-                              2, 2, 1 / 8)[0]
+    features = features.astype(np.float16).astype(np.float32)
+    expected = naive_roi_pool(features, rois, 2, 2, 1 / 8)[0]
     np.testing.assert_array_equal(tf.cast(out, tf.float32).numpy(), expected)
+    # The case tells the two apart: with float16 rois every RoI pools something else.
+    autocast = naive_roi_pool(features, halved, 2, 2, 1 / 8)[0]
+    assert all(not np.array_equal(a, b) for a, b in zip(expected, autocast))
 
 
 @pytest.mark.parametrize("kwargs, error", [

@@ -190,16 +190,26 @@ def test_public_function_output(implementation, rng):
 
 @pytest.mark.parametrize("dtype", [tf.float16, tf.bfloat16])
 def test_half_precision_is_pooled_in_float32(implementation, dtype, rng):
-    features = tf.cast(rng.normal(size=(1, 8, 8, 4)), dtype)
-    rois = [[0, 0, 0, 7, 7], [0, 2, 1, 5, 6]]
+    # The bins are those of float32 features, not of the half dtype: for the RoI 57 rows
+    # high (y 0..56) with 7 bins, bin_h = fl32(57 / 7) and 7 * bin_h rounds above 57, so
+    # the last bin is rows [48, 58), one row past the RoI; in float16 and bfloat16 (as in
+    # exact arithmetic) 7 * bin_h is 57.0 and the bin stops at row 56. Row 57 holds the
+    # map's maximum, so only float32 bins see it.
+    values = rng.normal(size=(1, 60, 60, 4))
+    values[0, 57] = 10.0
+    features = tf.cast(values, dtype)
+    rois = [[0, 0, 0, 7, 7], [0, 2, 1, 5, 6], [0, 0, 0, 59, 56]]
     with tf.GradientTape() as tape:
         tape.watch(features)
-        out = roi_pool(features, rois, 3, 1.0, implementation=implementation)
+        out = roi_pool(features, rois, 7, 1.0, implementation=implementation)
     assert out.dtype == dtype
-    expected = naive_roi_pool(tf.cast(features, tf.float32).numpy(), rois, 3, 3, 1.0)[0]
-    np.testing.assert_array_equal(tf.cast(out, tf.float32).numpy(), expected)
+    pooled = tf.cast(out, tf.float32).numpy()
+    expected = naive_roi_pool(tf.cast(features, tf.float32).numpy(), rois, 7, 7, 1.0)[0]
+    np.testing.assert_array_equal(pooled, expected)
+    np.testing.assert_array_equal(pooled[2, 6], 10.0)  # the last bin row reaches row 57
+    assert (pooled[2, :6] < 10.0).all()
     grad = tape.gradient(out, features)
-    assert grad.dtype == dtype and float(tf.reduce_sum(tf.cast(grad, tf.float32))) == 2 * 9 * 4
+    assert grad.dtype == dtype and float(tf.reduce_sum(tf.cast(grad, tf.float32))) == 3 * 49 * 4
 
 
 def test_zero_rois_give_empty_output_and_zero_gradient(implementation):

@@ -47,8 +47,12 @@ def test_dynamic_spatial_shapes_match_reference(implementation, rng):
         # Float32 bin edges a constant-folding rewrite would move: roi_w 3 with
         # PW 7 (7 * fl(3/7) rounds to 3.0) and roi_h 57 (7 * fl(57/7) > 57).
         rois[:2] = [[0, 80, 0, 112, 60], [0, 0, 0, 16, 16 * 56]]
-        np.testing.assert_array_equal(pool(features, rois).numpy(),
-                                      naive_roi_pool(features, rois, 7, 7, 1 / 16)[0])
+        if h > 57:  # the 57-row RoI's last bin is rows [48, 58) in float32 only
+            features[0, 57] = 10.0  # (exact or float64 arithmetic: [48, 57))
+        out = pool(features, rois).numpy()
+        np.testing.assert_array_equal(out, naive_roi_pool(features, rois, 7, 7, 1 / 16)[0])
+        if h > 57:
+            np.testing.assert_array_equal(out[1, 6], 10.0)
 
 
 def test_empty_feature_map_gives_zeros(implementation):
@@ -59,10 +63,12 @@ def test_empty_feature_map_gives_zeros(implementation):
 
 @pytest.mark.parametrize("static", [True, False])
 def test_composite_under_xla_is_bit_identical(rng, static):
-    features, rois = sample(rng)
+    features, rois = sample(rng, h=60)
     # The float32 bin edges must survive XLA's rewrites too: roi_h 57 and
     # roi_w 3 with 7 bins (see test_dynamic_spatial_shapes_match_reference).
+    # The 57-row RoI's last bin reaches row 57 in float32 only; the maximum is there.
     rois[:2] = [[0, 0, 0, 100, 56], [1, 5, 0, 7, 8]]
+    features[0, 57] = 10.0
     if static:
         signature = [tf.TensorSpec(features.shape), tf.TensorSpec(rois.shape)]
     else:
@@ -77,6 +83,7 @@ def test_composite_under_xla_is_bit_identical(rng, static):
 
     out, grad = pool_and_grad(features, rois)
     np.testing.assert_array_equal(out.numpy(), naive_roi_pool(features, rois, 7, 7, 1.0)[0])
+    np.testing.assert_array_equal(out.numpy()[0, 6, 0], 10.0)  # bins 1.. lie beyond column 12
     x = tf.constant(features)
     with tf.GradientTape() as tape:
         tape.watch(x)
