@@ -55,7 +55,7 @@ def batches_per_second(dataset, batches):
 def measure(config, batches):
     dataset = load_dataset(config.dataset, "train")
     proposals = proposals_for_dataset(dataset, config.proposals, progress=True)
-    roidb = build_roidb(dataset, proposals)
+    roidb = build_roidb(dataset, proposals, config.dataset.use_difficult)
     stats = target_stats(roidb, dataset.num_classes)
     sampling = SamplingConfig(**config.sampling)
     pipeline = PipelineConfig(scales=tuple(config.pipeline.scales),

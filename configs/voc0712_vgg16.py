@@ -4,7 +4,8 @@
     python bin/evaluate.py --config=configs/voc0712_vgg16.py --workdir=workdirs/voc0712_vgg16
 
 Trains on both devkit years (16,551 images, three times the 5,011 of VOC07 trainval)
-and tests on VOC 2007 test alone (dataset.test_root, proposals.test_mat_file). The
+and tests on VOC 2007 test alone (dataset.test_root, proposals.test_mat_file: point
+them elsewhere together with dataset.root and proposals.mat_file). The
 schedule is the paper's for this set (section 5.3): 60k iterations instead of 40k, on the
 release's solver, whose learning rate drops 10x at 30k. (The 100k / 40k schedule of
 section 5.3 belongs to 07++12, which adds VOC07 test, for the VOC 2010/2012 tables.)

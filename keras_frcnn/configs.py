@@ -127,9 +127,9 @@ def base_config():
     config.test.flip = False  # also test the mirrored image, average the two (not in the paper)
     config.test.bbox_reg = True  # decode bbox_pred; False: the proposals are the boxes (Table 6)
     config.test.metric = "voc"  # voc | coco | both
-    config.test.iou_threshold = 0.5  # VOC: a match needs IoU above this
+    config.test.iou_threshold = 0.5  # VOC: a match needs IoU above this (devkit_ge: at least)
     config.test.use_07_metric = False  # VOC: 11-point AP (VOC2007) instead of the area
-    config.test.devkit_ge = False  # VOC: match at IoU >= threshold (MATLAB devkit)
+    config.test.devkit_ge = False  # VOC: the MATLAB devkit's rules (IoU >= threshold, 0:0.1:1)
     config.test.picture_images = 6  # images drawn into detections.png by evaluate
     config.test.picture_threshold = 0.5  # score threshold of drawn detections
     return config

@@ -113,6 +113,22 @@ def test_voc0712_trains_on_both_years_and_tests_on_voc2007(tmp_path, monkeypatch
     assert config.dataset.root.endswith("VOC2012")  # the config itself is not changed
 
 
+def test_voc0712_schedule():
+    # Paper 5.3: 07+12 trains 60k iterations instead of 40k; the release's solver drops the
+    # rate 10x at 30k. (100k with a drop every 40k is 07++12, the VOC 2010/2012 set.)
+    from keras_frcnn.model.fast_rcnn import step_schedule
+
+    config = load_config_file(Path(__file__).resolve().parents[1] / "configs" / "voc0712_vgg16.py")
+    assert (config.train.steps, config.train.step_size) == (60000, 30000)
+    t = config.train
+    schedule = step_schedule(t.base_lr, t.steps, t.step_fraction, step_size=t.step_size)
+    assert [float(schedule(s)) for s in (0, 29999, 30000, 59999)] == pytest.approx(
+        [0.001, 0.001, 0.0001, 0.0001])
+    coco = load_config_file(Path(__file__).resolve().parents[1] / "configs" / "coco_vgg16.py")
+    assert (coco.train.steps, coco.train.step_size, coco.model.dropout) == (240000, 160000, 0.0)
+    assert (coco.proposals.top_k, coco.proposals.unique) == (2000, True)
+
+
 def test_test_section_reaches_the_detector():
     from keras_frcnn.evaluate import detector_config
 

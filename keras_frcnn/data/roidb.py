@@ -1,7 +1,8 @@
 """The RoI database: per-image candidates with overlaps and regression targets.
 
 For every training image (as the release's roidb): the ground-truth boxes
-first (minus ``difficult`` ones unless ``use_difficult``), then the proposals;
+first (minus ``difficult`` ones if ``use_difficult`` is False; the release keeps
+them), then the proposals;
 for each row its maximum IoU with any ground truth (+1 convention), the class
 of that ground truth, and, where that IoU reaches ``bbox_threshold`` (0.5),
 the regression targets towards it. Targets are normalised per class to zero
@@ -40,7 +41,7 @@ class RoidbEntry:
         return int(np.count_nonzero(self.gt_classes))
 
 
-def build_entry(record, proposals, use_difficult=False, bbox_threshold=BBOX_THRESHOLD):
+def build_entry(record, proposals, use_difficult=True, bbox_threshold=BBOX_THRESHOLD):
     """One RoidbEntry from an ImageRecord and its proposals ([n, 4], 0-based)."""
     keep = np.ones(len(record.boxes), bool) if use_difficult else ~record.difficult
     gt_boxes, gt_classes = record.boxes[keep], record.classes[keep]
@@ -82,11 +83,11 @@ def crop_entry(entry, window, min_size=2, bbox_threshold=BBOX_THRESHOLD):
     record = dataclasses.replace(
         entry.record, width=width, height=height,
         boxes=shift_and_clip(entry.boxes[kept_gt]), classes=entry.gt_classes[kept_gt],
-        difficult=np.zeros(int(kept_gt.sum()), bool))  # difficult ones were left out already
+        difficult=np.zeros(int(kept_gt.sum()), bool))  # the entry's GT rows are all trained on
     return build_entry(record, proposals, bbox_threshold=bbox_threshold)
 
 
-def build_roidb(dataset, proposals, use_difficult=False, bbox_threshold=BBOX_THRESHOLD,
+def build_roidb(dataset, proposals, use_difficult=True, bbox_threshold=BBOX_THRESHOLD,
                 on_error="raise"):
     """RoidbEntry per record. ``proposals`` maps image_id -> [n, 4] boxes (0-based).
 

@@ -10,8 +10,9 @@ the cells are computed with the op's own arithmetic (float32, rounded half away
 from zero), so the copy is exact.
 
 RoIs the feature map does not reach (decision): the conv map of an image of
-width W has floor-like W / stride columns, so a thin proposal along the right or
-bottom edge can start beyond its last column or row. RoI pooling then finds
+width W has about W / stride columns (rounded up or down by the backbone), so a
+thin proposal along the right or bottom edge can start at or beyond its last
+column or row. RoI pooling then finds
 every bin empty and outputs zeros, and the network scores that zero vector from
 its biases alone, one constant score for every such RoI (0.52 "kangaroo" for
 the kangaroo model, above most true detections). Training never sees them

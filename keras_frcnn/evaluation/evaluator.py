@@ -98,7 +98,7 @@ def evaluate_voc(dataset, detections, iou_threshold=0.5, use_07_metric=False, de
     for k, name in enumerate(dataset.classes, start=1):
         curve = match_detections(rows[k], gt[k], iou_threshold, devkit_ge)
         curves[name] = curve
-        aps[name] = curve_ap(curve, use_07_metric)
+        aps[name] = curve_ap(curve, use_07_metric, devkit_ge)
         if curve.num_positives == 0:
             logger.warning("class %r has no ground truth in %s: AP n/a, left out of the mean",
                            name, dataset.name)

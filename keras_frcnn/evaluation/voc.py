@@ -4,7 +4,8 @@
 keep their input order and results are reproducible), each compared with the
 ground-truth box of its image with the highest IoU (+1 areas), matched or not. A match
 needs IoU > threshold (the Python evaluator the field uses) or >= threshold
-(``devkit_ge=True``, the MATLAB devkit). A detection whose best ground truth is
+(``devkit_ge=True``, the MATLAB devkit, which also brings its 11-point recall
+thresholds, below). A detection whose best ground truth is
 ``difficult`` counts neither way, and difficult boxes do not count in recall; a
 second detection of an already matched box is a false positive, even when
 another box overlaps it. AP is the VOC2007 11-point metric
@@ -105,12 +106,22 @@ def match_detections(detections, ground_truth, iou_threshold=0.5, devkit_ge=Fals
     return PRCurve(scores[order], tp, fp, num_positives)
 
 
-def ap_from_curve(recall, precision, use_07_metric=False):
-    """AP from recall/precision arrays (detections in score order)."""
+# The 11 recall thresholds of the VOC2007 metric. Python evaluators take
+# np.arange(0, 1.1, 0.1), whose 0.6 and 0.7 are 0.6000000000000001 and
+# 0.7000000000000001; the MATLAB devkit's 0:0.1:1 computes its upper half from the
+# end point (1 - 4 * 0.1, 1 - 3 * 0.1, ...), which gives 0.6 and 0.7 to the last bit.
+# A recall of exactly 3/5 or 7/10 reaches the devkit's threshold and not the other.
+PYTHON_07_THRESHOLDS = np.arange(0.0, 1.1, 0.1)
+MATLAB_07_THRESHOLDS = np.array([k * 0.1 for k in range(6)] + [1 - k * 0.1 for k in range(4, -1, -1)])
+
+
+def ap_from_curve(recall, precision, use_07_metric=False, devkit_ge=False):
+    """AP from recall/precision arrays (detections in score order); ``devkit_ge``
+    takes the MATLAB devkit's 11-point thresholds (above)."""
     recall, precision = np.asarray(recall, np.float64), np.asarray(precision, np.float64)
     if use_07_metric:
-        return float(sum(precision[recall >= t].max(initial=0.0) for t in np.linspace(0, 1, 11))
-                     / 11.0)
+        thresholds = MATLAB_07_THRESHOLDS if devkit_ge else PYTHON_07_THRESHOLDS
+        return float(sum(precision[recall >= t].max(initial=0.0) for t in thresholds) / 11.0)
     mrec = np.concatenate([[0.0], recall, [1.0]])
     mpre = np.concatenate([[0.0], precision, [0.0]])
     mpre = np.maximum.accumulate(mpre[::-1])[::-1]  # monotone envelope
@@ -118,13 +129,13 @@ def ap_from_curve(recall, precision, use_07_metric=False):
     return float(np.sum((mrec[changes + 1] - mrec[changes]) * mpre[changes + 1]))
 
 
-def curve_ap(curve, use_07_metric=False):
+def curve_ap(curve, use_07_metric=False, devkit_ge=False):
     """AP of a PRCurve: NaN without positives, 0 without detections."""
     if curve.num_positives == 0:
         return float("nan")
     if len(curve.tp) == 0:
         return 0.0
-    return ap_from_curve(curve.recall, curve.precision, use_07_metric)
+    return ap_from_curve(curve.recall, curve.precision, use_07_metric, devkit_ge)
 
 
 def voc_ap(detections, ground_truth, iou_threshold=0.5, use_07_metric=False, devkit_ge=False):
@@ -137,4 +148,4 @@ def voc_ap(detections, ground_truth, iou_threshold=0.5, use_07_metric=False, dev
     non-difficult ground truth, 0.0 when it has no detections.
     """
     return curve_ap(match_detections(detections, ground_truth, iou_threshold, devkit_ge),
-                    use_07_metric)
+                    use_07_metric, devkit_ge)

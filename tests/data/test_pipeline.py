@@ -318,3 +318,13 @@ def test_start_batch_continues_the_same_stream(tmp_path):
         np.testing.assert_array_equal(xa["rois"].numpy(), xb["rois"].numpy())
         np.testing.assert_array_equal(xa["images"].numpy(), xb["images"].numpy())
         np.testing.assert_array_equal(ya["labels"].numpy(), yb["labels"].numpy())
+
+
+def test_resize_keeps_the_float_image_as_the_release():
+    # blob.py subtracts the means from the float image, then resizes it: the result is
+    # not rounded to integers, and equals resizing first and subtracting after.
+    image = np.random.default_rng(0).integers(0, 256, (30, 40, 3)).astype(np.uint8)
+    resized = transforms.resize(image, 1.7)
+    assert resized.dtype == np.float32 and np.any(resized != np.round(resized))
+    means_first = transforms.resize(image.astype(np.float32) - transforms.PIXEL_MEANS_BGR, 1.7)
+    np.testing.assert_allclose(transforms.preprocess(resized, "caffe"), means_first, atol=1e-3)

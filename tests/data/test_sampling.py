@@ -41,8 +41,8 @@ def test_entry_overlaps_classes_and_targets():
 
 def test_difficult_gt_only_with_use_difficult():
     rec = record(boxes=[[0, 0, 9, 9], [20, 20, 29, 29]], classes=(1, 2), difficult=(False, True))
-    assert build_entry(rec, PROPOSALS).num_gt == 1
-    assert build_entry(rec, PROPOSALS, use_difficult=True).num_gt == 2
+    assert build_entry(rec, PROPOSALS).num_gt == 2  # the release trains on difficult ones
+    assert build_entry(rec, PROPOSALS, use_difficult=False).num_gt == 1
 
 
 def test_sampling_thresholds_counts_and_padding():

@@ -125,3 +125,17 @@ def test_padilla_published_answer(use_07, published):
     assert sum(len(b) for b in PADILLA_GT.values()) == 15 and len(detections) == 24
     ap = voc_ap(detections, ground_truth, iou_threshold=0.3, use_07_metric=use_07)
     assert ap == pytest.approx(published, abs=5e-5)
+
+
+def test_devkit_11_point_thresholds_are_matlab_s():
+    # 5 objects, 3 found first: recall 3/5 = 0.6 at precision 1. MATLAB's 0:0.1:1 holds 0.6
+    # exactly (1 - 4 * 0.1), so 7 of its 11 thresholds see precision 1; Python's
+    # np.arange(0, 1.1, 0.1) holds 0.6000000000000001, above 3/5, so only 6 do.
+    recall, precision = np.arange(1, 4) / 5, np.ones(3)
+    assert ap_from_curve(recall, precision, use_07_metric=True, devkit_ge=True) == 7 / 11
+    assert ap_from_curve(recall, precision, use_07_metric=True) == 6 / 11
+    boxes = np.array([[20 * k, 0, 20 * k + 9, 9] for k in range(5)], np.float64)
+    gt = {"a": (boxes, np.zeros(5, bool))}
+    dets = [("a", 0.9 - 0.1 * k, boxes[k]) for k in range(3)]
+    assert voc_ap(dets, gt, use_07_metric=True, devkit_ge=True) == 7 / 11
+    assert voc_ap(dets, gt, use_07_metric=True) == 6 / 11

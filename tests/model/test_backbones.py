@@ -276,3 +276,16 @@ def test_fit_from_the_input_pipeline(tmp_path):
     history = model.fit(dataset, steps_per_epoch=4, epochs=1, shuffle=False, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     assert set(history.history) >= {"loss", "cls_loss", "bbox_loss", "accuracy", "fg_accuracy"}
+
+
+@pytest.mark.parametrize("layer", [CaffeMaxPooling2D(3, 2, pad=1, name="pool1"),
+                                   LocalResponseNormalization(5, 0.0005, 0.75, 2.0, name="n")])
+def test_caffe_layers_survive_a_keras_round_trip(layer, tmp_path):
+    # A model holding the layer is saved and loaded as a .keras file, and computes the same.
+    inputs = keras.Input((9, 11, 4))
+    model = keras.Model(inputs, layer(inputs))
+    x = np.random.default_rng(0).normal(size=(2, 9, 11, 4)).astype(np.float32)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert loaded.layers[1].get_config() == layer.get_config()
+    np.testing.assert_array_equal(loaded(x), model(x))
