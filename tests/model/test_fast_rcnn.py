@@ -38,6 +38,20 @@ def test_outputs_and_heads():
     assert abs(model.get_layer("cls_score").get_weights()[0].std() - 0.01) < 0.002
 
 
+def test_dropout_after_fc6_and_fc7_in_training_only():
+    # The release's drop6 / drop7 (ratio 0.5, kept units scaled by 2 in training, identity
+    # at test): the layers follow fc6 and fc7, and only a training call drops.
+    keras.utils.set_random_seed(1)
+    model = FastRCNN(num_classes=3, backbone="small", dropout=0.5)
+    for name, after in (("drop6", "fc6"), ("drop7", "fc7")):
+        layer = model.get_layer(name)
+        assert layer.rate == 0.5 and layer.input is model.get_layer(after).output
+    x, _ = batch()
+    test_a, test_b = model(x, training=False), model(x, training=False)
+    np.testing.assert_array_equal(test_a["cls_score"], test_b["cls_score"])
+    assert not np.allclose(model(x, training=True)["cls_score"], test_a["cls_score"])
+
+
 def test_one_step_lowers_the_loss_on_a_fixed_batch():
     model = small_model()
     model.compile(optimizer=sgd(0.01))
