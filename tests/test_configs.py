@@ -111,6 +111,20 @@ def test_voc0712_trains_on_both_years_and_tests_on_voc2007(tmp_path, monkeypatch
     assert [r.image_id for r in load_dataset(test_dataset, "test").records] == ["000002"]
     assert test_proposals.mat_file == "data/selective_search_data/voc_2007_test.mat"
     assert config.dataset.root.endswith("VOC2012")  # the config itself is not changed
+    # bin/evaluate.py's library call, as shipped, scores VOC 2007 test (re-scoring saved
+    # detections: no network needed); one detection on the one cat: AP 1.
+    from keras_frcnn.detection.postprocess import Detections
+    from keras_frcnn.evaluate import evaluate
+    from keras_frcnn.evaluation import save_detections
+
+    save_detections({"000002": Detections(np.array([[0, 0, 4, 4]], np.float32),
+                                          np.array([0.9], np.float32),
+                                          np.array([8], np.int32))}, tmp_path / "dets.npz")
+    config.test.picture_images = 0
+    metrics = evaluate(config, output_dir=tmp_path / "eval", rescore=str(tmp_path / "dets.npz"),
+                       progress=False)
+    assert metrics["dataset"] == "VOC2007_test" and metrics["images"] == 1
+    assert metrics["AP"]["cat"] == 1.0
 
 
 def test_voc0712_schedule():
