@@ -121,8 +121,9 @@ def test_crop_entry_hand_worked():
 
 def test_crop_entry_keeps_difficult_gt_taken_in():
     rec = record(boxes=[[0, 0, 9, 9], [20, 20, 29, 29]], classes=(1, 2), difficult=(False, True))
-    assert crop_entry(build_entry(rec, PROPOSALS), (0, 0, 49, 49)).num_gt == 1
-    kept = crop_entry(build_entry(rec, PROPOSALS, use_difficult=True), (0, 0, 49, 49))
+    left_out = build_entry(rec, PROPOSALS, use_difficult=False)
+    assert crop_entry(left_out, (0, 0, 49, 49)).num_gt == 1
+    kept = crop_entry(build_entry(rec, PROPOSALS), (0, 0, 49, 49))  # default: trained on
     np.testing.assert_array_equal(kept.gt_classes[:2], [1, 2])
 
 
