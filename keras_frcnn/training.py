@@ -115,6 +115,20 @@ def make_strategy(config):
     return tf.distribute.get_strategy()
 
 
+def check_step_counts(config):
+    """Refuses step counts that are not positive integers, before anything is written: a
+    run of -5 steps would otherwise 'finish' at once and save an untrained model."""
+    t = config.train
+    for key, example in (("steps", 40000), ("checkpoint_every", 2000), ("log_every", 20)):
+        value = t[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"train.{key}={value!r}: must be a positive whole number of steps "
+                             f"(for example --config.train.{key}={example})")
+    if t.step_size < 0:
+        raise ValueError(f"train.step_size={t.step_size}: must be 0 (step_fraction of the run) "
+                         "or a positive number of steps")
+
+
 def check_global_batch(config, replicas):
     images = config.sampling.images_per_batch
     if images % replicas:
@@ -225,6 +239,7 @@ def save_inference_model(model, stats, path):
 
 def train(config, workdir, progress=True):
     """Trains (or resumes) per ``config`` in ``workdir``; returns {"step", "history"}."""
+    check_step_counts(config)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     ranks = svd_ranks(config, workdir)

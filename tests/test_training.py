@@ -43,6 +43,16 @@ def tiny_config(tmp_path, steps, write=True):
     return config
 
 
+@pytest.mark.parametrize("key, value", [("steps", -5), ("steps", 0), ("checkpoint_every", 0),
+                                        ("log_every", -1), ("step_size", -2)])
+def test_non_positive_step_counts_are_refused_before_anything_is_written(tmp_path, key, value):
+    config = base_config()
+    config.train[key] = value
+    with pytest.raises(ValueError, match=f"train.{key}={value}"):
+        training.train(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_resume_continues_the_step_count(tmp_path):
     config = tiny_config(tmp_path, steps=4)
     first = training.train(config, tmp_path / "work", progress=False)
