@@ -3,6 +3,7 @@ and TensorFlow's CPU kernels chosen before TensorFlow loads."""
 
 import os
 import sys
+from pathlib import Path
 
 from absl import app, flags
 
@@ -51,6 +52,16 @@ def _parse_flags(argv):
         sys.exit(f"error: {err}")
 
 
+def _check_config_file():
+    """One line for a --config file that does not exist (ml_collections defers the
+    error to the first use of the config, as two chained tracebacks)."""
+    flag = flags.FLAGS["config"] if "config" in flags.FLAGS else None
+    path = getattr(flag, "config_filename", None)
+    if path and not Path(path.split(":", 1)[0]).is_file():
+        sys.exit(f"error: --config={path}: no such file (the experiment configs are in "
+                 "configs/, e.g. --config=configs/demo.py)")
+
+
 def run(main, required=("config",)):
     """app.run(main) with the ``required`` flags; a bad flag or config override, or
     stray positional arguments, exit with one line."""
@@ -59,6 +70,7 @@ def run(main, required=("config",)):
     def checked_main(argv):
         if len(argv) > 1:
             sys.exit(f"error: unexpected arguments: {argv[1:]}")
+        _check_config_file()
         return main(argv)
 
     app.run(checked_main, flags_parser=_parse_flags)

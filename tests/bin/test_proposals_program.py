@@ -46,3 +46,8 @@ def test_bad_inputs_exit_with_one_line():
     result = run("--config=configs/kangaroo.py", "--config.dataset.root=/nonexistent")
     assert result.returncode != 0 and "error: /nonexistent/annots: no .xml" in result.stderr
     assert "Traceback" not in result.stderr
+    # A config file that does not exist: one line naming it, not two chained tracebacks.
+    result = run("--config=configs/nope.py")
+    assert result.returncode != 0
+    assert "error: --config=configs/nope.py: no such file" in result.stderr
+    assert "Traceback" not in result.stderr
