@@ -149,8 +149,7 @@ def format_report(metrics):
              f"{metrics['detections']} detections)"]
     if "table" in metrics:
         kind = "11-point" if metrics["metric"] == "voc07_11point" else "area"
-        rule = ">=" if metrics.get("devkit_ge") else ">"
-        lines += [f"VOC AP (%) at IoU {rule} {metrics['iou_threshold']}, {kind} metric:",
+        lines += [f"VOC AP (%) at {metrics['match_rule']}, {kind} metric:",
                   metrics["table"]]
     if "coco_summary" in metrics:
         lines.append(metrics["coco_summary"].rstrip())

@@ -56,6 +56,7 @@ class VocResult:
         return {"metric": "voc07_11point" if self.use_07_metric else "voc_area",
                 "iou_threshold": self.iou_threshold,
                 "devkit_ge": self.devkit_ge,
+                "match_rule": self.match_rule,
                 "mAP": None if not np.isfinite(self.mean_ap) else self.mean_ap,
                 "AP": {name: (None if not np.isfinite(ap) else ap)
                        for name, ap in self.aps.items()}}

@@ -112,7 +112,8 @@ def match_detections(detections, ground_truth, iou_threshold=0.5, devkit_ge=Fals
 # end point (1 - 4 * 0.1, 1 - 3 * 0.1, ...), which gives 0.6 and 0.7 to the last bit.
 # A recall of exactly 3/5 or 7/10 reaches the devkit's threshold and not the other.
 PYTHON_07_THRESHOLDS = np.arange(0.0, 1.1, 0.1)
-MATLAB_07_THRESHOLDS = np.array([k * 0.1 for k in range(6)] + [1 - k * 0.1 for k in range(4, -1, -1)])
+MATLAB_07_THRESHOLDS = np.array([k * 0.1 for k in range(6)]
+                                + [1 - k * 0.1 for k in range(4, -1, -1)])
 
 
 def ap_from_curve(recall, precision, use_07_metric=False, devkit_ge=False):
