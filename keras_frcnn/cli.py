@@ -48,15 +48,27 @@ def _parse_flags(argv):
         return flags.FLAGS(argv)
     except (AttributeError, KeyError) as err:
         sys.exit(f"error: {_unknown_key_message(argv, err)}")
+    except OSError as err:  # ml_collections loads the file here when --config.* overrides it
+        _check_config_file(_config_argument(argv))
+        sys.exit(f"error: {str(err).splitlines()[0]}")
     except (flags.Error, ValueError, TypeError) as err:
         sys.exit(f"error: {err}")
 
 
-def _check_config_file():
-    """One line for a --config file that does not exist (ml_collections defers the
-    error to the first use of the config, as two chained tracebacks)."""
-    flag = flags.FLAGS["config"] if "config" in flags.FLAGS else None
-    path = getattr(flag, "config_filename", None)
+def _config_argument(argv):
+    """The value of --config in ``argv`` (``--config=PATH`` or ``--config PATH``), or None."""
+    for k, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg == "--config" and k + 1 < len(argv):
+            return argv[k + 1]
+    return None
+
+
+def _check_config_file(path):
+    """One line for a --config file that does not exist. ml_collections loads it while
+    the flags are parsed when an override follows (_parse_flags), else at its first use;
+    either way it printed two chained tracebacks."""
     if path and not Path(path.split(":", 1)[0]).is_file():
         sys.exit(f"error: --config={path}: no such file (the experiment configs are in "
                  "configs/, e.g. --config=configs/demo.py)")
@@ -70,7 +82,7 @@ def run(main, required=("config",)):
     def checked_main(argv):
         if len(argv) > 1:
             sys.exit(f"error: unexpected arguments: {argv[1:]}")
-        _check_config_file()
+        _check_config_file(_config_argument(sys.argv))
         return main(argv)
 
     app.run(checked_main, flags_parser=_parse_flags)

@@ -103,7 +103,7 @@ def base_config():
     config.train.seed = 0  # initial weights and dropout (keras.utils.set_random_seed); -1: unseeded
     config.train.base_lr = 0.001  # learning rate before the step
     config.train.step_fraction = 0.75  # lr x 0.1 from this share of the run (30k of 40k)
-    config.train.step_size = 0  # if > 0: lr x 0.1 every step_size steps instead (VOC12: 40k)
+    config.train.step_size = 0  # if > 0: lr x 0.1 every step_size steps instead (07++12: 40k)
     config.train.momentum = 0.9  # SGD momentum
     config.train.weight_decay = 0.0005  # L2 on kernels (not biases)
     config.train.bias_lr_mult = 2.0  # learning-rate multiplier of biases

@@ -47,7 +47,8 @@ def test_bad_inputs_exit_with_one_line():
     assert result.returncode != 0 and "error: /nonexistent/annots: no .xml" in result.stderr
     assert "Traceback" not in result.stderr
     # A config file that does not exist: one line naming it, not two chained tracebacks.
-    result = run("--config=configs/nope.py")
-    assert result.returncode != 0
-    assert "error: --config=configs/nope.py: no such file" in result.stderr
-    assert "Traceback" not in result.stderr
+    for overrides in ((), ("--config.train.steps=3",)):  # loaded at parse time with one
+        result = run("--config=configs/nope.py", *overrides)
+        assert result.returncode != 0
+        assert "error: --config=configs/nope.py: no such file" in result.stderr
+        assert "Traceback" not in result.stderr

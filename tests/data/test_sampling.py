@@ -124,6 +124,7 @@ def test_crop_entry_keeps_difficult_gt_taken_in():
     left_out = build_entry(rec, PROPOSALS, use_difficult=False)
     assert crop_entry(left_out, (0, 0, 49, 49)).num_gt == 1
     kept = crop_entry(build_entry(rec, PROPOSALS), (0, 0, 49, 49))  # default: trained on
+    assert kept.num_gt == 2
     np.testing.assert_array_equal(kept.gt_classes[:2], [1, 2])
 
 
