@@ -9,7 +9,6 @@ cached), or read from the release's demo files with
 Writes <name>.detections.jpg per image and detections.json into --output_dir.
 """
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -32,10 +31,16 @@ _THRESHOLD = flags.DEFINE_float("score_threshold", 0.5, "draw and list detection
 def class_names(workdir, classes):
     if classes:
         return list(classes)
+    from keras_frcnn.files import read_json
+
     path = Path(workdir or ".") / "classes.json"
+    fix = "give --classes=name1,name2,... (in model order)"
     if not path.is_file():
-        sys.exit(f"error: {path} not found: give --classes=name1,name2,... (in model order)")
-    return json.loads(path.read_text())
+        sys.exit(f"error: {path} not found: {fix}")
+    try:
+        return read_json(path, fix)
+    except ValueError as err:
+        sys.exit(f"error: {err}")
 
 
 def main(argv):

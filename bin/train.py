@@ -23,16 +23,21 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, logs and the
 def main(argv):
     logging.getLogger("keras_frcnn").setLevel(logging.INFO)
     from keras_frcnn.data.records import DatasetError
-    from keras_frcnn.training import TrainingDiverged, train
+    from keras_frcnn.files import WorkdirBusy
+    from keras_frcnn.training import NoUsableCheckpoint, TrainingDiverged, train
 
     config = _CONFIG.value
     print(config)
     try:
         result = train(config, _WORKDIR.value)
-    except (DatasetError, TrainingDiverged, ValueError) as err:
+    except (DatasetError, NoUsableCheckpoint, TrainingDiverged, ValueError, WorkdirBusy) as err:
         sys.exit(f"error: {err}")
-    state = "interrupted" if result["interrupted"] else "finished"
-    print(f"{state} at step {result['step']}; model in {_WORKDIR.value}/model.keras")
+    if result["interrupted"]:  # on a line of its own: the progress bar's is unfinished
+        print(f"\ninterrupted after step {result['step']} of {config.train.steps}: saved the "
+              f"training state in {result['checkpoint']} (no model.keras yet); run the same "
+              f"command again to go on from step {result['step'] + 1}")
+    else:
+        print(f"finished {result['step']} steps; model in {_WORKDIR.value}/model.keras")
 
 
 def run():

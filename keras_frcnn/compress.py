@@ -23,7 +23,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_frcnn.files import atomic_write
+from keras_frcnn.files import atomic_write, read_json
 from keras_frcnn.model.fast_rcnn import FACTORIZABLE, FastRCNN
 
 logger = logging.getLogger("keras_frcnn.compress")
@@ -210,7 +210,7 @@ def _write_workdir(config, workdir, output_workdir, compressed):
     stats = training.load_target_stats(workdir)
     for name in ("classes.json", "target_stats.json"):
         shutil.copyfile(workdir / name, output_workdir / name)
-    saved = json.loads((workdir / "config.json").read_text()) if (
+    saved = read_json(workdir / "config.json", training.REWRITE) if (
         workdir / "config.json").is_file() else config.to_dict()
     saved.setdefault("model", {})["svd"] = format_ranks(compressed.get_config()["factorized"])
     atomic_write(output_workdir / "config.json", json.dumps(saved, indent=2, default=str))

@@ -49,12 +49,20 @@ def load_model(config, workdir=None, model_path=None, checkpoint=None, num_class
 
         if workdir is None:
             raise ValueError("--checkpoint needs --workdir (for target_stats.json)")
-        prefix = (tf.train.latest_checkpoint(str(Path(workdir) / "checkpoints"))
-                  if checkpoint == "latest" else checkpoint)
-        if not prefix:
-            raise FileNotFoundError(f"{workdir}/checkpoints: no checkpoint to evaluate")
         model = training.build_model(config, num_classes, workdir)
-        tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
+        restorer = tf.train.Checkpoint(model=model)
+        if checkpoint == "latest":  # the newest one that can be read
+            if not training.restore_latest(restorer, Path(workdir) / "checkpoints"):
+                raise FileNotFoundError(f"{workdir}/checkpoints: no checkpoint to evaluate")
+        else:
+            try:
+                restorer.restore(checkpoint).expect_partial()
+            except tf.errors.NotFoundError:
+                raise FileNotFoundError(f"{checkpoint}: no such checkpoint") from None
+            except (tf.errors.OpError, ValueError, IndexError) as err:
+                raise training.CorruptFile(
+                    f"checkpoint {checkpoint} is damaged ({str(err).strip().splitlines()[0]});"
+                    " give another one, or --checkpoint=latest") from None
         return training.inference_copy(model, training.load_target_stats(workdir))
     return training.load_inference_model(model_path or workdir)
 

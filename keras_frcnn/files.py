@@ -1,5 +1,8 @@
-"""Writing files so that nobody ever reads a half-written one."""
+"""Writing files so that nobody ever reads a half-written one, reading them back with
+errors that name the file, and locking a workdir against a second writer."""
 
+import fcntl
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -17,3 +20,64 @@ def atomic_write(path, data):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class CorruptFile(ValueError):
+    """A file that exists but cannot be parsed: truncated by a crash or a full disk,
+    or edited by hand."""
+
+
+def read_json(path, fix):
+    """The JSON value in ``path``; CorruptFile naming the file and ``fix`` (what the
+    user can do about it) if it is truncated or not JSON. A missing file raises
+    FileNotFoundError as usual."""
+    path = Path(path)
+    text = path.read_bytes()
+    try:
+        return json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        state = "empty" if not text.strip() else f"corrupt or truncated ({err})"
+        raise CorruptFile(f"{path}: {state}; {fix}") from None
+
+
+class WorkdirBusy(RuntimeError):
+    """Another process holds the workdir's lock."""
+
+
+class WorkdirLock:
+    """An exclusive lock on a workdir, held while a training runs in it.
+
+    flock(2) on ``<workdir>/<name>``: the kernel drops it when the process ends, however
+    it ends (kill -9 included), so a lock is never stale. The holder writes its PID
+    into the file so a second run can say who holds it; the file itself stays.
+    """
+
+    def __init__(self, workdir, name="train.lock"):
+        self.path = Path(workdir) / name
+        self._fd = None
+
+    def acquire(self):
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise WorkdirBusy(f"{self.path.parent} is in use by another training (PID "
+                              f"{holder}); wait for it to finish or stop it, or give "
+                              "another --workdir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self):
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()

@@ -4,8 +4,10 @@ Workdir layout:
   config.json          the resolved config (written before training starts)
   target_stats.json    regression-target normalisation of the training set
   classes.json         object class names (class k >= 1 is entry k - 1)
-  checkpoints/         training state (model, optimiser, step), every
-                       ``train.checkpoint_every`` steps and at the end
+  train.lock           held (flock) by the run training in the workdir, with its PID
+  checkpoints/         training state (model, optimiser, step, dropout random
+                       states), ckpt-<steps done> every ``train.checkpoint_every``
+                       steps and at the end
   model.keras          the trained model for inference: target normalisation
                        folded into bbox_pred, so it emits raw deltas
   logs/                TensorBoard scalars
@@ -13,11 +15,13 @@ Workdir layout:
                        ranks; training and --checkpoint evaluation build the
                        factored model from them
 
-Restarting with the same workdir resumes from the latest checkpoint with the
-same step count, learning-rate schedule and data stream. Ctrl-C saves a
+Restarting with the same workdir resumes from the newest checkpoint that can be
+read, with the same step count, learning-rate schedule, data stream and dropout
+masks: the result is the uninterrupted run's, bit for bit. Ctrl-C saves a
 checkpoint and returns. A non-finite loss stops training with a clear error
 and keeps the last good checkpoint. Every file is written to a temporary name
-and renamed (TensorFlow checkpoints are written that way already).
+and renamed (TensorFlow checkpoints are written that way already). See
+docs/training.md.
 """
 
 import contextlib
@@ -25,6 +29,7 @@ import json
 import logging
 import os
 import shutil
+import zipfile
 from pathlib import Path
 
 import keras
@@ -36,15 +41,24 @@ from keras_frcnn.data.pipeline import PipelineConfig, training_dataset
 from keras_frcnn.data.roidb import TargetStats, build_roidb, target_stats
 from keras_frcnn.data.sampling import SamplingConfig, trainable_entries
 from keras_frcnn.data.sources import load_dataset
-from keras_frcnn.files import atomic_write
+from keras_frcnn.files import CorruptFile, WorkdirLock, atomic_write, read_json
 from keras_frcnn.model.fast_rcnn import FastRCNN, fold_target_stats, sgd, step_schedule
 from keras_frcnn.proposals.sources import proposals_for_dataset
 
 logger = logging.getLogger("keras_frcnn.training")
 
 
+# What to do about a damaged workdir file that training writes itself.
+REWRITE = ("delete it and run bin/train.py with the same --config and --workdir to "
+            "write it again")
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
+
+
+class NoUsableCheckpoint(RuntimeError):
+    """Every checkpoint of a workdir is damaged."""
 
 
 def svd_ranks(config, workdir=None):
@@ -54,7 +68,8 @@ def svd_ranks(config, workdir=None):
     ranks = parse_ranks(config.model.svd)
     report = Path(workdir) / "compress.json" if workdir is not None else None
     if report is not None and report.is_file():
-        recorded = {k: int(v) for k, v in json.loads(report.read_text())["ranks"].items()}
+        fix = "run bin/compress.py again to write it"
+        recorded = {k: int(v) for k, v in read_json(report, fix)["ranks"].items()}
         if ranks and ranks != recorded:
             raise ValueError(f"{workdir} holds a model compressed with "
                              f"{format_ranks(recorded)}, but config.model.svd is "
@@ -71,7 +86,7 @@ def fc_units(config, workdir=None):
     saved = Path(workdir) / "config.json" if workdir is not None else None
     if saved is None or not saved.is_file():
         return given
-    recorded = json.loads(saved.read_text()).get("model", {}).get("fc_units")
+    recorded = read_json(saved, REWRITE).get("model", {}).get("fc_units")
     recorded = None if recorded is None else tuple(int(u) for u in recorded)
     if given is not None and recorded is not None and given != recorded:
         raise ValueError(f"{workdir} was trained with config.model.fc_units={recorded}, but the "
@@ -168,15 +183,58 @@ def make_optimizer(config):
                t.momentum)
 
 
+def random_states(model):
+    """The model's random-number states: the dropout layers' seed generators, whose
+    counters advance every step. tf.train.Checkpoint does not reach them through the
+    model, and a resumed run that restarts them draws other dropout masks."""
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
 def _checkpointing(config, model, workdir):
-    """(optimizer, tf.train.Checkpoint, CheckpointManager) of a workdir."""
+    """(optimizer, tf.train.Checkpoint, CheckpointManager) of a workdir. The checkpoint
+    holds every state a training step reads: weights, optimiser (momentum, step
+    count) and random states; the data stream is a function of the step count."""
     model.compile(optimizer=make_optimizer(config))  # mixed_float16: a LossScaleOptimizer
     optimizer = model.optimizer
     optimizer.build(model.trainable_variables)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    rng = tf.train.Checkpoint(**{f"state_{k}": v for k, v in enumerate(random_states(model))})
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, random=rng)
     manager = tf.train.CheckpointManager(checkpoint, Path(workdir) / "checkpoints",
                                          config.train.keep_checkpoints)
     return optimizer, checkpoint, manager
+
+
+def restore_latest(checkpoint, directory):
+    """Restores the newest checkpoint in ``directory`` that can be read and returns its
+    prefix (None if there is none). A damaged one (truncated by a crash or a full disk)
+    is skipped with a warning naming it; NoUsableCheckpoint if none can be read."""
+    directory = Path(directory)
+    prefixes = sorted((p.with_suffix("") for p in directory.glob("ckpt-*.index")),
+                      key=lambda p: int(p.name.split("-")[1]), reverse=True)
+    damaged = []
+    for prefix in prefixes:
+        try:
+            status = checkpoint.restore(str(prefix))
+            try:
+                status.assert_existing_objects_matched()
+            except AssertionError:  # written before random states were checkpointed
+                status.expect_partial()
+                logger.warning("%s holds no dropout random state (an older version wrote "
+                               "it): the resumed run will not repeat an uninterrupted "
+                               "one bit for bit", prefix)
+            if damaged:
+                logger.warning("resuming from %s instead", prefix.name)
+            return str(prefix)
+        except (tf.errors.OpError, ValueError, IndexError) as err:  # IndexError: truncated data
+            damaged.append(prefix)
+            logger.warning("checkpoint %s is damaged and was skipped (%s)", prefix,
+                           str(err).strip().splitlines()[0])
+    if damaged:
+        raise NoUsableCheckpoint(
+            f"no checkpoint in {directory} can be read (damaged: "
+            f"{', '.join(p.name for p in damaged)}); delete the folder to train from the "
+            "start, or restore it from a copy")
+    return None
 
 
 def save_initial_checkpoint(config, model, workdir):
@@ -237,11 +295,26 @@ def save_inference_model(model, stats, path):
     save_model(inference_copy(model, stats), path)
 
 
+def lock_name(config):
+    """The workdir lock of this process: one per task of a multi-worker run (its workers
+    share the workdir), else one per workdir."""
+    if config.train.distribute != "multi_worker":
+        return "train.lock"
+    task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task", {})
+    return f"train.{task.get('type', 'worker')}-{task.get('index', 0)}.lock"
+
+
 def train(config, workdir, progress=True):
-    """Trains (or resumes) per ``config`` in ``workdir``; returns {"step", "history"}."""
+    """Trains (or resumes) per ``config`` in ``workdir``, holding the workdir's lock;
+    returns {"step", "history", "interrupted"} and, when interrupted, "checkpoint"."""
     check_step_counts(config)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    with WorkdirLock(workdir, lock_name(config)):
+        return _train(config, workdir, progress)
+
+
+def _train(config, workdir, progress):
     ranks = svd_ranks(config, workdir)
     if ranks and parse_ranks(config.model.svd) != ranks:  # a compressed workdir: record them
         config = config.copy_and_resolve_references()
@@ -273,12 +346,10 @@ def train(config, workdir, progress=True):
         optimizer, checkpoint, manager = _checkpointing(config, model, state_dir)
     if replicas > 1 or t.precision != "float32":
         logger.info("%d replicas (%s), %s", replicas, t.distribute or "one device", t.precision)
-    latest = tf.train.latest_checkpoint(str(workdir / "checkpoints"))
-    if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
+    latest = restore_latest(checkpoint, workdir / "checkpoints")
     step = int(optimizer.iterations.numpy())
     if step:
-        logger.info("resuming from %s at step %d", latest, step)
+        logger.info("resuming from %s: %d steps done, next is step %d", latest, step, step + 1)
 
     history = {metric.name: [] for metric in model.metrics}
     if step < t.steps:
@@ -325,9 +396,13 @@ def train(config, workdir, progress=True):
                 if step % t.checkpoint_every == 0 and step < t.steps:
                     manager.save(checkpoint_number=step)
         except KeyboardInterrupt:
-            manager.save(checkpoint_number=step)
-            logger.warning("interrupted: checkpoint saved at step %d; run again to resume", step)
-            return {"step": step, "history": history, "interrupted": True}
+            # The interrupt can land after a step ran but before it was counted here:
+            # the optimiser's step count is the one the checkpoint holds.
+            step = int(optimizer.iterations.numpy())
+            saved = manager.save(checkpoint_number=step)
+            logger.warning("interrupted after step %d: saved %s", step, saved)
+            return {"step": step, "history": history, "interrupted": True,
+                    "checkpoint": saved}
         finally:
             writer.flush()
         manager.save(checkpoint_number=step)
@@ -347,8 +422,19 @@ def load_inference_model(workdir_or_path):
         raise FileNotFoundError(f"{path}: no trained model (run bin/train.py first)")
     import keras_frcnn.layers  # noqa: F401  (registers RoIPooling for deserialisation)
 
-    return keras.saving.load_model(path)
+    # Keras says "File not found" for a file that is there but is not a whole zip.
+    fix = ("run bin/train.py with the same --config and --workdir to write it again "
+           "from the last checkpoint" if path.name == "model.keras"
+           else "save or copy the model again")
+    if not zipfile.is_zipfile(path):
+        raise CorruptFile(f"{path}: corrupt or truncated (not a .keras zip file); {fix}")
+    try:
+        return keras.saving.load_model(path)
+    except (OSError, zipfile.BadZipFile, KeyError, EOFError) as err:
+        raise CorruptFile(f"{path}: corrupt or truncated ({str(err).splitlines()[0]}); "
+                          f"{fix}") from None
 
 
 def load_target_stats(workdir):
-    return TargetStats.from_dict(json.loads((Path(workdir) / "target_stats.json").read_text()))
+    """The TargetStats of a trained workdir (target_stats.json)."""
+    return TargetStats.from_dict(read_json(Path(workdir) / "target_stats.json", REWRITE))

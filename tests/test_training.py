@@ -148,7 +148,7 @@ def test_demo_config_end_to_end(tmp_path):
 
     out = run("train.py", f"--workdir={workdir}", "--config.train.steps=3",
               "--config.train.checkpoint_every=2")
-    assert "finished at step 3" in out
+    assert "finished 3 steps" in out
     assert (workdir / "model.keras").is_file()
 
     out = run("evaluate.py", f"--workdir={workdir}")
@@ -195,7 +195,7 @@ def test_demo_config_end_to_end(tmp_path):
         list(json.loads((svd / "eval" / "test" / "metrics.json").read_text())["AP"].values()),
         atol=1e-6)
     out = run("train.py", f"--workdir={svd}", "--config.train.steps=2")
-    assert "finished at step 2" in out
+    assert "finished 2 steps" in out
 
     out = run("export.py", f"--workdir={svd}")
     assert "verified: no Python-function op, no keras_frcnn op" in out
