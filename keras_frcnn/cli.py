@@ -1,6 +1,7 @@
 """Shared start-up of the bin/ programs: absl flags with clear configuration errors,
 and TensorFlow's CPU kernels chosen before TensorFlow loads."""
 
+import difflib
 import os
 import sys
 from pathlib import Path
@@ -19,39 +20,40 @@ from keras_frcnn.configs import load_config_file
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
-def _load_config_file(argv):
-    """get_config() of the file named by --config=..., or None."""
-    for arg in argv[1:]:
-        if arg.startswith("--config="):
-            return load_config_file(arg.split("=", 1)[1])
-    return None
-
-
 def _unknown_key_message(argv, err):
-    """Names the --config.* override whose key does not exist, and the valid keys."""
-    key = str(err).strip("\"'")
+    """Names the --config.* override whose key does not exist, the nearest valid key and
+    all valid keys of its section."""
+    path = _config_argument(argv)
+    config = load_config_file(path.split(":", 1)[0]) if path else None
     for arg in argv[1:]:
-        if not arg.startswith("--config.") or "=" not in arg:
+        if config is None or not arg.startswith("--config.") or "=" not in arg:
             continue
-        path = arg[len("--config."):].split("=", 1)[0].split(".")
-        if key in path:
-            parent = _load_config_file(argv)
-            for name in path[:path.index(key)]:
-                parent = parent[name] if parent is not None else None
-            valid = ", ".join(sorted(parent.keys())) if hasattr(parent, "keys") else "none"
-            return f"unknown config key {key!r} in {arg} (valid keys here: {valid})"
-    return f"bad configuration override: {err}"
+        keys, node = arg[len("--config."):].split("=", 1)[0].split("."), config
+        for depth, key in enumerate(keys):
+            if not hasattr(node, "keys"):
+                return (f"config.{'.'.join(keys[:depth])} in {arg} is a setting, not a "
+                        f"section: it has no key {key!r}")
+            if key not in node:
+                valid = sorted(node.keys())
+                close = difflib.get_close_matches(key, valid, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                section = "config." + ".".join(keys[:depth]) if depth else "config"
+                return (f"unknown config key {key!r} in {arg}{hint} (valid keys of {section}: "
+                        f"{', '.join(valid)})")
+            node = node[key]
+    first_line = str(err).strip("\"'").splitlines()[0].strip("\"'")
+    return f"bad configuration override: {first_line}"
 
 
 def _parse_flags(argv):
     try:
         return flags.FLAGS(argv)
-    except (AttributeError, KeyError) as err:
+    except (AttributeError, KeyError, TypeError) as err:
         sys.exit(f"error: {_unknown_key_message(argv, err)}")
     except OSError as err:  # ml_collections loads the file here when --config.* overrides it
         _check_config_file(_config_argument(argv))
         sys.exit(f"error: {str(err).splitlines()[0]}")
-    except (flags.Error, ValueError, TypeError) as err:
+    except (flags.Error, ValueError) as err:
         sys.exit(f"error: {err}")
 
 

@@ -43,6 +43,15 @@ def test_bad_inputs_exit_with_one_line():
     assert result.returncode != 0
     assert "unknown config key 'nope' in --config.dataset.nope=1" in result.stderr
     assert "Traceback" not in result.stderr
+    # A misspelt key: one line, the nearest key and the keys of its section.
+    result = run("--config=configs/demo.py", "--config.train.stepz=20")
+    assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1
+    assert ("error: unknown config key 'stepz' in --config.train.stepz=20; did you mean "
+            "'steps'? (valid keys of config.train: base_lr, ") in result.stderr
+    assert ", steps, weight_decay)" in result.stderr
+    result = run("--config=configs/demo.py", "--config.model.backbone.depth=1")
+    assert ("error: config.model.backbone in --config.model.backbone.depth=1 is a setting, "
+            "not a section") in result.stderr
     result = run("--config=configs/kangaroo.py", "--config.dataset.root=/nonexistent")
     assert result.returncode != 0 and "error: /nonexistent/annots: no .xml" in result.stderr
     assert "Traceback" not in result.stderr
