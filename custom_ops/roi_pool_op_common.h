@@ -57,16 +57,34 @@ inline ::tensorflow::Status ValidatePoolInputs(const ::tensorflow::Tensor& featu
   geometry->pooled_height = pooled_height;
   geometry->pooled_width = pooled_width;
   geometry->spatial_scale = spatial_scale;
+  // Two passes, batch indices first: a RoI set meant for other features (the
+  // commonest mistake, including features of N = 0 images) is reported as
+  // such even when a later RoI also has a bad coordinate. The composite
+  // (keras_frcnn/ops/roi_pool_composite.py) checks in the same order.
   const auto roi_values = rois.flat<float>();
-  for (int64_t r = 0; r < rois.dim_size(0); ++r) {
-    const float* roi = roi_values.data() + 5 * r;
-    const RoiStatus status = CheckRoi(roi, geometry->num_images, spatial_scale);
-    if (status != RoiStatus::kOk) {
+  for (const bool batch_pass : {true, false}) {
+    for (int64_t r = 0; r < rois.dim_size(0); ++r) {
+      const float* roi = roi_values.data() + 5 * r;
+      const RoiStatus status = CheckRoi(roi, geometry->num_images, spatial_scale);
+      if (status == RoiStatus::kOk || (batch_pass && status != RoiStatus::kBadBatchIndex)) {
+        continue;
+      }
       return InvalidArgument("RoI pooling: RoI ", r, " = (", roi[0], ", ", roi[1], ", ", roi[2],
                              ", ", roi[3], ", ", roi[4], ") has a ", RoiStatusMessage(status),
                              "; features hold N = ", geometry->num_images,
                              " images. Fix the RoIs passed to roi_pool.");
     }
+  }
+  // A map with no cell leaves every bin of every RoI empty: the pooled zeros
+  // would look like features and be scored (DESIGN.md section 6: nothing is
+  // silently made up). Zero RoIs on such a map are still an empty result.
+  if (rois.dim_size(0) > 0 && (geometry->height == 0 || geometry->width == 0)) {
+    return InvalidArgument("RoI pooling: features of shape ", features.shape().DebugString(),
+                           " have an empty feature map (H = 0 or W = 0), so the ",
+                           rois.dim_size(0),
+                           " RoIs have no cell to pool. An input smaller than the backbone's "
+                           "stride gives an empty map: pass larger inputs, or no RoIs for "
+                           "such an input.");
   }
   return ::tensorflow::Status();
 }

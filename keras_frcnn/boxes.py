@@ -13,6 +13,10 @@ truth G: ``tx = (Gx - Px) / Pw``, ``ty = (Gy - Py) / Ph``, ``tw = log(Gw / Pw)``
 ``th = log(Gh / Ph)``. Decoding inverts it (``x1 = cx - 0.5 * w``,
 ``x2 = cx + 0.5 * w``), so ``decode(P, encode(P, G)) == G`` up to the EPS
 (docs/fidelity.md, "Box parameterisation").
+
+At test time proposals are clipped to the image and those left without a pixel
+(inverted, wholly outside, non-finite) are dropped before scoring
+(``clip_proposals``; docs/model.md, "Which proposals are scored").
 """
 
 import numpy as np
@@ -97,6 +101,32 @@ def clip(boxes, width, height):
     boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width - 1)
     boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height - 1)
     return boxes
+
+
+def clip_proposals(proposals, width, height):
+    """The proposals a detector scores: clipped to the image, those left empty dropped.
+
+    Each proposal becomes its intersection with the ``width`` x ``height`` image,
+    clipped as the release clips its output boxes (test.py ``_clip_boxes``: x1, y1
+    raised to 0, x2, y2 lowered to width - 1, height - 1); a proposal is dropped when
+    a coordinate is not finite or when the clipped box has x2 < x1 or y2 < y1, which
+    is the case exactly for inverted proposals and those wholly outside the image.
+    The arithmetic is in the proposals' dtype (float32 in the detector), as the
+    serving graph does it (export.py), so both keep the same boxes bit for bit.
+
+    Returns (boxes [m, 4], keep [n] bool): the clipped boxes of the kept proposals,
+    in their order, and which of the n proposals were kept.
+    """
+    proposals = np.asarray(proposals).reshape(-1, 4)
+    finite = np.all(np.isfinite(proposals), axis=1)
+    with np.errstate(invalid="ignore"):  # NaN rows are compared, then dropped
+        x1 = np.maximum(proposals[:, 0], 0)
+        y1 = np.maximum(proposals[:, 1], 0)
+        x2 = np.minimum(proposals[:, 2], width - 1)
+        y2 = np.minimum(proposals[:, 3], height - 1)
+        keep = finite & (x2 >= x1) & (y2 >= y1)
+    clipped = np.stack([x1, y1, x2, y2], axis=1).astype(proposals.dtype, copy=False)
+    return clipped[keep], keep
 
 
 def in_window(boxes, window):

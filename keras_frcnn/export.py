@@ -10,13 +10,21 @@ The exported graph does the whole of detection for one image:
            detection_class_names  string [n]
            num_detections     int32 []
 
-Inside the graph: the backbone's preprocessing, the test scale(s) (shortest side
-``scales``, longest capped at ``max_size``; several scales build the paper's
-image pyramid and send each RoI to the scale where its area is closest to
-224^2), RoI pooling, fc layers, softmax, per-class box decoding with the +1
-convention, clipping, and per-class NMS as detection/postprocess.py (mode
+Inside the graph: clipping the proposals to the image (below), the backbone's
+preprocessing, the test scale(s) (shortest side ``scales``, longest capped at
+``max_size``; several scales build the paper's image pyramid and send each RoI
+to the scale where its area is closest to 224^2), RoI pooling, fc layers,
+softmax, per-class box decoding with the release's widths (``x2 - x1 + EPS``,
+boxes.py), clipping, and per-class NMS as detection/postprocess.py (mode
 "default" unless asked otherwise: the dataset-level cap of mode "frcnn" has no
 meaning for one image). No ``py_function``.
+
+Proposals (decision, the Detector's): each is clipped to the image and dropped
+when a coordinate is not finite or nothing of it is left (inverted, x2 < x1, or
+wholly outside), before scoring, with the arithmetic of boxes.clip_proposals in
+float32, so both keep the same boxes; none left gives zero detections, not an
+error. Serving clients are not trusted to send selective-search boxes
+(docs/serving.md, "Proposals a client may send").
 
 RoI pooling: ``roi_pool="composite"`` (default) is the pure-TensorFlow twin,
 bit-identical to the op, so a stock ``tensorflow_model_server`` loads the
@@ -88,6 +96,21 @@ def _scale_factor(height, width, target_size, max_size):
     long = tf.maximum(height, width)
     factor = target_size / short
     return tf.where(tf.round(factor * long) > max_size, max_size / long, factor)
+
+
+def usable_proposals(proposals, width, height):
+    """boxes.clip_proposals in the graph: [R, 4] float32 proposals of a ``width`` x
+    ``height`` image (float64 scalars) -> the clipped kept ones [m, 4]."""
+    x_max = tf.cast(width - 1.0, tf.float32)
+    y_max = tf.cast(height - 1.0, tf.float32)
+    finite = tf.reduce_all(tf.math.is_finite(proposals), axis=1)
+    # NaN rows are masked out by ``finite``, whatever maximum/minimum make of them.
+    x1 = tf.maximum(proposals[:, 0], 0.0)
+    y1 = tf.maximum(proposals[:, 1], 0.0)
+    x2 = tf.minimum(proposals[:, 2], x_max)
+    y2 = tf.minimum(proposals[:, 3], y_max)
+    keep = finite & (x2 >= x1) & (y2 >= y1)
+    return tf.boolean_mask(tf.stack([x1, y1, x2, y2], axis=1), keep)
 
 
 def _decode_clip(proposals, deltas, width, height):
@@ -171,7 +194,8 @@ class DetectionModule(tf.Module):
         return images, rois, height, width
 
     def _detect(self, image, proposals):
-        tf.debugging.assert_all_finite(proposals, "proposals must be finite")
+        proposals = usable_proposals(proposals, tf.cast(tf.shape(image)[1], tf.float64),
+                                     tf.cast(tf.shape(image)[0], tf.float64))
         images, rois, height, width = self._inputs(image, proposals)
         scores, deltas = self._network(images, rois)
         scores = tf.cast(scores, tf.float32)
@@ -372,4 +396,4 @@ def export_workdir(config, workdir=None, model_path=None, export_dir=None, roi_p
 
 __all__ = ["DetectionModule", "ExportError", "OUTPUTS", "check_graph", "export_saved_model",
            "export_workdir", "next_version_dir", "run_in_fresh_process", "saved_model_cli_show",
-           "verify_export", "with_roi_pool"]
+           "usable_proposals", "verify_export", "with_roi_pool"]

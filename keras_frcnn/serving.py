@@ -8,8 +8,9 @@ The request carries the two inputs of keras_frcnn/export.py's signature (image
 uint8 [H, W, 3] RGB, proposals float32 [R, 4] in image pixels); the reply's
 outputs come back as numpy arrays under the same names (detection_boxes,
 detection_scores, detection_classes, detection_class_names as str,
-num_detections). Needs only TensorFlow, grpcio and tensorflow-serving-api:
-it does not load a model.
+num_detections). Proposals are not filtered here: the served graph clips them
+to the image and drops the unusable ones (docs/serving.md). Needs only
+TensorFlow, grpcio and tensorflow-serving-api: it does not load a model.
 """
 
 import grpc
@@ -30,9 +31,9 @@ def make_request(image, proposals, model_name, signature=SIGNATURE, version=None
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be uint8 [H, W, 3] (RGB), got {image.dtype} "
                          f"{image.shape}")
+    # Sent as they are: the served graph drops the non-finite, inverted and
+    # outside ones as the Python Detector does, so the client's answer is the model's.
     proposals = np.asarray(proposals, np.float32).reshape(-1, 4)
-    if not np.all(np.isfinite(proposals)):
-        raise ValueError("proposals contain NaN or infinite coordinates")
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model_name
     request.model_spec.signature_name = signature

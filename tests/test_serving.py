@@ -98,8 +98,9 @@ def test_request_validation_and_round_trip():
     np.testing.assert_array_equal(tf.make_ndarray(request.inputs["image"]), image)
     with pytest.raises(ValueError, match=r"uint8 \[H, W, 3\]"):
         make_request(image.astype(np.float32), proposals, "frcnn")
-    with pytest.raises(ValueError, match="NaN or infinite"):
-        make_request(image, [[0, 0, np.inf, 3]], "frcnn")
+    # Non-finite proposals go to the model as they are: it drops them (docs/serving.md).
+    sent = make_request(image, [[0, 0, np.inf, 3]], "frcnn")
+    np.testing.assert_array_equal(tf.make_ndarray(sent.inputs["proposals"]), [[0, 0, np.inf, 3]])
     response = predict_pb2.PredictResponse()
     response.outputs["detection_class_names"].CopyFrom(tf.make_tensor_proto([b"cat"]))
     assert parse_response(response)["detection_class_names"].tolist() == ["cat"]

@@ -9,6 +9,18 @@ such group is computed once and its outputs copied back, as the release does;
 the cells are computed with the op's own arithmetic (float32, rounded half away
 from zero), so the copy is exact.
 
+Proposals (decision, shared with the serving graph of export.py, which must give
+the same detections): each proposal is clipped to the image and dropped when a
+coordinate is not finite or when nothing of it is left (inverted, x2 < x1, or
+wholly outside), before anything is scored (boxes.clip_proposals). Without
+proposals left the result is zero detections. The release projects the
+proposals unclipped and clips only the output boxes; a proposal far outside then
+pools an all-empty grid and is scored from the biases, and an inverted one
+decodes to an inverted box. Those are hostile inputs from a serving client, not
+selective-search output, so we refuse to score them (docs/model.md, "Which
+proposals are scored"). Detections carry no proposal index, so dropping changes
+nothing a caller could index.
+
 RoIs the feature map does not reach (decision): the conv map of an image of
 width W has about W / stride columns (rounded up or down by the backbone), so a
 thin proposal along the right or bottom edge can start at or beyond its last
@@ -142,9 +154,22 @@ class Detector:
                              tf.TensorSpec([None, 5], tf.float32)])
         self._postprocess = make_postprocess(self.num_classes, config.postprocess)
 
+    def usable_proposals(self, proposals, width, height, image_id="image"):
+        """[m, 4] float32: the proposals clipped to the ``width`` x ``height`` image,
+        without the non-finite, inverted and outside ones (boxes.clip_proposals); logs
+        how many were dropped, since a proposal source that emits them has a bug."""
+        proposals = np.asarray(proposals, np.float32).reshape(-1, 4)
+        kept, keep = box_ops.clip_proposals(proposals, width, height)
+        if not keep.all():
+            logger.warning("%s: %d of %d proposals dropped (non-finite, x2 < x1 or y2 < y1, "
+                           "or outside the %dx%d image)", image_id, len(keep) - len(kept),
+                           len(keep), width, height)
+        return kept
+
     def prepare(self, image_bgr, proposals):
         """Network inputs of one image: (images [S, H, W, 3], rois [u, 5], inverse [n]).
 
+        ``proposals`` [n, 4] lie inside the image, as usable_proposals returns them.
         With ``flip`` the batch holds the S mirrored images after the S plain ones,
         and ``inverse`` has 2n entries: the n proposals, then their mirrors.
         """
@@ -199,8 +224,10 @@ class Detector:
         return Detections(b.numpy(), s.numpy(), c.numpy().astype(np.int32))
 
     def detect(self, image_bgr, proposals):
-        """Detections of one image (BGR uint8) with its proposals ([n, 4], 0-based)."""
-        proposals = np.asarray(proposals, np.float32).reshape(-1, 4)
+        """Detections of one image (BGR uint8) with its proposals ([n, 4], 0-based);
+        proposals are clipped to the image first (usable_proposals), and none left
+        means no detections."""
+        proposals = self.usable_proposals(proposals, image_bgr.shape[1], image_bgr.shape[0])
         if len(proposals) == 0:
             return Detections.empty()
         images, rois, inverse = self.prepare(image_bgr, proposals)
@@ -224,12 +251,15 @@ class Detector:
         def load(index):
             record = records[int(index)]
             image = read_image_bgr(record.image_path)
-            boxes = np.asarray(proposals[record.image_id], np.float32).reshape(-1, 4)
+            # The record's size, which also clips the output boxes (_outputs below).
+            boxes = self.usable_proposals(proposals[record.image_id], record.width,
+                                          record.height, record.image_id)
             images, rois, inverse = self.prepare(image, boxes)
-            return images, rois, inverse.astype(np.int64)
+            return images, rois, inverse.astype(np.int64), boxes
 
         def load_tf(index):
-            return tf.numpy_function(load, [index], [tf.float32, tf.float32, tf.int64],
+            return tf.numpy_function(load, [index],
+                                     [tf.float32, tf.float32, tf.int64, tf.float32],
                                      stateful=False)
 
         stream = tf.data.Dataset.range(len(records)).map(
@@ -243,11 +273,12 @@ class Detector:
         post = self.config.postprocess
         cap = post.mode == "frcnn"
         defer = cap and post.soft_nms_sigma > 0  # Soft-NMS after the set cap (below)
-        for record, (images, rois, inverse) in zip(records, stream):
-            boxes = np.asarray(proposals[record.image_id], np.float32).reshape(-1, 4)
+        for record, (images, rois, inverse, boxes) in zip(records, stream):
+            boxes = boxes.numpy()
             start = time.perf_counter()
             if len(boxes) == 0:
-                logger.warning("%s: no proposals, no detections", record.image_id)
+                logger.warning("%s: no proposals inside the image, no detections",
+                               record.image_id)
                 results[record.image_id] = Detections.empty()
             else:
                 scores, deltas = self._raw(images, rois, inverse.numpy())

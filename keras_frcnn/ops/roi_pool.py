@@ -110,7 +110,9 @@ def roi_pool(features, rois, pooled_size, spatial_scale, implementation=None):
     Raises:
       ValueError / TypeError for bad arguments or static shapes;
       tf.errors.InvalidArgumentError at run time for a RoI whose batch index is
-      outside [0, N) or whose coordinates are not finite;
+      outside [0, N) (any RoI when N = 0) or whose coordinates are not finite,
+      and for RoIs on features without a cell (H = 0 or W = 0); zero RoIs give
+      an empty [0, PH, PW, C] result whatever the features;
       loader.CustomOpUnavailableError when "custom_op" is asked for and the
       library is missing or stale (the message gives the rebuild command).
     """

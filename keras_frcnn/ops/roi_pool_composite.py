@@ -18,8 +18,16 @@ feature map (values and int32 indices) and four gathers per output element.
 
 The gradient scatters each output gradient to its argmax cell, exactly as the
 custom op's gradient does (ties included), with tf.math.unsorted_segment_sum.
+
+Bad input fails as in the custom op, with the same InvalidArgumentError in the
+same order (check_inputs): a batch index outside [0, N) (so features of N = 0
+images take no RoI), then a non-finite or too large coordinate, then RoIs on a
+map without cells (H = 0 or W = 0), whose bins would all be empty and whose
+zeros would pass for features. Zero RoIs give an empty [0, PH, PW, C] result
+(and a zero gradient) whatever the features.
 """
 
+import numpy as np
 import tensorflow as tf
 
 # Scaled coordinates must stay below this (see kMaxScaledCoordinate).
@@ -132,56 +140,115 @@ def _dim(tensor, axis):
     return static if static is not None else tf.shape(tensor)[axis]
 
 
-def check_rois(rois, num_images, spatial_scale):
-    """Asserts every RoI has a batch index in [0, N) and finite, bounded coordinates.
+_BAD_BATCH = "batch index (column 0) outside [0, N)"
+_FIX = "images. Fix the RoIs passed to roi_pool."
+_EMPTY_MAP = ("have an empty feature map (H = 0 or W = 0), so the {} RoIs have no cell to pool. "
+              "An input smaller than the backbone's stride gives an empty map: pass larger "
+              "inputs, or no RoIs for such an input.")
 
-    Raises InvalidArgumentError naming the first bad RoI (eagerly, or when the
-    graph runs). Under XLA the assertion is dropped; the pooling below still
-    clamps every read into the feature map.
+
+def _format_float(value):
+    """A float32 as TensorFlow's StrCat writes it (6 significant digits, 9 when 6 do
+    not round-trip), so that eager messages read exactly as the custom op's."""
+    short = f"{value:.6g}"
+    return short if float(np.float32(short)) == value else f"{value:.9g}"
+
+
+def _coordinate_problem(roi, spatial_scale):
+    """What is wrong with the first bad coordinate of one RoI (numpy [5]), in CheckRoi's words."""
+    coords = np.asarray(roi[1:], np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ok = np.isfinite(coords) & (np.abs(coords * np.float32(spatial_scale))
+                                    < MAX_SCALED_COORDINATE)
+    if np.isfinite(coords[np.argmin(ok)]):
+        return "coordinate whose scaled magnitude is 2^24 or more"
+    return "non-finite coordinate (NaN or inf)"
+
+
+def _first_false(ok):
+    """Index of the first False of [R] bool ``ok``; R when all hold."""
+    return tf.argmin(tf.concat([tf.cast(ok, tf.int32), [0]], axis=0), output_type=tf.int32)
+
+
+def _row_or_zeros(rois, index):
+    """rois[index], or a row of zeros for index R (no RoI failed)."""
+    return tf.gather(tf.concat([rois, tf.zeros([1, 5], rois.dtype)], axis=0), index)
+
+
+def _raise_for_first_bad_roi(ok, rois, problem, num_images):
+    """Eager mode: InvalidArgumentError for the first RoI where ``ok`` is False."""
+    if bool(tf.reduce_all(ok)):
+        return
+    r = int(_first_false(ok))
+    roi = rois[r].numpy()
+    text = ", ".join(_format_float(float(v)) for v in roi)
+    raise tf.errors.InvalidArgumentError(
+        None, None, f"RoI pooling: RoI {r} = ({text}) has a {problem(roi)}; features hold "
+        f"N = {int(num_images)} {_FIX}")
+
+
+def check_inputs(features, rois, spatial_scale):
+    """Checks features [N, H, W, C] and rois [R, 5] as the custom op does
+    (ValidatePoolInputs, custom_ops/roi_pool_op_common.h), in its order:
+
+    1. every batch index in [0, N) (features of N = 0 images take no RoI);
+    2. every coordinate finite, with scaled magnitude below 2^24;
+    3. at least one feature cell (H > 0 and W > 0) when there are RoIs.
+
+    Raises InvalidArgumentError naming the first failure, eagerly (with the
+    custom op's message) or when the graph runs. Returns the op to depend on
+    (a no-op when eager). Under XLA the assertions are dropped; the pooling
+    still clamps every read into the feature map.
     """
-    batch = rois[:, 0]
-    coords = rois[:, 1:]
-    ok = (batch > -1.0) & (batch < tf.cast(num_images, tf.float32))
-    ok &= tf.reduce_all(
+    num_images, height, width = (_dim(features, a) for a in range(3))
+    num_rois = tf.shape(rois)[0]
+    batch, coords = rois[:, 0], rois[:, 1:]
+    batch_ok = (batch > -1.0) & (batch < tf.cast(num_images, tf.float32))
+    coords_ok = tf.reduce_all(
         tf.math.is_finite(coords) & (tf.abs(coords * spatial_scale) < MAX_SCALED_COORDINATE),
         axis=1)
-    first_bad = tf.argmin(tf.concat([tf.cast(ok, tf.int32), [0]], axis=0), output_type=tf.int32)
-    bad_roi = tf.gather(tf.concat([rois, tf.zeros([1, 5], rois.dtype)], axis=0), first_bad)
-    problem = ("has a batch index (column 0) outside [0, N), a non-finite coordinate or a "
-               "coordinate whose scaled magnitude is 2^24 or more; features hold N =")
-    advice = "images. Fix the RoIs passed to roi_pool."
-    all_ok = tf.reduce_all(ok)
+    map_ok = tf.logical_or(tf.equal(num_rois, 0), tf.greater(height * width, 0))
     if tf.executing_eagerly():
-        if not bool(all_ok):
+        _raise_for_first_bad_roi(batch_ok, rois, lambda roi: _BAD_BATCH, num_images)
+        _raise_for_first_bad_roi(coords_ok, rois,
+                                 lambda roi: _coordinate_problem(roi, spatial_scale), num_images)
+        if not bool(map_ok):
+            shape = ",".join(str(int(d)) for d in tf.shape(features))
             raise tf.errors.InvalidArgumentError(
-                None, None, f"RoI pooling: RoI {int(first_bad)} = {bad_roi.numpy().tolist()} "
-                f"{problem} {int(num_images)} {advice}")
+                None, None,
+                f"RoI pooling: features of shape [{shape}] {_EMPTY_MAP.format(int(num_rois))}")
         return tf.no_op()
-    # Graph mode: plain Assert data (no StringFormat, which XLA cannot compile).
-    return tf.debugging.Assert(
-        all_ok, ["RoI pooling: RoI", first_bad, "=", bad_roi, problem, num_images, advice],
-        summarize=5)
+    # Graph mode: plain Assert data (no StringFormat, which XLA cannot compile); each
+    # assertion waits for the previous one, so the first failure is the one reported.
+    bad_batch, bad_coords = _first_false(batch_ok), _first_false(coords_ok)
+    check = tf.debugging.Assert(
+        tf.reduce_all(batch_ok),
+        ["RoI pooling: RoI", bad_batch, "=", _row_or_zeros(rois, bad_batch),
+         f"has a {_BAD_BATCH}; features hold N =", num_images, _FIX], summarize=5)
+    with tf.control_dependencies([check]):
+        check = tf.debugging.Assert(
+            tf.reduce_all(coords_ok),
+            ["RoI pooling: RoI", bad_coords, "=", _row_or_zeros(rois, bad_coords),
+             "has a non-finite coordinate or one whose scaled magnitude is 2^24 or more; "
+             "features hold N =", num_images, _FIX], summarize=5)
+    with tf.control_dependencies([check]):
+        before, after = _EMPTY_MAP.split("{}")
+        return tf.debugging.Assert(
+            map_ok, ["RoI pooling: features of shape", tf.shape(features), before, num_rois,
+                     after], summarize=4)
 
 
-def roi_pool_with_argmax(features, rois, pooled_height, pooled_width, spatial_scale):
-    """Forward pass: ``(output, argmax, batch)`` with no gradient attached.
-
-    argmax is h * W + w of each maximum inside its image, -1 for empty bins;
-    batch is the [R] int32 image index of each RoI.
-    """
+def _pool_cells(features, rois, pooled_height, pooled_width, spatial_scale):
+    """The pooling of checked inputs on a map of at least one cell."""
     dtype = features.dtype
-    features = tf.ensure_shape(features, [None, None, None, None])
-    rois = tf.ensure_shape(rois, [None, 5])
     num_images, height, width, channels = (_dim(features, a) for a in range(4))
-    with tf.control_dependencies([check_rois(rois, num_images, spatial_scale)]):
-        rois = tf.identity(rois)
 
     batch = tf.clip_by_value(tf.cast(rois[:, 0], tf.int32), 0, tf.maximum(num_images - 1, 0))
     corners = round_half_away_from_zero(rois[:, 1:] * tf.constant(spatial_scale, tf.float32))
     x_start, y_start, x_end, y_end = tf.unstack(corners, axis=1)
     roi_w = tf.maximum(x_end - x_start + 1, 1)
     roi_h = tf.maximum(y_end - y_start + 1, 1)
-    # False only for a NaN batch index, which check_rois rejects.
+    # False only for a NaN batch index, which check_inputs rejects.
     guard = tf.equal(rois[:, 0], rois[:, 0])
     h_lo, h_hi = bin_edges(y_start, roi_h, pooled_height, height, dtype, guard)  # [R, PH]
     w_lo, w_hi = bin_edges(x_start, roi_w, pooled_width, width, dtype, guard)  # [R, PW]
@@ -217,23 +284,35 @@ def roi_pool_with_argmax(features, rois, pooled_height, pooled_width, spatial_sc
     return output, argmax, batch
 
 
-def _empty_map_result(features, rois, pooled_height, pooled_width):
-    """Pooling a map with no cells: every bin is empty."""
+def _empty_result(features, rois, pooled_height, pooled_width):
+    """The result for zero RoIs on a map without cells: [0, PH, PW, C]."""
     shape = tf.stack([tf.shape(rois)[0], pooled_height, pooled_width, tf.shape(features)[3]])
     batch = tf.zeros(tf.shape(rois)[:1], tf.int32)
     return tf.zeros(shape, features.dtype), tf.fill(shape, -1), batch
 
 
-def _forward(features, rois, pooled_height, pooled_width, spatial_scale):
+def roi_pool_with_argmax(features, rois, pooled_height, pooled_width, spatial_scale):
+    """Forward pass: ``(output, argmax, batch)`` with no gradient attached.
+
+    argmax is h * W + w of each maximum inside its image, -1 for empty bins;
+    batch is the [R] int32 image index of each RoI. Inputs are checked first
+    (check_inputs); zero RoIs give an empty result whatever the features.
+    """
+    features = tf.ensure_shape(features, [None, None, None, None])
+    rois = tf.ensure_shape(rois, [None, 5])
+    with tf.control_dependencies([check_inputs(features, rois, spatial_scale)]):
+        rois = tf.identity(rois)
+    # Only zero RoIs reach a map without cells (check_inputs), where the sparse
+    # table cannot be built.
     height, width = features.shape[1], features.shape[2]
     if height is not None and width is not None:
         if height * width == 0:
-            return _empty_map_result(features, rois, pooled_height, pooled_width)
-        return roi_pool_with_argmax(features, rois, pooled_height, pooled_width, spatial_scale)
+            return _empty_result(features, rois, pooled_height, pooled_width)
+        return _pool_cells(features, rois, pooled_height, pooled_width, spatial_scale)
     return tf.cond(
         tf.shape(features)[1] * tf.shape(features)[2] > 0,
-        lambda: roi_pool_with_argmax(features, rois, pooled_height, pooled_width, spatial_scale),
-        lambda: _empty_map_result(features, rois, pooled_height, pooled_width))
+        lambda: _pool_cells(features, rois, pooled_height, pooled_width, spatial_scale),
+        lambda: _empty_result(features, rois, pooled_height, pooled_width))
 
 
 def scatter_to_argmax(grad, argmax, batch, features_shape):
@@ -269,7 +348,8 @@ def roi_pool_composite(features, rois, pooled_height, pooled_width, spatial_scal
 
     @tf.custom_gradient
     def pool(x):
-        output, argmax, batch = _forward(x, rois, pooled_height, pooled_width, spatial_scale)
+        output, argmax, batch = roi_pool_with_argmax(x, rois, pooled_height, pooled_width,
+                                                     spatial_scale)
 
         def grad(dy):
             return scatter_to_argmax(dy, argmax, batch, tf.shape(x))

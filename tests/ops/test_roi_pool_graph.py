@@ -55,12 +55,6 @@ def test_dynamic_spatial_shapes_match_reference(implementation, rng):
             np.testing.assert_array_equal(out[1, 6], 10.0)
 
 
-def test_empty_feature_map_gives_zeros(implementation):
-    out = roi_pool(tf.zeros([1, 0, 4, 2]), [[0, 0, 0, 3, 3]], 2, 1.0,
-                   implementation=implementation)
-    np.testing.assert_array_equal(out.numpy(), np.zeros((1, 2, 2, 2)))
-
-
 @pytest.mark.parametrize("static", [True, False])
 def test_composite_under_xla_is_bit_identical(rng, static):
     features, rois = sample(rng, h=60)
