@@ -86,13 +86,13 @@ def timings(model, height, width, preprocessing, num_rois, repeats):
 
 
 def map_rows(config_path, workdir, settings):
-    from keras_frcnn import training
+    from keras_frcnn import workdirs
     from keras_frcnn.configs import load_config_file
     from keras_frcnn.evaluate import evaluate
 
     config = load_config_file(config_path)
     config.test.picture_images = 0
-    model = training.load_inference_model(workdir)
+    model = workdirs.load_inference_model(workdir)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for ranks in [None, *settings]:

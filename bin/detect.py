@@ -50,7 +50,7 @@ def main(argv):
     from keras_frcnn.data.records import DatasetError
     from keras_frcnn.detection.images import detect_images
     from keras_frcnn.evaluate import detector_config
-    from keras_frcnn.training import load_inference_model
+    from keras_frcnn.workdirs import load_inference_model
 
     names = class_names(_WORKDIR.value, _CLASSES.value)
     try:

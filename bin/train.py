@@ -24,7 +24,8 @@ def main(argv):
     logging.getLogger("keras_frcnn").setLevel(logging.INFO)
     from keras_frcnn.data.records import DatasetError
     from keras_frcnn.files import WorkdirBusy
-    from keras_frcnn.training import NoUsableCheckpoint, TrainingDiverged, train
+    from keras_frcnn.training import TrainingDiverged, train
+    from keras_frcnn.workdirs import NoUsableCheckpoint
 
     config = _CONFIG.value
     print(config)

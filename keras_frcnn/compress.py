@@ -184,7 +184,7 @@ def compress_workdir(config, source, output_workdir, ranks=None, calibration_ima
     model.keras and compress.json only. Each layer's output error is measured
     on the RoIs of ``calibration_images`` training images (0: weight error only).
     """
-    from keras_frcnn import training
+    from keras_frcnn.workdirs import load_inference_model, save_model
 
     source, output_workdir = Path(source), Path(output_workdir)
     if output_workdir.resolve() == source.resolve():
@@ -192,25 +192,26 @@ def compress_workdir(config, source, output_workdir, ranks=None, calibration_ima
     if (output_workdir / "model.keras").exists():
         raise ValueError(f"{output_workdir} already holds a model; choose a new output "
                          "directory or remove it")
-    model = training.load_inference_model(source)
+    model = load_inference_model(source)
     calibration = calibration_inputs(config, model, calibration_images)
     compressed, report = compress_model(model, ranks, calibration)
     report["source"] = str(source / "model.keras" if source.is_dir() else source)
     output_workdir.mkdir(parents=True, exist_ok=True)
     if source.is_dir():
         _write_workdir(config, source, output_workdir, compressed)
-    training.save_model(compressed, output_workdir / "model.keras")
+    save_model(compressed, output_workdir / "model.keras")
     atomic_write(output_workdir / "compress.json", json.dumps(report, indent=2) + "\n")
     return report
 
 
 def _write_workdir(config, workdir, output_workdir, compressed):
     from keras_frcnn import training
+    from keras_frcnn.workdirs import REWRITE, load_target_stats
 
-    stats = training.load_target_stats(workdir)
+    stats = load_target_stats(workdir)
     for name in ("classes.json", "target_stats.json"):
         shutil.copyfile(workdir / name, output_workdir / name)
-    saved = read_json(workdir / "config.json", training.REWRITE) if (
+    saved = read_json(workdir / "config.json", REWRITE) if (
         workdir / "config.json").is_file() else config.to_dict()
     saved.setdefault("model", {})["svd"] = format_ranks(compressed.get_config()["factorized"])
     atomic_write(output_workdir / "config.json", json.dumps(saved, indent=2, default=str))

@@ -21,7 +21,7 @@ from keras_frcnn.data.images import read_image_bgr
 from keras_frcnn.data.sources import load_dataset
 from keras_frcnn.evaluation import (evaluate_voc, load_detections, reapply_nms, save_detections,
                                     write_voc_results)
-from keras_frcnn.files import atomic_write
+from keras_frcnn.files import CorruptFile, atomic_write
 
 logger = logging.getLogger("keras_frcnn.evaluate")
 METRICS = ("voc", "coco", "both")
@@ -42,7 +42,7 @@ def load_model(config, workdir=None, model_path=None, checkpoint=None, num_class
     """The inference model: a .keras file, the workdir's model.keras, or a training
     checkpoint of the workdir ("latest" or a prefix) with the target
     normalisation folded in."""
-    from keras_frcnn import training
+    from keras_frcnn import training, workdirs
 
     if checkpoint:
         import tensorflow as tf
@@ -52,7 +52,7 @@ def load_model(config, workdir=None, model_path=None, checkpoint=None, num_class
         model = training.build_model(config, num_classes, workdir)
         restorer = tf.train.Checkpoint(model=model)
         if checkpoint == "latest":  # the newest one that can be read
-            if not training.restore_latest(restorer, Path(workdir) / "checkpoints"):
+            if not workdirs.restore_latest(restorer, Path(workdir) / "checkpoints"):
                 raise FileNotFoundError(f"{workdir}/checkpoints: no checkpoint to evaluate")
         else:
             try:
@@ -60,11 +60,11 @@ def load_model(config, workdir=None, model_path=None, checkpoint=None, num_class
             except tf.errors.NotFoundError:
                 raise FileNotFoundError(f"{checkpoint}: no such checkpoint") from None
             except (tf.errors.OpError, ValueError, IndexError) as err:
-                raise training.CorruptFile(
+                raise CorruptFile(
                     f"checkpoint {checkpoint} is damaged ({str(err).strip().splitlines()[0]});"
                     " give another one, or --checkpoint=latest") from None
-        return training.inference_copy(model, training.load_target_stats(workdir))
-    return training.load_inference_model(model_path or workdir)
+        return training.inference_copy(model, workdirs.load_target_stats(workdir))
+    return workdirs.load_inference_model(model_path or workdir)
 
 
 def draw_examples(dataset, detections, path, count, threshold):

@@ -368,7 +368,7 @@ def export_workdir(config, workdir=None, model_path=None, export_dir=None, roi_p
     """bin/export.py: exports the model of a workdir (or a .keras file) with the
     config's test settings, then (``verify``) checks it. Returns {"module",
     "verified", "signature"}."""
-    from keras_frcnn import training
+    from keras_frcnn.workdirs import load_inference_model
 
     t = config.test
     if t.flip:
@@ -377,7 +377,7 @@ def export_workdir(config, workdir=None, model_path=None, export_dir=None, roi_p
     if not t.get("bbox_reg", True):
         raise ValueError("test.bbox_reg=False (proposals as the boxes, Table 6) is not part "
                          "of the exported graph; export with --config.test.bbox_reg=True")
-    model = training.load_inference_model(model_path or workdir)
+    model = load_inference_model(model_path or workdir)
     postprocess = PostprocessConfig.from_test_config(t, mode=mode)
     module = export_saved_model(model, _classes(config, workdir, model_path), export_dir,
                                 tuple(t.scales), t.max_size, config.pipeline.preprocessing,

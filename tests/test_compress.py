@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_frcnn import training
+from keras_frcnn import training, workdirs
 from keras_frcnn.compress import (compress_model, compress_workdir, format_ranks, format_report,
                                   parse_ranks, truncated_svd)
 from keras_frcnn.model.fast_rcnn import FastRCNN
@@ -111,7 +111,7 @@ def test_bad_ranks_are_refused_with_the_limit(model):
 def test_compressed_model_saves_and_loads(model, tmp_path):
     compressed, _ = compress_model(model, {"fc6": 16, "fc7": 16})
     compressed.save(tmp_path / "m.keras")
-    loaded = training.load_inference_model(tmp_path / "m.keras")
+    loaded = workdirs.load_inference_model(tmp_path / "m.keras")
     assert loaded.get_config()["factorized"] == {"fc6": 16, "fc7": 16}
     np.testing.assert_array_equal(loaded(inputs())["cls_prob"], compressed(inputs())["cls_prob"])
 
@@ -137,7 +137,7 @@ def test_compress_workdir_writes_a_workdir_that_trains_and_evaluates(tmp_path):
     from keras_frcnn.evaluate import load_model
 
     from_checkpoint = load_model(config, out, checkpoint="latest", num_classes=2)
-    saved = training.load_inference_model(out)
+    saved = workdirs.load_inference_model(out)
     x = {"images": np.zeros((1, 72, 96, 3), np.float32),
          "rois": np.array([[0, 5, 5, 40, 40]], np.float32)}
     np.testing.assert_allclose(from_checkpoint(x)["bbox_pred"], saved(x)["bbox_pred"],
@@ -147,7 +147,7 @@ def test_compress_workdir_writes_a_workdir_that_trains_and_evaluates(tmp_path):
     # compress.json and starts at step 0.
     result = training.train(config, out, progress=False)
     assert result["step"] == 2
-    assert training.load_inference_model(out).get_config()["factorized"] == {"fc6": 16, "fc7": 8}
+    assert workdirs.load_inference_model(out).get_config()["factorized"] == {"fc6": 16, "fc7": 8}
     config.model.svd = "fc6:4"
     with pytest.raises(ValueError, match="compressed with fc6:16,fc7:8"):
         training.train(config, out, progress=False)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_frcnn import training
+from keras_frcnn import training, workdirs
 from tests.test_training import tiny_config
 
 
@@ -19,7 +19,7 @@ def two_cpus():
 def run(config, workdir):
     keras.utils.set_random_seed(0)
     result = training.train(config, workdir, progress=False)
-    model = training.load_inference_model(workdir)
+    model = workdirs.load_inference_model(workdir)
     return result["history"], model.get_weights()
 
 
@@ -65,7 +65,7 @@ def test_mixed_precision_trains_and_saves_a_float32_model(tmp_path, precision):
     history, _ = run(config, tmp_path / "work")
     assert all(np.isfinite(v) for _, v in history["loss"])
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
-    model = training.load_inference_model(tmp_path / "work")
+    model = workdirs.load_inference_model(tmp_path / "work")
     assert model.get_layer("fc6").dtype_policy.name == "float32"
     x = {"images": np.zeros((1, 72, 96, 3), np.float32),
          "rois": np.array([[0, 5, 5, 40, 40]], np.float32)}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_frcnn import training
+from keras_frcnn import training, workdirs
 from keras_frcnn.configs import base_config
 from tests.data.fixtures import write_voc
 
@@ -79,7 +79,7 @@ def test_fc_widths_are_recorded_for_resuming_and_checkpoint_evaluation(tmp_path)
     assert json.loads((tmp_path / "work" / "config.json").read_text())["model"]["fc_units"] == [32, 16]
     model = load_model(plain, tmp_path / "work", checkpoint="latest", num_classes=2)
     assert model.get_layer("fc6").units == 32 and model.get_layer("fc7").units == 16
-    assert training.load_inference_model(tmp_path / "work").get_layer("fc7").units == 16
+    assert workdirs.load_inference_model(tmp_path / "work").get_layer("fc7").units == 16
     plain.model.fc_units = (64, 64)
     with pytest.raises(ValueError, match=r"fc_units=\(32, 16\).*drop the override"):
         training.build_model(plain, 2, tmp_path / "work")
@@ -90,7 +90,7 @@ def test_train_seed_fixes_the_initial_weights(tmp_path):
         config = tiny_config(tmp_path, steps=1, write=write)
         config.train.seed = seed
         training.train(config, tmp_path / workdir, progress=False)
-        return training.load_inference_model(tmp_path / workdir).get_layer("fc6").get_weights()[0]
+        return workdirs.load_inference_model(tmp_path / workdir).get_layer("fc6").get_weights()[0]
 
     first = fc6_after_one_step("a", 7, True)
     np.testing.assert_allclose(fc6_after_one_step("b", 7, False), first, atol=1e-6)
@@ -120,8 +120,8 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path, monke
 def test_exported_model_emits_raw_deltas(tmp_path):
     config = tiny_config(tmp_path, steps=2)
     training.train(config, tmp_path / "work", progress=False)
-    exported = training.load_inference_model(tmp_path / "work")
-    stats = training.load_target_stats(tmp_path / "work")
+    exported = workdirs.load_inference_model(tmp_path / "work")
+    stats = workdirs.load_target_stats(tmp_path / "work")
     trained = training.build_model(config, 2)  # same architecture, weights from the checkpoint
     x = {"images": np.zeros((1, 72, 96, 3), np.float32),
          "rois": np.array([[0, 5, 5, 40, 40]], np.float32)}

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_frcnn import files, training
+from keras_frcnn import files, training, workdirs
 from tests.test_training import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def weights(workdir):
-    return training.load_inference_model(workdir).get_weights()
+    return workdirs.load_inference_model(workdir).get_weights()
 
 
 def killed_after(batches, real):
@@ -103,7 +103,7 @@ def test_no_readable_checkpoint_is_one_clear_error(trained, tmp_path):
     config, workdir = copy_workdir(trained, tmp_path)
     for index in (workdir / "checkpoints").glob("*.index"):
         index.write_bytes(b"\0" * 10)
-    with pytest.raises(training.NoUsableCheckpoint, match=r"ckpt-4, ckpt-2.*delete the folder"):
+    with pytest.raises(workdirs.NoUsableCheckpoint, match=r"ckpt-4, ckpt-2.*delete the folder"):
         training.train(config, workdir, progress=False)
 
 
@@ -116,9 +116,9 @@ def test_a_truncated_workdir_file_is_named(trained, tmp_path, name):
         if name == "config.json":
             training.train(config, workdir, progress=False)
         elif name == "target_stats.json":
-            training.load_target_stats(workdir)
+            workdirs.load_target_stats(workdir)
         else:
-            training.load_inference_model(workdir)
+            workdirs.load_inference_model(workdir)
 
 
 def test_an_empty_json_file_is_named(tmp_path):
