@@ -56,7 +56,8 @@ def main(argv):
     try:
         model = load_inference_model(_MODEL.value or _WORKDIR.value)
         found = detect_images(model, _IMAGES.value, names, detector_config(_CONFIG.value),
-                              _CONFIG.value.proposals, _OUTPUT.value, _THRESHOLD.value)
+                              _CONFIG.value.proposals, _OUTPUT.value, _THRESHOLD.value,
+                              max_image_pixels=_CONFIG.value.dataset.max_image_pixels)
     except (DatasetError, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
     for path, rows in found.items():

@@ -50,6 +50,7 @@ def base_config():
     config.dataset.val_fold = 0  # voc_folder: which val share, counted from the end (0: last)
     config.dataset.use_difficult = True  # train on VOC "difficult" objects too (the release loads all)
     config.dataset.on_error = "raise"  # bad records: raise | skip (with a warning)
+    config.dataset.max_image_pixels = 50_000_000  # refuse larger images before decoding (0: no limit)
     config.dataset.seed = 0  # demo: generator seed
     config.dataset.demo_sizes = (400, 60, 120)  # demo: images in train, val, test
     config.dataset.cache_dir = ""  # demo: cache root (default $KERAS_FRCNN_CACHE or ~/.cache)

@@ -73,7 +73,7 @@ def draw_examples(dataset, detections, path, count, threshold):
 
     pictures = []
     for record in dataset.records[:count]:
-        image = read_image_bgr(record.image_path)
+        image = read_image_bgr(record.image_path, dataset.max_image_pixels)
         scale = 1.0 if max(image.shape[:2]) >= 300 else 300 / max(image.shape[:2])
         pictures.append(draw_detections(image, detections[record.image_id], dataset.classes,
                                         threshold, scale))

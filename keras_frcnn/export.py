@@ -56,6 +56,7 @@ from keras_frcnn.configs import split_sections
 from keras_frcnn.data.transforms import PIXEL_MEANS_BGR, PREPROCESSING
 from keras_frcnn.detection.detector import CANONICAL_AREA, make_network
 from keras_frcnn.detection.postprocess import PostprocessConfig, postprocess_detections
+from keras_frcnn.files import read_json
 from keras_frcnn.model.fast_rcnn import FastRCNN
 
 logger = logging.getLogger("keras_frcnn.export")
@@ -343,7 +344,8 @@ def next_version_dir(root):
 def _classes(config, workdir, model_path):
     for folder in (workdir, Path(model_path).parent if model_path else None):
         if folder is not None and (Path(folder) / "classes.json").is_file():
-            return json.loads((Path(folder) / "classes.json").read_text())
+            return read_json(Path(folder) / "classes.json",
+                             "give the class names with --classes or write the file again")
     from keras_frcnn.data.sources import load_dataset
 
     split = config.dataset.test_split
@@ -360,7 +362,8 @@ def verification_inputs(config):
         raise ValueError(f"{config.dataset.kind} dataset: no test image to verify the export "
                          "with; pass --noverify")
     record, proposals = images[0]
-    return read_image_bgr(record.image_path)[..., ::-1].copy(), proposals
+    image = read_image_bgr(record.image_path, config.dataset.max_image_pixels)
+    return image[..., ::-1].copy(), proposals
 
 
 def export_workdir(config, workdir=None, model_path=None, export_dir=None, roi_pool="composite",

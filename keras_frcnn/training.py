@@ -171,7 +171,8 @@ def make_dataset(config, roidb, stats, start_batch, input_context=None):
                               seed=config.pipeline.seed,
                               distort_colors=config.pipeline.distort_colors,
                               crop_probability=config.pipeline.crop_probability,
-                              crop_min_scale=config.pipeline.crop_min_scale)
+                              crop_min_scale=config.pipeline.crop_min_scale,
+                              max_image_pixels=config.dataset.max_image_pixels)
     return training_dataset(roidb, stats, sampling, pipeline, input_context=input_context,
                             start_batch=start_batch)
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import scipy.io
 
+from keras_frcnn.data.images import read_image_bgr
 from keras_frcnn.data.records import DatasetError
 from keras_frcnn.proposals import dense, mat, postprocess, selective_search
 
@@ -191,8 +192,8 @@ def test_truncated_image_decodes_what_is_there(tmp_path, caplog):
     data = (tmp_path / "full.jpg").read_bytes()
     (tmp_path / "half.jpg").write_bytes(data[: len(data) // 2])
     with caplog.at_level("WARNING", logger="keras_frcnn.proposals"):
-        image = selective_search.read_image_bgr(tmp_path / "half.jpg")
-        selective_search.read_image_bgr(tmp_path / "half.jpg")
+        image = read_image_bgr(tmp_path / "half.jpg")
+        read_image_bgr(tmp_path / "half.jpg")
     assert image.shape == (60, 80, 3)
     assert [r.message for r in caplog.records].count(
         f"{tmp_path / 'half.jpg'}: truncated or damaged image, decoded what is there") == 1

@@ -2,16 +2,19 @@
 
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
-from keras_frcnn.data.records import Dataset, DatasetError, ImageRecord, check_on_error, handle_error
+from keras_frcnn.data.images import probe_image
+from keras_frcnn.data.records import (MAX_IMAGE_PIXELS, Dataset, DatasetError, ImageRecord,
+                                      check_on_error, handle_error)
 from keras_frcnn.data.voc import IMAGE_SUFFIXES
 
 
-def load_images(paths, classes=(), name="images", on_error="raise"):
+def load_images(paths, classes=(), name="images", on_error="raise",
+                max_image_pixels=MAX_IMAGE_PIXELS):
     """Image files, or folders of them (sorted), -> Dataset of records without boxes.
 
-    Only the image header is read here (its size); decoding happens later.
+    Only the image header is read here (its size; data/images.py ``probe_image``);
+    decoding happens later. An unreadable image, or one above ``max_image_pixels``
+    (0: no limit), is a bad record.
     """
     check_on_error(on_error)
     files = []
@@ -24,12 +27,11 @@ def load_images(paths, classes=(), name="images", on_error="raise"):
     records = []
     for path in files:
         try:
-            with Image.open(path) as image:
-                width, height = image.size
-        except (OSError, UnidentifiedImageError) as err:
-            handle_error(DatasetError(f"{path}: cannot read the image: {err}"), on_error)
+            width, height = probe_image(path, max_image_pixels)
+        except DatasetError as err:
+            handle_error(err, on_error)
             continue
         records.append(ImageRecord.create(path.stem, path, width, height))
     if not records:
         raise DatasetError(f"no readable images in {paths}")
-    return Dataset(name, tuple(classes), tuple(records))
+    return Dataset(name, tuple(classes), tuple(records), max_image_pixels=max_image_pixels)

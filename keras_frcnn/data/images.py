@@ -1,45 +1,192 @@
-"""Image decoding shared by the input pipeline, proposals and detection."""
+"""Image decoding shared by the dataset readers, the input pipeline, proposals and detection.
 
+Sizes are (width, height) as OpenCV decodes the image, i.e. after its EXIF
+orientation. Every decode reads the file's header first (Pillow reads nothing
+else) and refuses an image above ``max_pixels`` before a pixel is decoded: a
+12000 x 12000 photo is 432 MB as BGR bytes, and selective search at that size
+needs about 20 GB (docs/data.md, "Image sizes and the pixel limit"). ``max_pixels`` 0
+means no limit.
+"""
+
+import collections
 import threading
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from keras_frcnn.data.records import DatasetError, logger
+from keras_frcnn.data.records import MAX_IMAGE_PIXELS, DatasetError, logger
 
-_TRUNCATED_LOCK = threading.Lock()
+# Formats whose EXIF orientation OpenCV applies while Pillow reports the stored size
+# (checked with the pinned OpenCV 5.0 and Pillow 13; Pillow already turns TIFF sizes).
+_ORIENTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP")
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+# libjpeg decodes at 1/2, 1/4 or 1/8 of the size directly, never building the full array.
+_REDUCED_JPEG = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
+                 (2, cv2.IMREAD_REDUCED_COLOR_2))
+_PILLOW_LOCK = threading.Lock()  # guards Pillow's process-wide settings changed below
 _warned_damaged = set()
+
+_Header = collections.namedtuple("_Header", "width height format turned")
+
+
+def _read_header(path):
+    """_Header(width, height, Pillow format, turned by EXIF) or None if Pillow cannot parse it."""
+    from PIL import Image
+
+    with _PILLOW_LOCK:
+        # Pillow's own decompression-bomb check would warn (89 MP) or refuse (179 MP)
+        # at open; the caller applies max_pixels instead, with a message naming the fix.
+        previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+                orientation = (image.getexif().get(_EXIF_ORIENTATION)
+                               if image.format in _ORIENTED_FORMATS else None)
+                image_format = image.format
+        except (OSError, ValueError, SyntaxError):  # Pillow's parsers raise all three
+            return None
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
+    if orientation in _TRANSPOSING_ORIENTATIONS:
+        return _Header(height, width, image_format, True)
+    return _Header(width, height, image_format, False)
+
+
+def image_size(path):
+    """(width, height) of the decoded image, read from the file header alone; None
+    when Pillow cannot parse the header (OpenCV may still decode the file)."""
+    header = _read_header(path)
+    return None if header is None else (header.width, header.height)
+
+
+def check_image_pixels(path, width, height, max_pixels=MAX_IMAGE_PIXELS):
+    """DatasetError naming the file, its size, the limit and the fix if the image has
+    more than ``max_pixels`` pixels (0: no limit)."""
+    if max_pixels < 0:
+        raise ValueError(f"max_image_pixels must be 0 (no limit) or positive, got {max_pixels}")
+    if max_pixels and width * height > max_pixels:
+        raise DatasetError(
+            f"{path}: image is {width}x{height} ({width * height / 1e6:.3g} megapixels), above "
+            f"the limit of {max_pixels / 1e6:g} megapixels; downscale it, or raise the limit "
+            f"with --config.dataset.max_image_pixels={width * height} (0: no limit)")
+
+
+def probe_image(path, max_pixels=MAX_IMAGE_PIXELS, expected_size=None, source=None):
+    """(width, height) of an image file as read_image_bgr decodes it, checked against
+    the pixel limit and, if given, the (width, height) its annotation states.
+
+    Reads the header only; a format Pillow cannot parse is decoded by OpenCV to learn
+    its size (OpenCV's own limit, 2^30 pixels, bounds that decode). ``source`` names the
+    annotation in the mismatch message. Raises DatasetError naming the file.
+    """
+    header = _read_header(path)
+    if header is None:
+        image = read_image_bgr(path, max_pixels)
+        header = _Header(image.shape[1], image.shape[0], None, False)
+    else:
+        check_image_pixels(path, header.width, header.height, max_pixels)
+    size = (header.width, header.height)
+    if expected_size is not None and size != tuple(expected_size):
+        where = f"{source}: image {path}" if source else f"{path}: image"
+        turned = (f" (stored {header.height}x{header.width}, turned by its EXIF orientation, "
+                  "as OpenCV decodes it)" if header.turned else "")
+        raise DatasetError(
+            f"{where} is {size[0]}x{size[1]}{turned} but the annotation says "
+            f"{expected_size[0]}x{expected_size[1]}; fix the annotation's size (or the image), "
+            "or set dataset.on_error=skip to leave the image out")
+    return size
 
 
 def _decode_damaged(path):
     """Pillow's decoding of a truncated file (what OpenCV refuses), or None."""
-    from PIL import Image, ImageFile
+    from PIL import Image, ImageFile, ImageOps
 
-    with _TRUNCATED_LOCK:  # LOAD_TRUNCATED_IMAGES is global to Pillow
-        previous, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, True
+    with _PILLOW_LOCK:  # LOAD_TRUNCATED_IMAGES and MAX_IMAGE_PIXELS are global to Pillow
+        previous = ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS
+        ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = True, None  # checked before
         try:
             with Image.open(path) as image:
+                if image.format in _ORIENTED_FORMATS:  # as OpenCV would have turned it
+                    image = ImageOps.exif_transpose(image)
                 return np.ascontiguousarray(np.asarray(image.convert("RGB"))[..., ::-1])
         except (OSError, ValueError):
             return None
         finally:
-            ImageFile.LOAD_TRUNCATED_IMAGES = previous
+            ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = previous
 
 
-def read_image_bgr(path):
-    """Decodes an image file (BGR uint8); DatasetError naming the file if it cannot.
+def _decode(path, flags):
+    """OpenCV's decoding of the file, or None if it is missing, empty or refused."""
+    data = np.fromfile(str(path), np.uint8) if Path(path).is_file() else None
+    return cv2.imdecode(data, flags) if data is not None and data.size else None
+
+
+def read_image_bgr(path, max_pixels=MAX_IMAGE_PIXELS):
+    """Decodes an image file (BGR uint8); DatasetError naming the file if it cannot,
+    or if it has more than ``max_pixels`` pixels (0: no limit; checked on the header).
 
     A truncated or damaged file that OpenCV rejects is decoded by Pillow as far
     as it goes (the missing part is grey), with a warning once per file.
     """
-    data = np.fromfile(str(path), np.uint8) if Path(path).is_file() else None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
-    if image is None and data is not None and data.size:
+    size = image_size(path)
+    if size is not None:
+        check_image_pixels(path, *size, max_pixels)
+    image = _decode(path, cv2.IMREAD_COLOR)
+    if image is None and Path(path).is_file() and Path(path).stat().st_size:
         image = _decode_damaged(path)
         if image is not None and str(path) not in _warned_damaged:
             _warned_damaged.add(str(path))
             logger.warning("%s: truncated or damaged image, decoded what is there", path)
     if image is None:
         raise DatasetError(f"{path}: missing or not a decodable image")
+    if size is None:  # a format only OpenCV reads: its own 2^30-pixel limit bounded the decode
+        check_image_pixels(path, image.shape[1], image.shape[0], max_pixels)
     return image
+
+
+def fitted_size(width, height, max_size):
+    """(width, height) scaled so that the longest side is at most ``max_size``
+    (rounded, at least 1); unchanged when the image already fits."""
+    scale = min(1.0, max_size / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def downscale(image, max_size):
+    """``image`` resized (area interpolation) so its longest side is at most ``max_size``;
+    returned as it is when it already fits."""
+    size = fitted_size(image.shape[1], image.shape[0], max_size)
+    if size == (image.shape[1], image.shape[0]):
+        return image
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def read_image_bgr_within(path, max_size, max_pixels=MAX_IMAGE_PIXELS):
+    """(image, (width, height)): the image downscaled so its longest side is at most
+    ``max_size`` (as ``downscale``), and the full size it was decoded from.
+
+    A JPEG at least twice ``max_size`` is decoded at 1/2, 1/4 or 1/8 of its size by
+    libjpeg (the largest reduction that keeps ``max_size``), so the full-resolution
+    array is never built: 12000 x 12000 takes 6.8 MB instead of 432 MB.
+    """
+    if max_size < 1:
+        raise ValueError(f"max_size must be a positive number of pixels, got {max_size}")
+    header = _read_header(path)
+    image = None
+    if header is not None:
+        check_image_pixels(path, header.width, header.height, max_pixels)
+        longest = max(header.width, header.height)
+        if header.format in ("JPEG", "MPO") and longest > max_size:
+            flags = [f for k, f in _REDUCED_JPEG if longest >= k * max_size]
+            # None (under twice max_size, or a damaged file): the full decode below.
+            image = _decode(path, flags[0]) if flags else None
+    if image is None:
+        image = read_image_bgr(path, max_pixels)
+        full_size = (image.shape[1], image.shape[0])
+    else:
+        full_size = (header.width, header.height)
+    target = fitted_size(*full_size, max_size)
+    if (image.shape[1], image.shape[0]) != target:
+        image = cv2.resize(image, target, interpolation=cv2.INTER_AREA)
+    return image, full_size

@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from keras_frcnn.data import transforms
 from keras_frcnn.data.images import read_image_bgr
+from keras_frcnn.data.records import MAX_IMAGE_PIXELS, DatasetError
 from keras_frcnn.data.roidb import crop_entry
 from keras_frcnn.data.sampling import SamplingConfig, sample_rois
 
@@ -47,6 +48,7 @@ class PipelineConfig:
     distort_colors: bool = False  # SSD's photometric distortions (not in the paper)
     crop_probability: float = 0.0  # random crop before scaling (not in the paper)
     crop_min_scale: float = 0.5  # crop sides drawn from [min_scale, 1] of the image's
+    max_image_pixels: int = MAX_IMAGE_PIXELS  # refuse larger images (config.dataset; 0: none)
 
     def __post_init__(self):
         if not 0 <= self.crop_probability <= 1:
@@ -67,10 +69,13 @@ def load_example(entry, rng, sampling, config, stats):
         if window is not None:
             entry = crop_entry(entry, window)
     sample = sample_rois(entry, rng, sampling, stats, flipped=flipped)
-    image = read_image_bgr(record.image_path)
+    image = read_image_bgr(record.image_path, config.max_image_pixels)
     if image.shape[:2] != (record.height, record.width):
-        raise ValueError(f"{record.image_path}: image is {image.shape[1]}x{image.shape[0]} "
-                         f"but its annotation says {record.width}x{record.height}")
+        # The readers compare each header with its annotation (data/images.py probe_image);
+        # this catches records made elsewhere, or a file replaced since it was read.
+        raise DatasetError(f"{record.image_path}: image is {image.shape[1]}x{image.shape[0]} "
+                           f"but its record says {record.width}x{record.height}; fix the "
+                           "annotation's size (or the image) and read the dataset again")
     if window is not None:
         x1, y1, x2, y2 = window
         image = image[y1:y2 + 1, x1:x2 + 1]

@@ -13,6 +13,10 @@ import numpy as np
 logger = logging.getLogger("keras_frcnn.data")
 
 ON_ERROR = ("raise", "skip")
+# Default of config.dataset.max_image_pixels: images above it are refused before they are
+# decoded (docs/data.md). 50 MP admits any camera photo up to 8660 x 5773 and is 200
+# times a VOC image (500 x 500 at most); decoded as BGR it takes 150 MB.
+MAX_IMAGE_PIXELS = 50_000_000
 
 
 class DatasetError(ValueError):
@@ -52,6 +56,7 @@ class Dataset:
     classes: tuple  # object class names; class k >= 1 is classes[k - 1]
     records: tuple
     metadata: dict = dataclasses.field(default_factory=dict)
+    max_image_pixels: int = MAX_IMAGE_PIXELS  # the readers' limit; decoders use it (0: none)
 
     @property
     def num_classes(self):

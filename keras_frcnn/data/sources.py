@@ -4,7 +4,7 @@ import dataclasses
 from pathlib import Path
 
 from keras_frcnn.data import coco, demo, folder, voc
-from keras_frcnn.data.records import DatasetError
+from keras_frcnn.data.records import MAX_IMAGE_PIXELS, DatasetError
 
 KINDS = ("demo", "voc", "voc_folder", "coco", "images")
 
@@ -24,11 +24,14 @@ def load_dataset(dataset_config, split):
     cfg = dataset_config
     classes = tuple(cfg.classes) if cfg.get("classes") else None
     kind = cfg.kind
+    max_pixels = cfg.get("max_image_pixels", MAX_IMAGE_PIXELS)
     if kind == "demo":
         splits = tuple(zip(("train", "val", "test"), (int(n) for n in cfg.demo_sizes)))
-        return demo.load_demo(split, cfg.get("cache_dir") or None, cfg.get("seed", 0), splits)
+        return dataclasses.replace(
+            demo.load_demo(split, cfg.get("cache_dir") or None, cfg.get("seed", 0), splits),
+            max_image_pixels=max_pixels)
     if kind == "voc":  # several devkit years joined with "+" (VOC 07+12)
-        parts = [voc.load_voc(root, split, classes or voc.VOC_CLASSES, cfg.on_error)
+        parts = [voc.load_voc(root, split, classes or voc.VOC_CLASSES, cfg.on_error, max_pixels)
                  for root in cfg.root.split("+")]
         records = tuple(r for part in parts for r in part.records)
         return dataclasses.replace(parts[0], name="+".join(p.name for p in parts),
@@ -60,9 +63,11 @@ def load_dataset(dataset_config, split):
             raise DatasetError(f"{annotations}: the val split is empty; hold out a share of "
                                "the training files with dataset.val_fraction (e.g. 0.2)")
         return voc.load_voc_folder(annotations, images, classes or voc.VOC_CLASSES, parts[split],
-                                   f"{annotations.parent.name}_{split}", cfg.on_error)
+                                   f"{annotations.parent.name}_{split}", cfg.on_error, max_pixels)
     if kind == "coco":
-        return coco.load_coco(cfg.annotations, cfg.images, on_error=cfg.on_error)
+        return coco.load_coco(cfg.annotations, cfg.images, on_error=cfg.on_error,
+                              max_image_pixels=max_pixels)
     if kind == "images":
-        return folder.load_images(cfg.root, classes or (), on_error=cfg.on_error)
+        return folder.load_images(cfg.root, classes or (), on_error=cfg.on_error,
+                                  max_image_pixels=max_pixels)
     raise ValueError(f"dataset.kind must be one of {KINDS}, got {kind!r}")

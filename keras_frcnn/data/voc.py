@@ -3,6 +3,8 @@
 VOC XML boxes are 1-based inclusive; records hold them 0-based (subtract 1).
 ``difficult`` objects are kept, flagged; whether training uses them is the
 RoI database's ``use_difficult`` option (default True: the release trains on them).
+Each image's header is read to check that ``<size>`` is the image's size and that the
+image is within the pixel limit (data/images.py), so that neither surfaces in training.
 An annotation without ``<object>`` is an image with no objects: a valid
 negative, kept (as COCO images without annotations are). Evaluation counts its
 detections as false positives; training drops it when it offers no background
@@ -16,7 +18,9 @@ import numpy as np
 
 from keras_frcnn.boxes import invalid_box_reason
 from keras_frcnn.files import atomic_write
+from keras_frcnn.data.images import probe_image
 from keras_frcnn.data.records import (
+    MAX_IMAGE_PIXELS,
     Dataset,
     DatasetError,
     ImageRecord,
@@ -60,8 +64,10 @@ def _image_path(xml_root, xml_path, images_dir, image_id):
                        f"{', '.join(str(c) for c in candidates[:2])})")
 
 
-def parse_voc_xml(xml_path, images_dir, classes=VOC_CLASSES):
-    """One VOC XML file -> ImageRecord (0-based boxes). Raises DatasetError naming the file."""
+def parse_voc_xml(xml_path, images_dir, classes=VOC_CLASSES, max_image_pixels=MAX_IMAGE_PIXELS):
+    """One VOC XML file -> ImageRecord (0-based boxes). Raises DatasetError naming the file,
+    also when the image's header disagrees with <size> or exceeds ``max_image_pixels``
+    (data/images.py ``probe_image``; 0: no limit)."""
     xml_path = Path(xml_path)
     try:
         root = ElementTree.parse(xml_path).getroot()
@@ -72,6 +78,9 @@ def parse_voc_xml(xml_path, images_dir, classes=VOC_CLASSES):
     height = int(_number(root, "size/height", xml_path))
     if width <= 0 or height <= 0:
         raise DatasetError(f"{xml_path}: image size {width}x{height} is not positive")
+    # Before the boxes: against a wrong <size> their bounds check would mislead.
+    image_path = _image_path(root, xml_path, images_dir, image_id)
+    probe_image(image_path, max_image_pixels, (width, height), source=xml_path)
     class_index = {name: k + 1 for k, name in enumerate(classes)}
     boxes, labels, difficult = [], [], []
     for obj in root.findall("object"):
@@ -88,15 +97,15 @@ def parse_voc_xml(xml_path, images_dir, classes=VOC_CLASSES):
         boxes.append(box)
         labels.append(class_index[name])
         difficult.append(obj.findtext("difficult", "0").strip() == "1")
-    image_path = _image_path(root, xml_path, images_dir, image_id)
     return ImageRecord.create(image_id, image_path, width, height, boxes, labels, difficult)
 
 
 def load_voc_folder(annotations_dir, images_dir, classes=VOC_CLASSES, ids=None, name=None,
-                    on_error="raise"):
+                    on_error="raise", max_image_pixels=MAX_IMAGE_PIXELS):
     """Every ``<id>.xml`` of a folder (or the given ids, in order) -> Dataset.
 
     on_error="skip" logs a warning and drops a bad record instead of raising.
+    Images larger than ``max_image_pixels`` (0: no limit) are bad records.
     """
     check_on_error(on_error)
     annotations_dir = Path(annotations_dir)
@@ -108,13 +117,15 @@ def load_voc_folder(annotations_dir, images_dir, classes=VOC_CLASSES, ids=None, 
     for image_id in ids:
         try:
             records.append(parse_voc_xml(annotations_dir / f"{image_id}.xml", images_dir,
-                                         classes))
+                                         classes, max_image_pixels))
         except DatasetError as err:
             handle_error(err, on_error)
-    return Dataset(name or annotations_dir.parent.name, tuple(classes), tuple(records))
+    return Dataset(name or annotations_dir.parent.name, tuple(classes), tuple(records),
+                   max_image_pixels=max_image_pixels)
 
 
-def load_voc(root, split, classes=VOC_CLASSES, on_error="raise"):
+def load_voc(root, split, classes=VOC_CLASSES, on_error="raise",
+             max_image_pixels=MAX_IMAGE_PIXELS):
     """A split of a devkit-layout VOC year, e.g. ``load_voc("VOCdevkit/VOC2007", "trainval")``.
 
     Reads ImageSets/Main/<split>.txt, Annotations/<id>.xml and JPEGImages/<id>.jpg.
@@ -126,7 +137,7 @@ def load_voc(root, split, classes=VOC_CLASSES, on_error="raise"):
                            "such as VOCdevkit/VOC2007?)")
     ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
     dataset = load_voc_folder(root / "Annotations", root / "JPEGImages", classes, ids,
-                              f"{root.name}_{split}", on_error)
+                              f"{root.name}_{split}", on_error, max_image_pixels)
     return dataset
 
 

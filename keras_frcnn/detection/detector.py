@@ -250,7 +250,7 @@ class Detector:
 
         def load(index):
             record = records[int(index)]
-            image = read_image_bgr(record.image_path)
+            image = read_image_bgr(record.image_path, dataset.max_image_pixels)
             # The record's size, which also clips the output boxes (_outputs below).
             boxes = self.usable_proposals(proposals[record.image_id], record.width,
                                           record.height, record.image_id)

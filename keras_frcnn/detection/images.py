@@ -8,18 +8,21 @@ import cv2
 
 from keras_frcnn.data.folder import load_images
 from keras_frcnn.data.images import read_image_bgr
+from keras_frcnn.data.records import MAX_IMAGE_PIXELS
 from keras_frcnn.detection.detector import Detector
 from keras_frcnn.detection.draw import draw_detections
 from keras_frcnn.files import atomic_write
 
 
 def detect_images(model, paths, class_names, detector_config, proposals_config, output_dir,
-                  score_threshold=0.5, progress=True):
+                  score_threshold=0.5, progress=True, max_image_pixels=MAX_IMAGE_PIXELS):
     """Detects objects in ``paths`` (files or folders); returns {image path: [detection]}.
 
     Writes ``<output_dir>/<name>.detections.jpg`` per image and
     ``<output_dir>/detections.json`` with every detection at or above the
     threshold: {"image", "class", "score", "box" (0-based x1, y1, x2, y2)}.
+    Images above ``max_image_pixels`` (config.dataset.max_image_pixels; 0: no
+    limit) are refused from their header, before anything is decoded.
     """
     from keras_frcnn.proposals.sources import proposals_for_dataset
 
@@ -27,13 +30,13 @@ def detect_images(model, paths, class_names, detector_config, proposals_config, 
     if len(class_names) != detector.num_classes - 1:
         raise ValueError(f"{len(class_names)} class names given for a model with "
                          f"{detector.num_classes - 1} object classes")
-    dataset = load_images(paths, tuple(class_names))
+    dataset = load_images(paths, tuple(class_names), max_image_pixels=max_image_pixels)
     proposals = proposals_for_dataset(dataset, proposals_config, progress)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     found = {}
     for record in dataset.records:
-        image = read_image_bgr(record.image_path)
+        image = read_image_bgr(record.image_path, dataset.max_image_pixels)
         dets = detector.detect(image, proposals[record.image_id])
         keep = dets.select(dets.scores >= score_threshold)
         found[str(record.image_path)] = [

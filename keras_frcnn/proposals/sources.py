@@ -18,7 +18,9 @@ def default_cache_dir():
 def proposals_for_dataset(dataset, proposals_config, progress=True, split=""):
     """{image_id: [n, 4] boxes} after post-processing (unique, min size, top-k).
 
-    methods: "selective_search" (OpenCV, ``mode`` fast|quality, cached),
+    methods: "selective_search" (OpenCV, ``mode`` fast|quality, cached; run on images
+    downscaled to ``selective_search.MAX_SIZE`` on the longest side; images above
+    ``dataset.max_image_pixels`` are refused),
     "dense" (paper section 5.5), "mat" (the release's dataset file
     ``mat_file``, where "{split}" becomes ``split``), "demo_mat" (per-image
     ``<id>_boxes.mat`` in ``mat_dir``).
@@ -28,7 +30,8 @@ def proposals_for_dataset(dataset, proposals_config, progress=True, split=""):
     if cfg.method == "selective_search":
         cache = Path(cfg.get("cache_dir") or default_cache_dir())
         raw = selective_search.compute_selective_search(
-            [r.image_path for r in records], cache, cfg.mode, cfg.get("workers") or None, progress)
+            [r.image_path for r in records], cache, cfg.mode, cfg.get("workers") or None, progress,
+            max_pixels=dataset.max_image_pixels)
     elif cfg.method == "dense":
         raw = [dense.dense_boxes(r.width, r.height) for r in records]
     elif cfg.method == "mat":
