@@ -38,7 +38,7 @@ def class_names(workdir, classes):
     if not path.is_file():
         sys.exit(f"error: {path} not found: {fix}")
     try:
-        return read_json(path, fix)
+        return read_json(path, fix, expect=list)
     except ValueError as err:
         sys.exit(f"error: {err}")
 

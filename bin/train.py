@@ -4,7 +4,8 @@
     python bin/train.py --config=configs/voc07_vgg16.py --workdir=... --config.train.base_lr=0.002
 
 Running again with the same --workdir resumes from its latest checkpoint.
-See keras_frcnn/training.py for what the workdir holds.
+See keras_frcnn/workdirs.py for what the workdir holds, docs/training.md for
+stopping, resuming and damaged files.
 """
 
 import logging
@@ -33,6 +34,8 @@ def main(argv):
         result = train(config, _WORKDIR.value)
     except (DatasetError, NoUsableCheckpoint, TrainingDiverged, ValueError, WorkdirBusy) as err:
         sys.exit(f"error: {err}")
+    except KeyboardInterrupt:  # before the first step: nothing to save (proposals are cached)
+        sys.exit("\ninterrupted while preparing the data; run the same command again")
     if result["interrupted"]:  # on a line of its own: the progress bar's is unfinished
         print(f"\ninterrupted after step {result['step']} of {config.train.steps}: saved the "
               f"training state in {result['checkpoint']} (no model.keras yet); run the same "

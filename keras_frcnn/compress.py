@@ -165,8 +165,9 @@ def calibration_inputs(config, model, count):
     detector = Detector(model, detector_config(config))
     inputs = []
     for record, proposals in first_images(config, config.dataset.train_split, count):
-        images, rois, _ = detector.prepare(read_image_bgr(record.image_path, config.dataset.max_image_pixels),
-                                          proposals)
+        image = read_image_bgr(record.image_path, config.dataset.max_image_pixels)
+        proposals = detector.usable_proposals(proposals, image.shape[1], image.shape[0])
+        images, rois, _ = detector.prepare(image, proposals)
         if len(rois):
             inputs.append({"images": images, "rois": rois})
     return inputs

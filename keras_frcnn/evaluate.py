@@ -50,13 +50,12 @@ def load_model(config, workdir=None, model_path=None, checkpoint=None, num_class
         if workdir is None:
             raise ValueError("--checkpoint needs --workdir (for target_stats.json)")
         model = training.build_model(config, num_classes, workdir)
-        restorer = tf.train.Checkpoint(model=model)
         if checkpoint == "latest":  # the newest one that can be read
-            if not workdirs.restore_latest(restorer, Path(workdir) / "checkpoints"):
+            if not workdirs.restore_latest(Path(workdir) / "checkpoints", {"model": model})[0]:
                 raise FileNotFoundError(f"{workdir}/checkpoints: no checkpoint to evaluate")
         else:
             try:
-                restorer.restore(checkpoint).expect_partial()
+                tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
             except tf.errors.NotFoundError:
                 raise FileNotFoundError(f"{checkpoint}: no such checkpoint") from None
             except (tf.errors.OpError, ValueError, IndexError) as err:

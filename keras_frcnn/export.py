@@ -344,8 +344,8 @@ def next_version_dir(root):
 def _classes(config, workdir, model_path):
     for folder in (workdir, Path(model_path).parent if model_path else None):
         if folder is not None and (Path(folder) / "classes.json").is_file():
-            return read_json(Path(folder) / "classes.json",
-                             "give the class names with --classes or write the file again")
+            return read_json(Path(folder) / "classes.json", "delete it to take the class "
+                             "names from the config's dataset", expect=list)
     from keras_frcnn.data.sources import load_dataset
 
     split = config.dataset.test_split

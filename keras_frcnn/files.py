@@ -27,21 +27,27 @@ class CorruptFile(ValueError):
     or edited by hand."""
 
 
-def read_json(path, fix):
-    """The JSON value in ``path``; CorruptFile naming the file and ``fix`` (what the
-    user can do about it) if it is truncated or not JSON. A missing file raises
+def read_json(path, fix, expect=dict):
+    """The JSON value in ``path``, which must be an ``expect`` (dict: an object, list:
+    an array); CorruptFile naming the file and ``fix`` (what the user can do about
+    it) if it is truncated, not JSON or not of that kind. A missing file raises
     FileNotFoundError as usual."""
     path = Path(path)
     text = path.read_bytes()
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         state = "empty" if not text.strip() else f"corrupt or truncated ({err})"
         raise CorruptFile(f"{path}: {state}; {fix}") from None
+    if not isinstance(value, expect):
+        kind = {dict: "an object", list: "an array"}.get(expect, expect.__name__)
+        raise CorruptFile(f"{path}: corrupt (a JSON {type(value).__name__}, not {kind}); {fix}")
+    return value
 
 
 class WorkdirBusy(RuntimeError):
-    """Another process holds the workdir's lock."""
+    """The workdir's lock cannot be taken: another process holds it, or the file
+    system does not lock."""
 
 
 class WorkdirLock:
@@ -57,7 +63,11 @@ class WorkdirLock:
         self._fd = None
 
     def acquire(self):
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as err:
+            raise WorkdirBusy(f"cannot create the lock file {self.path}: {err.strerror}; "
+                              "give a writable --workdir") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -66,8 +76,13 @@ class WorkdirLock:
             raise WorkdirBusy(f"{self.path.parent} is in use by another training (PID "
                               f"{holder}); wait for it to finish or stop it, or give "
                               "another --workdir") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as err:
+            os.close(fd)
+            raise WorkdirBusy(f"cannot lock {self.path}: {err.strerror}; give a --workdir "
+                              "on a file system that supports flock (a local disk)") from None
+        # A fixed width, written in one call without truncating first, so a run that
+        # reads the file while this one writes it never sees it empty.
+        os.pwrite(fd, f"{os.getpid():<20}\n".encode(), 0)
         self._fd = fd
         return self
 

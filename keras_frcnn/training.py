@@ -22,14 +22,15 @@ import tensorflow as tf
 
 from keras_frcnn.compress import format_ranks, parse_ranks
 from keras_frcnn.data.pipeline import PipelineConfig, training_dataset
+from keras_frcnn.data.records import dataset_error
 from keras_frcnn.data.roidb import build_roidb, target_stats
 from keras_frcnn.data.sampling import SamplingConfig, trainable_entries
 from keras_frcnn.data.sources import load_dataset
 from keras_frcnn.files import WorkdirLock, atomic_write
 from keras_frcnn.model.fast_rcnn import FastRCNN, fold_target_stats, sgd, step_schedule
 from keras_frcnn.proposals.sources import proposals_for_dataset
-from keras_frcnn.workdirs import (fc_units, lock_name, random_states, restore_latest, save_model,
-                                  svd_ranks)
+from keras_frcnn.workdirs import (fc_units, lock_name, restore_latest, save_model, svd_ranks,
+                                  training_state)
 
 logger = logging.getLogger("keras_frcnn.training")
 
@@ -78,7 +79,8 @@ def check_step_counts(config):
     """Refuses step counts that are not positive integers, before anything is written: a
     run of -5 steps would otherwise 'finish' at once and save an untrained model."""
     t = config.train
-    for key, example in (("steps", 40000), ("checkpoint_every", 2000), ("log_every", 20)):
+    for key, example in (("steps", 40000), ("checkpoint_every", 2000), ("log_every", 20),
+                         ("keep_checkpoints", 5)):
         value = t[key]
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"train.{key}={value!r}: must be a positive whole number of steps "
@@ -128,23 +130,25 @@ def make_optimizer(config):
 
 
 def _checkpointing(config, model, workdir):
-    """(optimizer, tf.train.Checkpoint, CheckpointManager) of a workdir. The checkpoint
-    holds every state a training step reads: weights, optimiser (momentum, step
-    count) and random states; the data stream is a function of the step count."""
+    """(optimizer, steps_done, (required, optional) parts, CheckpointManager) of a
+    workdir. The checkpoint holds every state a training step reads: weights,
+    optimiser (momentum, loss scale), random states and the number of steps done,
+    of which the data stream is a function (workdirs.training_state)."""
     model.compile(optimizer=make_optimizer(config))  # mixed_float16: a LossScaleOptimizer
     optimizer = model.optimizer
     optimizer.build(model.trainable_variables)
-    rng = tf.train.Checkpoint(**{f"state_{k}": v for k, v in enumerate(random_states(model))})
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, random=rng)
-    manager = tf.train.CheckpointManager(checkpoint, Path(workdir) / "checkpoints",
+    steps_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="steps_done")
+    required, optional = training_state(model, optimizer, steps_done)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(**required, **optional),
+                                         Path(workdir) / "checkpoints",
                                          config.train.keep_checkpoints)
-    return optimizer, checkpoint, manager
+    return optimizer, steps_done, (required, optional), manager
 
 
 def save_initial_checkpoint(config, model, workdir):
     """A step-0 training checkpoint of ``model`` (fresh optimiser) in ``workdir``,
     from which bin/train.py starts (fine-tuning) instead of from scratch."""
-    _, _, manager = _checkpointing(config, model, workdir)
+    *_, manager = _checkpointing(config, model, workdir)
     manager.save(checkpoint_number=0)
 
 
@@ -231,11 +235,17 @@ def _train(config, workdir, progress):
         keras.utils.set_random_seed(t.seed)
     with strategy.scope(), precision_policy(t.precision):
         model = build_model(config, dataset.num_classes, workdir)
-        optimizer, checkpoint, manager = _checkpointing(config, model, state_dir)
+        optimizer, steps_done, (required, optional), manager = _checkpointing(
+            config, model, state_dir)
     if replicas > 1 or t.precision != "float32":
         logger.info("%d replicas (%s), %s", replicas, t.distribute or "one device", t.precision)
-    latest = restore_latest(checkpoint, workdir / "checkpoints")
-    step = int(optimizer.iterations.numpy())
+    latest, complete = restore_latest(workdir / "checkpoints", required, optional)
+    if latest and not complete:
+        logger.warning("%s was written by an older version, without the dropout random "
+                       "state: the resumed run will not repeat an uninterrupted one bit "
+                       "for bit", latest)
+        steps_done.assign(optimizer.iterations)
+    step = int(steps_done.numpy())
     if step:
         logger.info("resuming from %s: %d steps done, next is step %d", latest, step, step + 1)
 
@@ -252,11 +262,17 @@ def _train(config, workdir, progress):
             @tf.function(reduce_retracing=True)
             def train_step(batch):
                 logs = strategy.run(model.train_step, args=(batch,))
+                steps_done.assign_add(1)
                 return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
                         for k, v in logs.items()}
         else:
             batches = iter(make_dataset(config, roidb, stats, start_batch=step))
-            train_step = tf.function(model.train_step, reduce_retracing=True)
+
+            @tf.function(reduce_retracing=True)
+            def train_step(batch):
+                logs = model.train_step(batch)
+                steps_done.assign_add(1)  # in the step, so an interrupt cannot split them
+                return logs
         writer = (tf.summary.create_file_writer(str(workdir / "logs")) if chief
                   else tf.summary.create_noop_writer())
         bar = keras.utils.Progbar(t.steps, verbose=1 if progress and chief else 0,
@@ -265,7 +281,10 @@ def _train(config, workdir, progress):
         try:
             while step < t.steps:
                 model.reset_metrics()
-                logs = {k: float(v) for k, v in train_step(next(batches)).items()}
+                try:
+                    logs = {k: float(v) for k, v in train_step(next(batches)).items()}
+                except tf.errors.InvalidArgumentError as err:  # raised inside tf.data?
+                    raise dataset_error(err) or err
                 if not np.isfinite(logs["loss"]):
                     raise TrainingDiverged(
                         f"loss became {logs['loss']} at step {step + 1}; stopped without "
@@ -284,9 +303,8 @@ def _train(config, workdir, progress):
                 if step % t.checkpoint_every == 0 and step < t.steps:
                     manager.save(checkpoint_number=step)
         except KeyboardInterrupt:
-            # The interrupt can land after a step ran but before it was counted here:
-            # the optimiser's step count is the one the checkpoint holds.
-            step = int(optimizer.iterations.numpy())
+            # The interrupt can land after a step ran but before the loop counted it.
+            step = int(steps_done.numpy())
             saved = manager.save(checkpoint_number=step)
             logger.warning("interrupted after step %d: saved %s", step, saved)
             return {"step": step, "history": history, "interrupted": True,

@@ -23,6 +23,7 @@ reading one that is says which file and how to write it again (docs/training.md)
 import json
 import logging
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -40,10 +41,12 @@ REWRITE = ("delete it and run bin/train.py with the same --config and --workdir 
             "write it again")
 
 
-
-class NoUsableCheckpoint(RuntimeError):
+class NoUsableCheckpoint(CorruptFile):
     """Every checkpoint of a workdir is damaged."""
 
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint that can be read but holds another model or optimiser."""
 
 
 def svd_ranks(config, workdir=None):
@@ -54,7 +57,12 @@ def svd_ranks(config, workdir=None):
     report = Path(workdir) / "compress.json" if workdir is not None else None
     if report is not None and report.is_file():
         fix = "run bin/compress.py again to write it"
-        recorded = {k: int(v) for k, v in read_json(report, fix)["ranks"].items()}
+        try:
+            recorded = {k: int(v) for k, v in read_json(report, fix)["ranks"].items()}
+        except (KeyError, TypeError, AttributeError, ValueError) as err:
+            if isinstance(err, CorruptFile):
+                raise
+            raise CorruptFile(f"{report}: no valid 'ranks' entry ({err!r}); {fix}") from None
         if ranks and ranks != recorded:
             raise ValueError(f"{workdir} holds a model compressed with "
                              f"{format_ranks(recorded)}, but config.model.svd is "
@@ -71,13 +79,13 @@ def fc_units(config, workdir=None):
     saved = Path(workdir) / "config.json" if workdir is not None else None
     if saved is None or not saved.is_file():
         return given
-    recorded = read_json(saved, REWRITE).get("model", {}).get("fc_units")
+    model = read_json(saved, REWRITE).get("model", {})
+    recorded = model.get("fc_units") if isinstance(model, dict) else None
     recorded = None if recorded is None else tuple(int(u) for u in recorded)
     if given is not None and recorded is not None and given != recorded:
         raise ValueError(f"{workdir} was trained with config.model.fc_units={recorded}, but the "
                          f"config says {given}; drop the override or use another workdir")
     return given if given is not None else recorded
-
 
 
 def random_states(model):
@@ -87,39 +95,70 @@ def random_states(model):
     return [v for v in model.variables if v.path.endswith("seed_generator_state")]
 
 
+def training_state(model, optimizer, steps_done):
+    """The tf.train.Checkpoint of a training run: what every step reads and changes.
 
-def restore_latest(checkpoint, directory):
-    """Restores the newest checkpoint in ``directory`` that can be read and returns its
-    prefix (None if there is none). A damaged one (truncated by a crash or a full disk)
-    is skipped with a warning naming it; NoUsableCheckpoint if none can be read."""
-    directory = Path(directory)
-    prefixes = sorted((p.with_suffix("") for p in directory.glob("ckpt-*.index")),
-                      key=lambda p: int(p.name.split("-")[1]), reverse=True)
+    ``steps_done`` (an int64 variable the compiled step increments) counts the
+    minibatches consumed, so it names the checkpoint and positions the data stream on
+    resume; the optimiser's own count can lag it (a mixed-precision step skipped for
+    overflow does not count). It and the random states form the "progress" part,
+    which checkpoints of older versions lack (restore_latest).
+    """
+    progress = tf.train.Checkpoint(
+        steps_done=steps_done, **{f"random_{k}": v for k, v in enumerate(random_states(model))})
+    return {"model": model, "optimizer": optimizer}, {"progress": progress}
+
+
+def _restore(prefix, required, optional):
+    """Restores ``required`` (all of it must match) and, when the checkpoint has them,
+    ``optional`` from ``prefix``; True if the optional part was there."""
+    status = tf.train.Checkpoint(**required).restore(str(prefix))
+    status.assert_existing_objects_matched()
+    status.expect_partial()  # the optional part is restored below
+    saved = {name.split("/")[0] for name, _ in tf.train.list_variables(str(prefix))}
+    if not all(name in saved for name in optional):
+        return False
+    tf.train.Checkpoint(**optional).restore(str(prefix)).assert_existing_objects_matched()
+    return True
+
+
+def restore_latest(directory, required, optional=None):
+    """Restores the newest checkpoint ``ckpt-<n>`` in ``directory`` that can be read.
+
+    ``required`` and ``optional`` are {name: trackable} parts of the saved
+    tf.train.Checkpoint; checkpoints without the optional part still restore.
+    Returns (prefix, optional part restored), or (None, False) without checkpoints.
+    A damaged checkpoint (truncated by a crash or a full disk, a file missing) is
+    skipped with a warning naming it, NoUsableCheckpoint if all are; one that reads
+    but holds another model raises CheckpointMismatch (it is not damaged: the config is).
+    """
+    directory, optional = Path(directory), optional or {}
+    numbered = [(int(m.group(1)), p.with_suffix("")) for p in directory.glob("ckpt-*.index")
+                if (m := re.fullmatch(r"ckpt-(\d+)\.index", p.name))]
     damaged = []
-    for prefix in prefixes:
+    for _, prefix in sorted(numbered, reverse=True):
         try:
-            status = checkpoint.restore(str(prefix))
-            try:
-                status.assert_existing_objects_matched()
-            except AssertionError:  # written before random states were checkpointed
-                status.expect_partial()
-                logger.warning("%s holds no dropout random state (an older version wrote "
-                               "it): the resumed run will not repeat an uninterrupted "
-                               "one bit for bit", prefix)
-            if damaged:
-                logger.warning("resuming from %s instead", prefix.name)
-            return str(prefix)
-        except (tf.errors.OpError, ValueError, IndexError) as err:  # IndexError: truncated data
+            complete = _restore(prefix, required, optional)
+        except (tf.errors.OpError, IndexError) as err:  # IndexError: a truncated data file
             damaged.append(prefix)
             logger.warning("checkpoint %s is damaged and was skipped (%s)", prefix,
                            str(err).strip().splitlines()[0])
+            continue
+        except (AssertionError, ValueError) as err:
+            raise CheckpointMismatch(
+                f"{prefix} does not match the model this config builds "
+                f"({str(err).strip().splitlines()[0][:300]}); resume with the config it was "
+                f"trained with ({directory.parent / 'config.json'}) or give another "
+                "--workdir") from None
+        if damaged:
+            logger.warning("resuming from %s instead", prefix.name)
+        return str(prefix), complete
     if damaged:
         raise NoUsableCheckpoint(
             f"no checkpoint in {directory} can be read (damaged: "
-            f"{', '.join(p.name for p in damaged)}); delete the folder to train from the "
+            f"{', '.join(p.name for p in damaged)}); delete {directory} to train from the "
             "start, or restore it from a copy")
-    return None
-
+    return None, False
 
 
 def save_model(model, path):
@@ -130,15 +169,21 @@ def save_model(model, path):
     os.replace(tmp, path)
 
 
-
 def lock_name(config):
-    """The workdir lock of this process: one per task of a multi-worker run (its workers
-    share the workdir), else one per workdir."""
+    """The workdir lock of this process: ``train.lock``, which a multi-worker run's chief
+    holds too (so a second run or cluster on the workdir is refused), and one per
+    other task of a multi-worker run (its workers share the workdir)."""
     if config.train.distribute != "multi_worker":
         return "train.lock"
-    task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task", {})
-    return f"train.{task.get('type', 'worker')}-{task.get('index', 0)}.lock"
-
+    try:
+        cluster = json.loads(os.environ.get("TF_CONFIG") or "{}")
+        task, kinds = cluster.get("task", {}), cluster.get("cluster", {})
+        kind, index = task.get("type", "worker"), int(task.get("index", 0))
+    except (ValueError, AttributeError) as err:
+        raise ValueError(f"TF_CONFIG is not a valid cluster description ({err}); see "
+                         "docs/training.md") from None
+    chief = kind == "chief" or (kind == "worker" and index == 0 and "chief" not in kinds)
+    return "train.lock" if chief else f"train.{kind}-{index}.lock"
 
 
 def load_inference_model(workdir_or_path):
@@ -165,4 +210,11 @@ def load_inference_model(workdir_or_path):
 
 def load_target_stats(workdir):
     """The TargetStats of a trained workdir (target_stats.json)."""
-    return TargetStats.from_dict(read_json(Path(workdir) / "target_stats.json", REWRITE))
+    path = Path(workdir) / "target_stats.json"
+    try:
+        return TargetStats.from_dict(read_json(path, REWRITE))
+    except (KeyError, TypeError, ValueError) as err:
+        if isinstance(err, CorruptFile):
+            raise
+        raise CorruptFile(f"{path}: not the target statistics training writes ({err!r}); "
+                          f"{REWRITE}") from None

@@ -44,7 +44,8 @@ def tiny_config(tmp_path, steps, write=True):
 
 
 @pytest.mark.parametrize("key, value", [("steps", -5), ("steps", 0), ("checkpoint_every", 0),
-                                        ("log_every", -1), ("step_size", -2)])
+                                        ("log_every", -1), ("step_size", -2),
+                                        ("keep_checkpoints", 0)])
 def test_non_positive_step_counts_are_refused_before_anything_is_written(tmp_path, key, value):
     config = base_config()
     config.train[key] = value

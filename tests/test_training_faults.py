@@ -103,8 +103,49 @@ def test_no_readable_checkpoint_is_one_clear_error(trained, tmp_path):
     config, workdir = copy_workdir(trained, tmp_path)
     for index in (workdir / "checkpoints").glob("*.index"):
         index.write_bytes(b"\0" * 10)
-    with pytest.raises(workdirs.NoUsableCheckpoint, match=r"ckpt-4, ckpt-2.*delete the folder"):
+    with pytest.raises(workdirs.NoUsableCheckpoint, match=r"ckpt-4, ckpt-2\); delete \S+checkpoints "):
         training.train(config, workdir, progress=False)
+
+
+def test_a_checkpoint_of_another_model_is_refused_not_called_damaged(trained, tmp_path):
+    config, workdir = copy_workdir(trained, tmp_path)
+    config.model.fc_units = (32, 32)  # the recorded widths differ: refused earlier, so
+    (workdir / "config.json").unlink()  # drop the record; the checkpoint itself disagrees
+    with pytest.raises(workdirs.CheckpointMismatch, match=r"ckpt-4 does not match the model "
+                                                          r".*resume with the config"):
+        training.train(config, workdir, progress=False)
+
+
+def test_a_checkpoint_without_the_progress_part_resumes_with_a_warning(trained, tmp_path,
+                                                                       caplog):
+    """Checkpoints of the previous version held model and optimiser only."""
+    config, workdir = copy_workdir(trained, tmp_path)
+    model = training.build_model(config, 2, workdir)  # background and cat
+    optimizer, _, (required, _), _ = training._checkpointing(config, model, tmp_path / "x")
+    assert workdirs.restore_latest(workdir / "checkpoints", required)[0].endswith("ckpt-4")
+    shutil.rmtree(workdir / "checkpoints")
+    tf.train.CheckpointManager(tf.train.Checkpoint(**required), workdir / "checkpoints",
+                               3).save(checkpoint_number=4)  # as the previous version did
+    (workdir / "checkpoints" / "ckpt-2 (copy).index").write_bytes(b"")  # a stray file
+    config.train.steps = 5
+    result = training.train(config, workdir, progress=False)
+    assert [s for s, _ in result["history"]["loss"]] == [5]  # from the optimiser's count
+    assert "without the dropout random state" in caplog.text
+
+
+def test_a_dataset_error_inside_the_pipeline_is_one_line(tmp_path, monkeypatch):
+    """An image that no longer matches its record once training runs (replaced since the
+    dataset was read): the DatasetError raised in tf.data comes out as itself."""
+    import keras_frcnn.data.pipeline as pipeline
+    from keras_frcnn.data.records import DatasetError
+
+    config = tiny_config(tmp_path, steps=2)
+    monkeypatch.setattr(pipeline, "read_image_bgr",
+                        lambda path, max_pixels: np.zeros((10, 10, 3), np.uint8))
+    with pytest.raises(DatasetError, match=r"^\S+\.jpg: image is 10x10 but its record says "
+                                           r"96x72; fix the annotation") as caught:
+        training.train(config, tmp_path / "work", progress=False)
+    assert "Traceback" not in str(caught.value)
 
 
 @pytest.mark.parametrize("name", ["config.json", "target_stats.json", "model.keras"])
@@ -121,10 +162,25 @@ def test_a_truncated_workdir_file_is_named(trained, tmp_path, name):
             workdirs.load_inference_model(workdir)
 
 
-def test_an_empty_json_file_is_named(tmp_path):
+def test_a_deleted_model_keras_is_written_again_by_the_same_command(trained, tmp_path):
+    config, workdir = copy_workdir(trained, tmp_path)
+    (workdir / "model.keras").unlink()
+    assert training.train(config, workdir, progress=False)["step"] == 4  # no step runs
+    for a, b in zip(weights(workdir), weights(trained[1])):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_json_files_that_are_empty_or_of_the_wrong_kind_are_named(trained, tmp_path):
     (tmp_path / "classes.json").write_text("")
     with pytest.raises(files.CorruptFile, match=r"classes.json: empty; do this"):
-        files.read_json(tmp_path / "classes.json", "do this")
+        files.read_json(tmp_path / "classes.json", "do this", expect=list)
+    (tmp_path / "classes.json").write_text("{}")
+    with pytest.raises(files.CorruptFile, match=r"corrupt \(a JSON dict, not an array\)"):
+        files.read_json(tmp_path / "classes.json", "do this", expect=list)
+    _, workdir = copy_workdir(trained, tmp_path)
+    (workdir / "target_stats.json").write_text("{}")
+    with pytest.raises(files.CorruptFile, match="target_stats.json: not the target statistics"):
+        workdirs.load_target_stats(workdir)
 
 
 def test_a_second_training_on_a_workdir_is_refused_naming_the_first(trained, tmp_path):
@@ -135,6 +191,27 @@ def test_a_second_training_on_a_workdir_is_refused_naming_the_first(trained, tmp
             training.train(config, workdir, progress=False)
     config.train.steps = 5  # released: the run goes ahead
     assert training.train(config, workdir, progress=False)["step"] == 5
+
+
+@pytest.mark.parametrize("task, cluster, name", [
+    ({"type": "worker", "index": 0}, {"worker": ["a", "b"]}, "train.lock"),
+    ({"type": "worker", "index": 1}, {"worker": ["a", "b"]}, "train.worker-1.lock"),
+    ({"type": "chief", "index": 0}, {"chief": ["a"], "worker": ["b"]}, "train.lock"),
+    ({"type": "worker", "index": 0}, {"chief": ["a"], "worker": ["b"]}, "train.worker-0.lock"),
+])
+def test_the_chief_of_a_multi_worker_run_holds_the_workdir_lock(monkeypatch, task, cluster,
+                                                                 name):
+    import json
+
+    from keras_frcnn.configs import base_config
+
+    config = base_config()
+    config.train.distribute = "multi_worker"
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
+    assert workdirs.lock_name(config) == name
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(ValueError, match="TF_CONFIG is not a valid cluster description"):
+        workdirs.lock_name(config)
 
 
 def test_the_lock_of_a_killed_process_is_not_stale(tmp_path):
@@ -192,3 +269,50 @@ def test_ctrl_c_says_what_was_saved_and_how_to_resume(tmp_path):
                     f"{workdir / 'checkpoints' / f'ckpt-{step}'} (no model.keras yet); run the "
                     f"same command again to go on from step {step + 1}")
     assert not (workdir / "model.keras").exists()
+
+
+KILLED = """
+import sys, threading
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from keras_frcnn import training
+from tests.test_training import tiny_config
+config = tiny_config(Path(sys.argv[2]), steps=6, write=False)
+config.model.dropout = 0.5
+real = training.make_dataset
+
+def make(config, roidb, stats, start_batch):  # stops for good at the fourth minibatch
+    for k, batch in enumerate(real(config, roidb, stats, start_batch)):
+        if k == 3:
+            threading.Event().wait()
+        yield batch
+
+training.make_dataset = make
+training.train(config, Path(sys.argv[3]), progress=False)
+"""
+
+
+def test_kill_9_after_a_checkpoint_then_a_restart_gives_the_uninterrupted_weights(tmp_path):
+    config = tiny_config(tmp_path, steps=6)
+    config.model.dropout = 0.5
+    training.train(config, tmp_path / "whole", progress=False)
+    workdir = tmp_path / "killed"
+    run = subprocess.Popen([sys.executable, "-c", KILLED, str(ROOT), str(tmp_path),
+                            str(workdir)], env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (workdir / "checkpoints" / "ckpt-2.index").exists():
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()[1]
+            time.sleep(0.2)
+        time.sleep(1)  # the run is stuck at its fourth minibatch
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert not (workdir / "model.keras").exists()
+    resumed = training.train(config, workdir, progress=False)
+    assert [s for s, _ in resumed["history"]["loss"]] == [3, 4, 5, 6]
+    for a, b in zip(weights(tmp_path / "whole"), weights(workdir)):
+        np.testing.assert_array_equal(a, b)

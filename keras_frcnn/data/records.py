@@ -7,6 +7,7 @@ Class 0 is background; object classes are 1..K, named by ``Dataset.classes``
 
 import dataclasses
 import logging
+import re
 
 import numpy as np
 
@@ -21,6 +22,14 @@ MAX_IMAGE_PIXELS = 50_000_000
 
 class DatasetError(ValueError):
     """Bad input data; the message names the file and the problem."""
+
+
+def dataset_error(err):
+    """The DatasetError raised inside a tf.data pipeline (a numpy_function), which reaches
+    the caller as a TensorFlow error with the Python traceback in its text, as a one-line
+    DatasetError again; None if ``err`` did not come from one."""
+    match = re.search(r"DatasetError: (.+)", str(err))
+    return DatasetError(match.group(1).strip()) if match else None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from keras_frcnn.boxes import invalid_box_reason
-from keras_frcnn.files import atomic_write
 from keras_frcnn.data.images import probe_image
 from keras_frcnn.data.records import (
     MAX_IMAGE_PIXELS,
@@ -27,6 +26,7 @@ from keras_frcnn.data.records import (
     check_on_error,
     handle_error,
 )
+from keras_frcnn.files import atomic_write
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",

@@ -58,6 +58,7 @@ import tensorflow as tf
 from keras_frcnn import boxes as box_ops
 from keras_frcnn.data import transforms
 from keras_frcnn.data.images import read_image_bgr
+from keras_frcnn.data.records import dataset_error
 from keras_frcnn.detection.postprocess import (Detections, PostprocessConfig, apply_set_cap,
                                                frcnn_candidates, make_postprocess,
                                                set_cap_thresholds, soft_nms_candidates)
@@ -66,6 +67,20 @@ from keras_frcnn.ops.roi_pool_composite import round_half_away_from_zero
 logger = logging.getLogger("keras_frcnn.detection")
 
 CANONICAL_AREA = 224 * 224
+
+
+def dataset_errors(stream):
+    """Iterates a tf.data stream; a DatasetError raised while an element was loaded
+    comes out as one again (not a TensorFlow error carrying a Python traceback)."""
+    iterator = iter(stream)
+    while True:
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        except tf.errors.InvalidArgumentError as err:
+            raise dataset_error(err) or err
+        yield item
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,7 +288,7 @@ class Detector:
         post = self.config.postprocess
         cap = post.mode == "frcnn"
         defer = cap and post.soft_nms_sigma > 0  # Soft-NMS after the set cap (below)
-        for record, (images, rois, inverse, boxes) in zip(records, stream):
+        for record, (images, rois, inverse, boxes) in zip(records, dataset_errors(stream)):
             boxes = boxes.numpy()
             start = time.perf_counter()
             if len(boxes) == 0:
