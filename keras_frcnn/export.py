@@ -174,6 +174,8 @@ class DetectionModule(tf.Module):
         rgb = tf.cast(image, tf.float32)
         factors = tf.stack([_scale_factor(height, width, s, self.max_size) for s in self.scales])
         sizes = tf.cast(tf.round(tf.stack([height * factors, width * factors], axis=1)), tf.int32)
+        tf.debugging.assert_positive(sizes, "image too thin: a side scales to 0 pixels at a "
+                                     "test scale; pad it or send a larger crop")
         levels = []
         for k in range(len(self.scales)):
             factor = tf.cast(tf.fill([2], factors[k]), tf.float32)
@@ -195,6 +197,14 @@ class DetectionModule(tf.Module):
         return images, rois, height, width
 
     def _detect(self, image, proposals):
+        # A loaded signature does not enforce its shapes: [R, 5] proposals would be read
+        # as their first four columns. (A rank cannot be checked here: the traced one is
+        # the declared one. An image of another rank fails in the resize.)
+        with tf.control_dependencies([
+                tf.debugging.assert_equal(tf.shape(image)[-1], 3, "image must be [H, W, 3]"),
+                tf.debugging.assert_equal(tf.shape(proposals)[-1], 4,
+                                          "proposals must be [R, 4] (x1, y1, x2, y2)")]):
+            image, proposals = tf.identity(image), tf.identity(proposals)
         proposals = usable_proposals(proposals, tf.cast(tf.shape(image)[1], tf.float64),
                                      tf.cast(tf.shape(image)[0], tf.float64))
         images, rois, height, width = self._inputs(image, proposals)

@@ -237,3 +237,21 @@ def test_the_serving_client_gets_the_model_s_answer(export_dir, served):
     assert int(out["num_detections"]) > 4
     for name in ("detection_boxes", "detection_scores", "detection_classes", "num_detections"):
         np.testing.assert_array_equal(out[name], expected[name])
+
+
+@pytest.mark.parametrize("image_shape, proposals_shape, message", [
+    ((HEIGHT, WIDTH, 3), (2, 5), r"proposals must be \[R, 4\]"),
+    ((HEIGHT, WIDTH, 3), (8,), r"proposals must be \[R, 4\]"),
+    ((1, HEIGHT, WIDTH, 3), (2, 4), "input must be 4-dimensional"),  # in the resize
+    ((HEIGHT, WIDTH, 4), (2, 4), r"image must be \[H, W, 3\]"),
+    ((1, 4000, 3), (2, 4), "image too thin"),
+])
+def test_the_serving_signature_refuses_inputs_of_other_shapes(export_dir, image_shape,
+                                                              proposals_shape, message):
+    """A loaded signature does not check its declared shapes: the graph does (found by
+    benchmarks/fuzz.py, where [R, 5] proposals were read as their first four columns)."""
+    signature = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
+    proposals = np.tile(VALID[:1], (1, 2)).reshape(-1)[:int(np.prod(proposals_shape))]
+    proposals = np.resize(proposals, proposals_shape).astype(np.float32)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        signature(image=tf.zeros(image_shape, tf.uint8), proposals=tf.constant(proposals))

@@ -9,6 +9,7 @@ roi_pool_composite.py) give the same output bit for bit.
 
 import warnings
 
+import numpy as np
 import tensorflow as tf
 
 from keras_frcnn.ops import loader
@@ -22,7 +23,7 @@ _warned_fallback = False
 
 def normalize_pooled_size(pooled_size):
     """``7`` or ``(7, 7)`` -> ``(7, 7)``; raises ValueError naming the value."""
-    if isinstance(pooled_size, int) and not isinstance(pooled_size, bool):
+    if isinstance(pooled_size, (int, np.integer)) and not isinstance(pooled_size, bool):
         pooled_size = (pooled_size, pooled_size)
     try:
         pooled_height, pooled_width = (int(v) for v in pooled_size)
@@ -37,15 +38,19 @@ def normalize_pooled_size(pooled_size):
 
 
 def check_spatial_scale(spatial_scale):
-    """Returns spatial_scale as a float; raises ValueError unless positive and finite."""
+    """Returns spatial_scale as a float; raises ValueError unless a positive, finite,
+    normal float32, the op's attribute type (1e-50 is 0 there, 1e39 infinite, and
+    TensorFlow flushes a denormal such as 1e-40 to 0)."""
     try:
         value = float(spatial_scale)
     except (TypeError, ValueError):
         value = float("nan")
-    if not (value > 0 and value != float("inf")):
+    with np.errstate(over="ignore", under="ignore"):
+        as_float32 = float(np.float32(value))
+    if not (as_float32 >= np.finfo(np.float32).tiny and as_float32 != float("inf")):
         raise ValueError(
-            f"spatial_scale must be a positive finite number of feature cells per input pixel "
-            f"(1/16 for a stride-16 backbone), got {spatial_scale!r}")
+            f"spatial_scale must be a positive normal float32 number of feature cells per "
+            f"input pixel (1/16 for a stride-16 backbone), got {spatial_scale!r}")
     return value
 
 

@@ -324,7 +324,8 @@ def scatter_to_argmax(grad, argmax, batch, features_shape):
       batch: [R] int32 image of each RoI.
       features_shape: [4] int32 (N, H, W, C).
     """
-    num_images, height, width, channels = tf.unstack(tf.cast(features_shape, tf.int64))
+    # num=4: the features' rank may be unknown when the gradient is traced.
+    num_images, height, width, channels = tf.unstack(tf.cast(features_shape, tf.int64), num=4)
     size = num_images * height * width * channels
     cell = tf.cast(batch, tf.int64)[:, None, None, None] * height * width + tf.cast(argmax, tf.int64)
     ids = cell * channels + tf.range(channels)

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from keras_frcnn import roi_pool
 from keras_frcnn.ops import loader
+from keras_frcnn.ops.roi_pool import normalize_pooled_size
 
 FEATURES = np.zeros((2, 5, 5, 3), np.float32)
 GOOD = [0, 0, 0, 10, 10]
@@ -97,6 +98,11 @@ def test_grad_kernel_ignores_out_of_range_argmax():
     (dict(pooled_size="7", spatial_scale=1.0), "pooled_size"),
     (dict(pooled_size=7, spatial_scale=0.0), "spatial_scale"),
     (dict(pooled_size=7, spatial_scale=float("nan")), "spatial_scale"),
+    # 0 and infinite as the op's float32 attribute (benchmarks/fuzz.py found the composite
+    # accepting them while the op refused them).
+    (dict(pooled_size=7, spatial_scale=1e-50), "spatial_scale"),
+    (dict(pooled_size=7, spatial_scale=1e-40), "spatial_scale"),  # a float32 denormal
+    (dict(pooled_size=7, spatial_scale=1e39), "spatial_scale"),
     (dict(pooled_size=7, spatial_scale=1.0, implementation="crop_and_resize"), "implementation"),
 ])
 def test_bad_arguments(kwargs, error):
@@ -109,3 +115,24 @@ def test_bad_dtypes():
         roi_pool(np.zeros((1, 3, 3, 1), np.int32), [GOOD], 2, 1.0)
     with pytest.raises(TypeError, match="rois must be"):
         roi_pool(FEATURES, tf.constant([["a"] * 5]), 2, 1.0)
+
+
+def test_a_numpy_integer_pooled_size_is_accepted():
+    assert normalize_pooled_size(np.int64(3)) == (3, 3)
+
+
+@pytest.mark.parametrize("implementation", ["custom_op", "composite"])
+def test_gradient_of_features_of_unknown_rank(implementation):
+    """The composite's gradient unpacked the features' shape without a known length
+    (found by benchmarks/fuzz.py)."""
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.float32)])
+    def grad(features):
+        with tf.GradientTape() as tape:
+            tape.watch(features)
+            out = roi_pool(features, [[0, 0, 0, 3, 3]], 2, 1.0, implementation=implementation)
+        return tape.gradient(out, features)
+
+    # Four 2x2 bins of equal values: each bin's first cell (row-major) takes its gradient.
+    expected = np.zeros(16)
+    expected[[0, 2, 8, 10]] = 1
+    np.testing.assert_array_equal(grad(tf.ones([1, 4, 4, 1])).numpy().ravel(), expected)
