@@ -14,6 +14,8 @@ import contextlib
 import json
 import logging
 import shutil
+import signal
+import threading
 from pathlib import Path
 
 import keras
@@ -196,6 +198,30 @@ def save_inference_model(model, stats, path):
     save_model(inference_copy(model, stats), path)
 
 
+@contextlib.contextmanager
+def interrupt_after_step():
+    """Ctrl-C during the training loop: the first SIGINT sets the yielded event, which
+    the loop reads after each step, so the run stops between steps, where its state is
+    whole. (Raised as a KeyboardInterrupt anywhere, it could land inside TensorFlow's
+    own Python code, e.g. while a checkpoint is written, and be lost there.) A second
+    SIGINT raises KeyboardInterrupt at once. Only the main thread can take signals."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+
+    def on_sigint(signum, frame):
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def train(config, workdir, progress=True):
     """Trains (or resumes) per ``config`` in ``workdir``, holding the workdir's lock;
     returns {"step", "history", "interrupted"} and, when interrupted, "checkpoint"."""
@@ -279,38 +305,41 @@ def _train(config, workdir, progress):
                                   stateful_metrics=list(history))
         bar.update(step)
         try:
-            while step < t.steps:
-                model.reset_metrics()
-                try:
-                    logs = {k: float(v) for k, v in train_step(next(batches)).items()}
-                except tf.errors.InvalidArgumentError as err:  # raised inside tf.data?
-                    raise dataset_error(err) or err
-                if not np.isfinite(logs["loss"]):
-                    raise TrainingDiverged(
-                        f"loss became {logs['loss']} at step {step + 1}; stopped without "
-                        f"saving. The last good checkpoint is {manager.latest_checkpoint}. "
-                        "Lower train.base_lr or check the data.")
-                step += 1
-                bar.update(step, list(logs.items()))
-                if step % t.log_every == 0 or step == t.steps:
-                    for name, value in logs.items():
-                        history[name].append((step, value))
-                    with writer.as_default(step=step):
+            with interrupt_after_step() as interrupted:
+                while step < t.steps and not interrupted.is_set():
+                    model.reset_metrics()
+                    try:
+                        logs = {k: float(v) for k, v in train_step(next(batches)).items()}
+                    except tf.errors.InvalidArgumentError as err:  # raised inside tf.data?
+                        raise dataset_error(err) or err
+                    if not np.isfinite(logs["loss"]):
+                        raise TrainingDiverged(
+                            f"loss became {logs['loss']} at step {step + 1}; stopped without "
+                            f"saving. The last good checkpoint is {manager.latest_checkpoint}. "
+                            "Lower train.base_lr or check the data.")
+                    step += 1
+                    bar.update(step, list(logs.items()))
+                    if step % t.log_every == 0 or step == t.steps:
                         for name, value in logs.items():
-                            tf.summary.scalar(name, value)
-                        tf.summary.scalar("learning_rate",
-                                          float(optimizer.learning_rate.numpy()))
-                if step % t.checkpoint_every == 0 and step < t.steps:
-                    manager.save(checkpoint_number=step)
-        except KeyboardInterrupt:
-            # The interrupt can land after a step ran but before the loop counted it.
+                            history[name].append((step, value))
+                        with writer.as_default(step=step):
+                            for name, value in logs.items():
+                                tf.summary.scalar(name, value)
+                            tf.summary.scalar("learning_rate",
+                                              float(optimizer.learning_rate.numpy()))
+                    if step % t.checkpoint_every == 0 and step < t.steps:
+                        manager.save(checkpoint_number=step)
+        except KeyboardInterrupt:  # a second Ctrl-C, or one raised by other means
+            interrupted.set()
+        finally:
+            writer.flush()
+        if interrupted.is_set():
+            # A KeyboardInterrupt can land after a step ran but before the loop counted it.
             step = int(steps_done.numpy())
             saved = manager.save(checkpoint_number=step)
             logger.warning("interrupted after step %d: saved %s", step, saved)
             return {"step": step, "history": history, "interrupted": True,
                     "checkpoint": saved}
-        finally:
-            writer.flush()
         manager.save(checkpoint_number=step)
     if chief:
         save_inference_model(model, stats, workdir / "model.keras")
