@@ -10,7 +10,6 @@ from concurrent import futures
 
 import cv2
 import grpc
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -18,16 +17,15 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from keras_frcnn import boxes as box_ops
 from keras_frcnn.data.records import Dataset, ImageRecord
-from keras_frcnn.detection import Detector, DetectorConfig, PostprocessConfig
+from keras_frcnn.detection import Detector, DetectorConfig
 from keras_frcnn.export import DetectionModule, export_saved_model, usable_proposals
-from keras_frcnn.model.fast_rcnn import FastRCNN
 from keras_frcnn.serving import ServingClient
+# ALL_SCORES (score threshold 0: a proposal scored or dropped by mistake changes the
+# detections) and the module's model fixture: tests/test_export.py's.
+from tests.test_export import ALL_SCORES, model  # noqa: F401
 from tests.test_serving import StandInPredictionService
 
 HEIGHT, WIDTH = 96, 128
-# Score threshold 0: every kept proposal gives candidates, so a proposal scored or
-# dropped by mistake changes the detections.
-ALL_SCORES = PostprocessConfig(mode="default", score_threshold=0.0)
 NAN, INF = np.nan, np.inf
 
 # Proposals of a 128 x 96 image that nothing is left of.
@@ -66,18 +64,6 @@ def scene():
     image[10:50, 20:70] = (220, 40, 40)
     image[40:90, 80:120] = (40, 200, 90)
     return image
-
-
-@pytest.fixture(scope="module")
-def model():
-    keras.utils.set_random_seed(1)
-    m = FastRCNN(num_classes=3, backbone="small", dropout=0.0)
-    # Spread the scores and the boxes so that NMS and decoding are exercised.
-    kernel, bias = m.get_layer("cls_score").get_weights()
-    m.get_layer("cls_score").set_weights([kernel * 200.0, bias])
-    kernel, bias = m.get_layer("bbox_pred").get_weights()
-    m.get_layer("bbox_pred").set_weights([kernel * 100.0, bias])
-    return m
 
 
 @pytest.fixture(scope="module")
