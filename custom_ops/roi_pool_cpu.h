@@ -21,6 +21,8 @@ struct CpuKernels {
   void (*backward)(const T* grad_output, const int32_t* argmax, const float* rois,
                    int64_t num_rois, const PoolGeometry& g, int64_t c_begin, int64_t c_end,
                    T* grad_features);
+  void (*values)(const T* features, const float* rois, const PoolGeometry& g, int64_t begin,
+                 int64_t end, T* output);
 };
 
 CpuKernels<float> BaselineKernelsFloat();

@@ -7,10 +7,12 @@
 namespace keras_frcnn {
 
 CpuKernels<float> Avx2KernelsFloat() {
-  return {&RoiPoolForwardBins<float>, &RoiPoolBackwardChannels<float>};
+  return {&RoiPoolForwardBins<float>, &RoiPoolBackwardChannels<float>,
+          &RoiPoolValuesBins<float>};
 }
 CpuKernels<double> Avx2KernelsDouble() {
-  return {&RoiPoolForwardBins<double>, &RoiPoolBackwardChannels<double>};
+  return {&RoiPoolForwardBins<double>, &RoiPoolBackwardChannels<double>,
+          &RoiPoolValuesBins<double>};
 }
 
 }  // namespace keras_frcnn

@@ -4,10 +4,12 @@
 namespace keras_frcnn {
 
 CpuKernels<float> BaselineKernelsFloat() {
-  return {&RoiPoolForwardBins<float>, &RoiPoolBackwardChannels<float>};
+  return {&RoiPoolForwardBins<float>, &RoiPoolBackwardChannels<float>,
+          &RoiPoolValuesBins<float>};
 }
 CpuKernels<double> BaselineKernelsDouble() {
-  return {&RoiPoolForwardBins<double>, &RoiPoolBackwardChannels<double>};
+  return {&RoiPoolForwardBins<double>, &RoiPoolBackwardChannels<double>,
+          &RoiPoolValuesBins<double>};
 }
 
 }  // namespace keras_frcnn

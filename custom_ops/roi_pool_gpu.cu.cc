@@ -1,6 +1,7 @@
-// CUDA kernels for RoI max pooling and its gradient. No TensorFlow
-// dependency: the arithmetic is roi_pool_kernels.h, shared with the CPU
-// kernel, and the launchers take a raw stream (see roi_pool_gpu.h).
+// CUDA kernels for RoI max pooling (with and without argmax) and its
+// gradient. No TensorFlow dependency: the arithmetic is roi_pool_kernels.h,
+// shared with the CPU kernel, and the launchers take a raw stream (see
+// roi_pool_gpu.h).
 #include <cuda_runtime.h>
 
 #include "roi_pool_gpu.h"
@@ -29,30 +30,53 @@ std::string UseStreamDevice(void* stream) {
   return err == cudaSuccess ? std::string() : std::string(cudaGetErrorString(err));
 }
 
-// One thread per output element (r, ph, pw, c); c fastest so that a warp
-// reads consecutive channels of each cell.
+// Output element i = (r, ph, pw, c) of the forward, c fastest so that a warp
+// reads consecutive channels of each cell: the bin's maximum in *value and its
+// cell in *argmax (0 and -1 for an empty bin).
 template <typename T>
-__global__ void RoiPoolForwardKernel(const T* features, const float* rois, int64_t total,
-                                     PoolGeometry g, T* output, int32_t* argmax) {
+__device__ __forceinline__ void PoolElement(const T* features, const float* rois,
+                                            const PoolGeometry& g, int64_t i, T* value,
+                                            int32_t* argmax) {
   const int C = static_cast<int>(g.channels);
   const int PH = static_cast<int>(g.pooled_height), PW = static_cast<int>(g.pooled_width);
   const int H = static_cast<int>(g.height), W = static_cast<int>(g.width);
+  const int c = static_cast<int>(i % C);
+  const int64_t bin = i / C;
+  const int pw = static_cast<int>(bin % PW);
+  const int ph = static_cast<int>((bin / PW) % PH);
+  const int64_t r = bin / (PH * PW);
+  const RoiBins<T> bins = MakeRoiBins<T>(rois + 5 * r, g.spatial_scale, PH, PW);
+  const BinWindow win = MakeBinWindow(bins, ph, pw, H, W);
+  if (IsEmpty(win)) {
+    *value = T(0);
+    *argmax = -1;
+    return;
+  }
+  const T* image = features + static_cast<int64_t>(bins.batch) * H * W * C;
+  PoolBinChannel(image, W, C, win, c, value, argmax);
+}
+
+// One thread per output element.
+template <typename T>
+__global__ void RoiPoolForwardKernel(const T* features, const float* rois, int64_t total,
+                                     PoolGeometry g, T* output, int32_t* argmax) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
-    const int c = static_cast<int>(i % C);
-    const int64_t bin = i / C;
-    const int pw = static_cast<int>(bin % PW);
-    const int ph = static_cast<int>((bin / PW) % PH);
-    const int64_t r = bin / (PH * PW);
-    const RoiBins<T> bins = MakeRoiBins<T>(rois + 5 * r, g.spatial_scale, PH, PW);
-    const BinWindow win = MakeBinWindow(bins, ph, pw, H, W);
-    if (IsEmpty(win)) {
-      output[i] = T(0);
-      argmax[i] = -1;
-      continue;
-    }
-    const T* image = features + static_cast<int64_t>(bins.batch) * H * W * C;
-    PoolBinChannel(image, W, C, win, c, output + i, argmax + i);
+    PoolElement(features, rois, g, i, output + i, argmax + i);
+  }
+}
+
+// The forward without argmax (KerasFrcnn>RoiPoolInference): the same scan, so
+// the same values bit for bit. The argmax goes to a local that is never read,
+// so once PoolElement is inlined the compiler drops its bookkeeping (no index
+// select, no int32 store in the PTX) and only the values reach global memory.
+template <typename T>
+__global__ void RoiPoolInferenceKernel(const T* features, const float* rois, int64_t total,
+                                       PoolGeometry g, T* output) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    int32_t unused_argmax;
+    PoolElement(features, rois, g, i, output + i, &unused_argmax);
   }
 }
 
@@ -119,6 +143,20 @@ std::string LaunchRoiPoolForward(void* stream, const T* features, const float* r
 }
 
 template <typename T>
+std::string LaunchRoiPoolInference(void* stream, const T* features, const float* rois,
+                                   int64_t num_rois, const PoolGeometry& geometry, T* output) {
+  const int64_t total =
+      num_rois * geometry.pooled_height * geometry.pooled_width * geometry.channels;
+  if (total == 0) return std::string();
+  std::string err = UseStreamDevice(stream);
+  if (!err.empty()) return err;
+  RoiPoolInferenceKernel<T><<<BlocksFor(total), kThreadsPerBlock, 0,
+                              static_cast<cudaStream_t>(stream)>>>(features, rois, total,
+                                                                    geometry, output);
+  return LastError();
+}
+
+template <typename T>
 std::string LaunchRoiPoolBackward(void* stream, const T* grad_output, const int32_t* argmax,
                                   const float* rois, int64_t num_rois,
                                   const PoolGeometry& geometry, bool deterministic,
@@ -150,6 +188,10 @@ template std::string LaunchRoiPoolForward<float>(void*, const float*, const floa
                                                  const PoolGeometry&, float*, int32_t*);
 template std::string LaunchRoiPoolForward<double>(void*, const double*, const float*, int64_t,
                                                   const PoolGeometry&, double*, int32_t*);
+template std::string LaunchRoiPoolInference<float>(void*, const float*, const float*, int64_t,
+                                                   const PoolGeometry&, float*);
+template std::string LaunchRoiPoolInference<double>(void*, const double*, const float*, int64_t,
+                                                    const PoolGeometry&, double*);
 template std::string LaunchRoiPoolBackward<float>(void*, const float*, const int32_t*,
                                                   const float*, int64_t, const PoolGeometry&,
                                                   bool, float*);

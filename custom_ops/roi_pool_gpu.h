@@ -26,6 +26,12 @@ std::string LaunchRoiPoolForward(void* stream, const T* features, const float* r
                                  int64_t num_rois, const PoolGeometry& geometry, T* output,
                                  int32_t* argmax);
 
+// KerasFrcnn>RoiPoolInference: the forward's output only, no argmax written;
+// the same values as LaunchRoiPoolForward, bit for bit.
+template <typename T>
+std::string LaunchRoiPoolInference(void* stream, const T* features, const float* rois,
+                                   int64_t num_rois, const PoolGeometry& geometry, T* output);
+
 // deterministic == false: one thread per output element with atomicAdd (fast;
 // float sums in a scheduling-dependent order). deterministic == true: one
 // thread per (image, channel) adding RoIs and bins in ascending order, which

@@ -221,6 +221,49 @@ inline void RoiPoolForwardBins(const T* features, const float* rois, const PoolG
   }
 }
 
+// One cell of a window, all channels, values only (the inference kernel): the
+// same comparison as UpdateBinAllChannels, so the pooled values are identical.
+template <typename T>
+inline void MaxBinAllChannels(const T* __restrict px, int64_t channels, T* __restrict out) {
+  for (int64_t c = 0; c < channels; ++c) {
+    const T v = px[c];
+    const T m = out[c];
+    const bool take = (v > m) | ((v != v) & (m == m));
+    out[c] = take ? v : m;
+  }
+}
+
+// CPU forward without argmax over the flat bins [begin, end): for inference,
+// where no gradient will be asked for, it writes only the pooled values (half
+// the bytes of RoiPoolForwardBins, and no index blend).
+template <typename T>
+inline void RoiPoolValuesBins(const T* features, const float* rois, const PoolGeometry& g,
+                              int64_t begin, int64_t end, T* output) {
+  const int H = static_cast<int>(g.height), W = static_cast<int>(g.width);
+  const int64_t C = g.channels;
+  const int PH = static_cast<int>(g.pooled_height), PW = static_cast<int>(g.pooled_width);
+  for (int64_t bin = begin; bin < end; ++bin) {
+    const int64_t r = bin / (PH * PW);
+    const int ph = static_cast<int>((bin / PW) % PH);
+    const int pw = static_cast<int>(bin % PW);
+    const RoiBins<T> bins = MakeRoiBins<T>(rois + 5 * r, g.spatial_scale, PH, PW);
+    const BinWindow win = MakeBinWindow(bins, ph, pw, H, W);
+    T* out = output + bin * C;
+    if (IsEmpty(win)) {
+      for (int64_t c = 0; c < C; ++c) out[c] = T(0);
+      continue;
+    }
+    const T* image = features + static_cast<int64_t>(bins.batch) * H * W * C;
+    const int first = win.h_start * W + win.w_start;
+    for (int64_t c = 0; c < C; ++c) out[c] = image[first * C + c];
+    for (int h = win.h_start; h < win.h_end; ++h) {
+      for (int w = win.w_start; w < win.w_end; ++w) {
+        MaxBinAllChannels(image + (h * W + w) * C, C, out);
+      }
+    }
+  }
+}
+
 // CPU backward for channels [c_begin, c_end): zeroes those channels of
 // grad_features, then adds every output gradient to its argmax cell, RoIs and
 // bins in ascending order. Channel ranges are disjoint, so threads never share

@@ -63,6 +63,30 @@ argmax: [R, pooled_height, pooled_width, C] int32 cell h * W + w of each
   empty bin. Used by the gradient.
 )doc");
 
+REGISTER_OP("KerasFrcnn>RoiPoolInference")
+    .Input("features: T")
+    .Input("rois: float")
+    .Output("output: T")
+    .Attr("pooled_height: int >= 1")
+    .Attr("pooled_width: int >= 1")
+    .Attr("spatial_scale: float")
+    .Attr("T: {float, double}")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle pooled;
+      TF_RETURN_IF_ERROR(PooledShape(c, &pooled));
+      c->set_output(0, pooled);
+      return Status();
+    })
+    .Doc(R"doc(
+KerasFrcnn>RoiPool without the argmax output, for inference: the same pooled
+values, bit for bit, and half the bytes written. Its gradient (registered in
+Python) runs KerasFrcnn>RoiPool again for the argmax.
+
+features: [N, H, W, C] feature maps (NHWC).
+rois: [R, 5] float32 (batch_index, x1, y1, x2, y2) in input-image pixels.
+output: [R, pooled_height, pooled_width, C] pooled features.
+)doc");
+
 REGISTER_OP("KerasFrcnn>RoiPoolGrad")
     .Input("features: T")
     .Input("rois: float")

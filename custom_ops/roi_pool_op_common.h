@@ -115,6 +115,7 @@ class RoiPoolKernelBase : public ::tensorflow::OpKernel {
  protected:
   // Forward: inputs (features, rois). Returns false when the op failed (status
   // already set) or there is nothing to compute (empty output).
+  // With argmax == nullptr (the inference op) only the output is allocated.
   bool PrepareForward(::tensorflow::OpKernelContext* ctx, PoolGeometry* g,
                       ::tensorflow::Tensor** output, ::tensorflow::Tensor** argmax) {
     if (!Check(ctx, ValidatePoolInputs(ctx->input(0), ctx->input(1), pooled_height_,
@@ -124,7 +125,8 @@ class RoiPoolKernelBase : public ::tensorflow::OpKernel {
     const ::tensorflow::TensorShape shape(
         {ctx->input(1).dim_size(0), g->pooled_height, g->pooled_width, g->channels});
     return Check(ctx, ctx->allocate_output(0, shape, output)) &&
-           Check(ctx, ctx->allocate_output(1, shape, argmax)) && (*output)->NumElements() > 0;
+           (argmax == nullptr || Check(ctx, ctx->allocate_output(1, shape, argmax))) &&
+           (*output)->NumElements() > 0;
   }
 
   // Backward: inputs (features, rois, argmax, grad). Returns false when the op

@@ -72,6 +72,31 @@ class RoiPoolCpuOp : public RoiPoolKernelBase {
 };
 
 template <typename T>
+class RoiPoolInferenceCpuOp : public RoiPoolKernelBase {
+ public:
+  explicit RoiPoolInferenceCpuOp(OpKernelConstruction* ctx) : RoiPoolKernelBase(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    PoolGeometry g;
+    Tensor* output = nullptr;
+    if (!PrepareForward(ctx, &g, &output, nullptr)) return;
+    const T* feature_data = ctx->input(0).flat<T>().data();
+    const float* roi_data = ctx->input(1).flat<float>().data();
+    T* output_data = output->flat<T>().data();
+    const int64_t num_bins = ctx->input(1).dim_size(0) * g.pooled_height * g.pooled_width;
+    const int64_t cells_per_bin =
+        std::max<int64_t>(1, g.height * g.width / (g.pooled_height * g.pooled_width));
+    const int64_t cost = 2 * g.channels * (cells_per_bin + 1);
+    const CpuKernels<T> kernels = SelectKernels<T>();
+    auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
+    ::tensorflow::Shard(workers->num_threads, workers->workers, num_bins, cost,
+                        [&](int64_t begin, int64_t end) {
+                          kernels.values(feature_data, roi_data, g, begin, end, output_data);
+                        });
+  }
+};
+
+template <typename T>
 class RoiPoolGradCpuOp : public RoiPoolKernelBase {
  public:
   explicit RoiPoolGradCpuOp(OpKernelConstruction* ctx) : RoiPoolKernelBase(ctx) {}
@@ -109,7 +134,10 @@ class RoiPoolGradCpuOp : public RoiPoolKernelBase {
       RoiPoolCpuOp<T>);                                                                   \
   REGISTER_KERNEL_BUILDER(                                                                \
       Name("KerasFrcnn>RoiPoolGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),          \
-      RoiPoolGradCpuOp<T>);
+      RoiPoolGradCpuOp<T>);                                                               \
+  REGISTER_KERNEL_BUILDER(                                                                \
+      Name("KerasFrcnn>RoiPoolInference").Device(DEVICE_CPU).TypeConstraint<T>("T"),     \
+      RoiPoolInferenceCpuOp<T>);
 
 REGISTER_CPU(float);
 REGISTER_CPU(double);

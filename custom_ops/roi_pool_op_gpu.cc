@@ -1,5 +1,5 @@
-// GPU kernels of KerasFrcnn>RoiPool and KerasFrcnn>RoiPoolGrad: TensorFlow
-// glue around the launchers of roi_pool_gpu.cu.cc. Built into a separate
+// GPU kernels of KerasFrcnn>RoiPool, KerasFrcnn>RoiPoolInference and
+// KerasFrcnn>RoiPoolGrad: TensorFlow glue around the launchers of roi_pool_gpu.cu.cc. Built into a separate
 // library (_roi_pool_ops_gpu.so) with the CUDA runtime linked statically, so
 // the CPU library never depends on CUDA.
 //
@@ -71,6 +71,28 @@ class RoiPoolGpuOp : public RoiPoolKernelBase {
   }
 };
 
+// The forward without argmax: only the output is allocated and written.
+template <typename T>
+class RoiPoolInferenceGpuOp : public RoiPoolKernelBase {
+ public:
+  explicit RoiPoolInferenceGpuOp(OpKernelConstruction* ctx) : RoiPoolKernelBase(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    PoolGeometry g;
+    Tensor* output = nullptr;
+    if (!PrepareForward(ctx, &g, &output, nullptr)) return;
+    void* stream = nullptr;
+    OP_REQUIRES_OK(ctx, GpuStream(ctx, &stream));
+    const Tensor& rois = ctx->input(1);
+    Tensor device_rois;
+    OP_REQUIRES_OK(ctx, RoisToDevice(ctx, stream, rois, &device_rois));
+    OP_REQUIRES_OK(ctx, CudaStatus(LaunchRoiPoolInference<T>(
+                            stream, ctx->input(0).flat<T>().data(),
+                            device_rois.flat<float>().data(), rois.dim_size(0), g,
+                            output->flat<T>().data())));
+  }
+};
+
 template <typename T>
 class RoiPoolGradGpuOp : public RoiPoolKernelBase {
  public:
@@ -103,6 +125,11 @@ class RoiPoolGradGpuOp : public RoiPoolKernelBase {
                               .TypeConstraint<T>("T")                               \
                               .HostMemory("rois"),                                  \
                           RoiPoolGpuOp<T>);                                         \
+  REGISTER_KERNEL_BUILDER(Name("KerasFrcnn>RoiPoolInference")                       \
+                              .Device(DEVICE_GPU)                                   \
+                              .TypeConstraint<T>("T")                               \
+                              .HostMemory("rois"),                                  \
+                          RoiPoolInferenceGpuOp<T>);                                \
   REGISTER_KERNEL_BUILDER(Name("KerasFrcnn>RoiPoolGrad")                            \
                               .Device(DEVICE_GPU)                                   \
                               .TypeConstraint<T>("T")                               \

@@ -28,7 +28,7 @@ error. Serving clients are not trusted to send selective-search boxes
 
 RoI pooling: ``roi_pool="composite"`` (default) is the pure-TensorFlow twin,
 bit-identical to the op, so a stock ``tensorflow_model_server`` loads the
-model; ``"custom_op"`` records our op (``KerasFrcnn>RoiPool``), faster, for
+model; ``"custom_op"`` records our inference op (``KerasFrcnn>RoiPoolInference``), faster, for
 servers built with it (docs/serving.md).
 
 Differences from the Python detector (keras_frcnn/detection), which reads

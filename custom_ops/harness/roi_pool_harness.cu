@@ -8,11 +8,15 @@
 // inside, partly and wholly outside the map, malformed and on half-pixel
 // rounding ties, several images):
 //   forward output and argmax: bit-identical to the CPU kernel;
+//   inference (no argmax) output: bit-identical to the CPU inference kernel
+//     (RoiPoolValuesBins) and to the GPU forward's output;
 //   deterministic backward: bit-identical to the CPU kernel;
 //   atomic backward: equal to the CPU kernel within float reassociation.
+// Without a GPU only the CPU half runs, which still checks the CPU inference
+// values against the CPU forward output bit for bit.
 // Then times the kernels at the benchmark shapes of docs/benchmarks.md.
 // Exit status: 0 all equal, 1 a mismatch or CUDA error, 77 no CUDA device
-// (the CPU kernels still ran).
+// (the CPU kernels ran and agreed).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -22,6 +26,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "roi_pool_gpu.h"
@@ -47,6 +52,17 @@ void Check(const std::string& err, const char* what) {
     std::exit(1);
   }
 }
+
+// Cases failing each comparison, and the largest atomic-backward difference.
+struct Tally {
+  int64_t cpu_inference = 0;          // CPU inference values vs CPU forward output
+  int64_t forward = 0;                // GPU forward output or argmax vs CPU forward
+  int64_t inference_vs_cpu = 0;       // GPU inference vs CPU inference values
+  int64_t inference_vs_forward = 0;   // GPU inference vs GPU forward output
+  int64_t deterministic = 0;          // GPU deterministic backward vs CPU backward
+  int64_t atomic = 0;                 // GPU atomic backward vs CPU, beyond tolerance
+  double max_atomic_rel[2] = {0, 0};  // float32, float64
+};
 
 struct Case {
   PoolGeometry g;
@@ -99,6 +115,23 @@ T* ToDevice(const std::vector<T>& host) {
   return dev;
 }
 
+// A device buffer of `count` elements, every byte `byte`: 0xFF makes float
+// and double NaN, so an element a kernel fails to write cannot pass for a
+// pooled value (not even an empty bin's 0).
+template <typename T>
+T* DeviceFilled(size_t count, int byte) {
+  T* dev = nullptr;
+  CUDA_CHECK(cudaMalloc(&dev, std::max<size_t>(1, count) * sizeof(T)));
+  CUDA_CHECK(cudaMemset(dev, byte, std::max<size_t>(1, count) * sizeof(T)));
+  return dev;
+}
+
+template <typename T>
+bool SameBits(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() &&
+         (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
+}
+
 template <typename T>
 std::vector<T> ToHost(const T* dev, size_t count) {
   std::vector<T> host(count);
@@ -106,64 +139,77 @@ std::vector<T> ToHost(const T* dev, size_t count) {
   return host;
 }
 
-// Runs one case on CPU (and GPU when present); returns the number of mismatches.
+// Runs one case on CPU (and GPU when present), counting each failed
+// comparison in `tally`; returns whether any failed.
 template <typename T>
-int64_t RunCase(std::mt19937_64& rng, const Case& k, bool ties, bool gpu, double* max_atomic_rel) {
+bool RunCase(std::mt19937_64& rng, const Case& k, bool ties, bool gpu, Tally* tally) {
   const PoolGeometry& g = k.g;
   const std::vector<T> x = RandomFeatures<T>(rng, g, ties);
   const int64_t bins = k.num_rois * g.pooled_height * g.pooled_width;
   const int64_t out_size = bins * g.channels;
-  std::vector<T> out(out_size), grad_in(x.size());
+  std::vector<T> out(out_size), values(out_size), grad_in(x.size());
   std::vector<int32_t> arg(out_size);
   keras_frcnn::RoiPoolForwardBins<T>(x.data(), k.rois.data(), g, 0, bins, out.data(), arg.data());
+  keras_frcnn::RoiPoolValuesBins<T>(x.data(), k.rois.data(), g, 0, bins, values.data());
+  const bool cpu_inference_bad = !SameBits(values, out);
+  tally->cpu_inference += cpu_inference_bad;
   std::vector<T> dy(out_size);
   std::normal_distribution<double> normal;
   for (auto& v : dy) v = static_cast<T>(normal(rng));
   keras_frcnn::RoiPoolBackwardChannels<T>(dy.data(), arg.data(), k.rois.data(), k.num_rois, g, 0,
                                           g.channels, grad_in.data());
-  if (!gpu) return 0;
+  if (!gpu) return cpu_inference_bad;
 
   cudaStream_t stream;
   CUDA_CHECK(cudaStreamCreate(&stream));
   T* d_x = ToDevice(x);
   T* d_dy = ToDevice(dy);
   float* d_rois = ToDevice(k.rois);
-  T* d_out = ToDevice(std::vector<T>(out_size));
-  int32_t* d_arg = ToDevice(std::vector<int32_t>(out_size));
+  T* d_out = DeviceFilled<T>(out_size, 0xFF);
+  T* d_values = DeviceFilled<T>(out_size, 0xFF);
+  int32_t* d_arg = DeviceFilled<int32_t>(out_size, 0x7F);  // 0x7F7F7F7F: no cell, not -1
   T* d_grad = ToDevice(std::vector<T>(x.size()));
   Check(keras_frcnn::LaunchRoiPoolForward<T>(stream, d_x, d_rois, k.num_rois, g, d_out, d_arg),
         "forward");
+  Check(keras_frcnn::LaunchRoiPoolInference<T>(stream, d_x, d_rois, k.num_rois, g, d_values),
+        "inference");
   CUDA_CHECK(cudaStreamSynchronize(stream));
-  int64_t mismatches = 0;
   const std::vector<T> gpu_out = ToHost(d_out, out_size);
   const std::vector<int32_t> gpu_arg = ToHost(d_arg, out_size);
-  if (out_size && std::memcmp(gpu_out.data(), out.data(), out_size * sizeof(T)) != 0) ++mismatches;
-  if (gpu_arg != arg) ++mismatches;
+  const std::vector<T> gpu_values = ToHost(d_values, out_size);
+  const bool forward_bad = !SameBits(gpu_out, out) || gpu_arg != arg;
+  const bool inference_cpu_bad = !SameBits(gpu_values, values);
+  const bool inference_forward_bad = !SameBits(gpu_values, gpu_out);
   // Backward from the GPU's own argmax (equal to the CPU's when the above held).
   Check(keras_frcnn::LaunchRoiPoolBackward<T>(stream, d_dy, d_arg, d_rois, k.num_rois, g, true,
                                               d_grad),
         "deterministic backward");
   CUDA_CHECK(cudaStreamSynchronize(stream));
-  const std::vector<T> det = ToHost(d_grad, x.size());
-  if (!x.empty() && std::memcmp(det.data(), grad_in.data(), x.size() * sizeof(T)) != 0) ++mismatches;
+  const bool deterministic_bad = !SameBits(ToHost(d_grad, x.size()), grad_in);
   Check(keras_frcnn::LaunchRoiPoolBackward<T>(stream, d_dy, d_arg, d_rois, k.num_rois, g, false,
                                               d_grad),
         "atomic backward");
   CUDA_CHECK(cudaStreamSynchronize(stream));
   const std::vector<T> atomic = ToHost(d_grad, x.size());
   const double tolerance = sizeof(T) == 4 ? 1e-5 : 1e-12;
+  double& max_rel = tally->max_atomic_rel[sizeof(T) == 4 ? 0 : 1];
+  bool atomic_bad = false;
   for (size_t i = 0; i < x.size(); ++i) {
     const double diff = std::fabs(static_cast<double>(atomic[i]) - grad_in[i]);
     const double rel = diff / std::max(1.0, std::fabs(static_cast<double>(grad_in[i])));
-    *max_atomic_rel = std::max(*max_atomic_rel, rel);
-    if (rel > tolerance) {
-      ++mismatches;
-      break;
-    }
+    max_rel = std::max(max_rel, rel);
+    atomic_bad |= rel > tolerance;
   }
-  cudaFree(d_x), cudaFree(d_dy), cudaFree(d_rois), cudaFree(d_out), cudaFree(d_arg), cudaFree(d_grad);
+  cudaFree(d_x), cudaFree(d_dy), cudaFree(d_rois), cudaFree(d_out), cudaFree(d_values);
+  cudaFree(d_arg), cudaFree(d_grad);
   cudaStreamDestroy(stream);
-  return mismatches;
+  tally->forward += forward_bad;
+  tally->inference_vs_cpu += inference_cpu_bad;
+  tally->inference_vs_forward += inference_forward_bad;
+  tally->deterministic += deterministic_bad;
+  tally->atomic += atomic_bad;
+  return cpu_inference_bad || forward_bad || inference_cpu_bad || inference_forward_bad ||
+         deterministic_bad || atomic_bad;
 }
 
 // Median milliseconds of `fn` over `repeats` runs, timed with CUDA events.
@@ -219,6 +265,9 @@ void Benchmark(std::mt19937_64& rng, const char* name, int64_t n, int64_t h, int
   const float fwd = GpuMedianMs(stream, 50, [&] {
     Check(keras_frcnn::LaunchRoiPoolForward<float>(stream, d_x, d_rois, num_rois, g, d_out, d_arg), "fwd");
   });
+  const float inference = GpuMedianMs(stream, 50, [&] {
+    Check(keras_frcnn::LaunchRoiPoolInference<float>(stream, d_x, d_rois, num_rois, g, d_out), "inference");
+  });
   const float bwd_atomic = GpuMedianMs(stream, 50, [&] {
     Check(keras_frcnn::LaunchRoiPoolBackward<float>(stream, d_out, d_arg, d_rois, num_rois, g, false, d_grad), "bwd");
   });
@@ -230,13 +279,31 @@ void Benchmark(std::mt19937_64& rng, const char* name, int64_t n, int64_t h, int
   const auto t0 = std::chrono::steady_clock::now();
   keras_frcnn::RoiPoolForwardBins<float>(x.data(), k.rois.data(), g, 0, num_rois * 49, out.data(), arg.data());
   const double cpu_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("benchmark %-5s %lldx%lldx%lldx512, %lld RoIs: forward %.3f ms, backward atomic %.3f ms, "
-              "backward deterministic %.3f ms (CPU forward, 1 thread: %.1f ms)\n",
-              name, (long long)n, (long long)h, (long long)w, (long long)num_rois, fwd, bwd_atomic,
-              bwd_det, cpu_ms);
+  std::printf("benchmark %-5s %lldx%lldx%lldx512, %lld RoIs: forward %.3f ms, inference %.3f ms, "
+              "backward atomic %.3f ms, backward deterministic %.3f ms (CPU forward, 1 thread: "
+              "%.1f ms)\n",
+              name, (long long)n, (long long)h, (long long)w, (long long)num_rois, fwd, inference,
+              bwd_atomic, bwd_det, cpu_ms);
   cudaFree(d_x), cudaFree(d_rois), cudaFree(d_out), cudaFree(d_arg), cudaFree(d_grad);
   cudaStreamDestroy(stream);
 }
+
+// The comparisons that failed between two snapshots of the tally.
+std::string NewFailures(const Tally& before, const Tally& after) {
+  std::string names;
+  auto add = [&](int64_t was, int64_t now, const char* name) {
+    if (now > was) names += names.empty() ? name : std::string(", ") + name;
+  };
+  add(before.cpu_inference, after.cpu_inference, "CPU inference vs CPU forward");
+  add(before.forward, after.forward, "GPU forward vs CPU");
+  add(before.inference_vs_cpu, after.inference_vs_cpu, "GPU inference vs CPU inference");
+  add(before.inference_vs_forward, after.inference_vs_forward, "GPU inference vs GPU forward");
+  add(before.deterministic, after.deterministic, "deterministic backward vs CPU");
+  add(before.atomic, after.atomic, "atomic backward vs CPU");
+  return names;
+}
+
+const char* YesNo(int64_t failures) { return failures ? "NO" : "yes"; }
 
 }  // namespace
 
@@ -251,29 +318,37 @@ int main(int argc, char** argv) {
   }
   std::mt19937_64 rng(20150413);
   int64_t failed = 0;
-  double max_rel32 = 0, max_rel64 = 0;
+  Tally tally;
   for (int i = 0; i < num_cases; ++i) {
     const int64_t n = 1 + rng() % 3, h = 1 + rng() % 40, w = 1 + rng() % 40, c = 1 + rng() % 70;
     const int ph = 1 + rng() % 8, pw = 1 + rng() % 8;
     const float scales[] = {1.0f, 0.5f, 1.0f / 16, 0.3f};
     const Case k = RandomCase(rng, n, h, w, c, ph, pw, scales[rng() % 4], rng() % 200);
     const bool ties = i % 2 == 0;
-    const int64_t bad = i % 4 < 2 ? RunCase<float>(rng, k, ties, gpu, &max_rel32)
-                                  : RunCase<double>(rng, k, ties, gpu, &max_rel64);
+    const Tally before = tally;
+    const bool bad = i % 4 < 2 ? RunCase<float>(rng, k, ties, gpu, &tally)
+                               : RunCase<double>(rng, k, ties, gpu, &tally);
     if (bad) {
       ++failed;
-      std::printf("case %d (%s, N=%lld H=%lld W=%lld C=%lld PH=%d PW=%d R=%lld): %lld mismatches\n",
+      std::printf("case %d (%s, N=%lld H=%lld W=%lld C=%lld PH=%d PW=%d R=%lld) failed: %s\n",
                   i, i % 4 < 2 ? "float32" : "float64", (long long)n, (long long)h, (long long)w,
-                  (long long)c, ph, pw, (long long)k.num_rois, (long long)bad);
+                  (long long)c, ph, pw, (long long)k.num_rois, NewFailures(before, tally).c_str());
     }
   }
   if (!gpu) {
-    std::printf("no CUDA device: ran the CPU kernels on %d cases only, nothing compared\n", num_cases);
-    return 77;
+    std::printf("no CUDA device: ran the CPU kernels on %d cases; CPU inference bit-identical "
+                "to CPU forward output: %s; GPU comparisons skipped\n",
+                num_cases, YesNo(tally.cpu_inference));
+    return failed ? 1 : 77;
   }
   std::printf("harness: %d cases, %lld failed; forward and deterministic backward bit-identical "
               "to CPU: %s; atomic backward max relative difference float32 %.3g, float64 %.3g\n",
-              num_cases, (long long)failed, failed ? "NO" : "yes", max_rel32, max_rel64);
+              num_cases, (long long)failed, YesNo(tally.forward + tally.deterministic),
+              tally.max_atomic_rel[0], tally.max_atomic_rel[1]);
+  std::printf("inference (no argmax): GPU output bit-identical to CPU inference: %s, to GPU "
+              "forward output: %s; CPU inference bit-identical to CPU forward output: %s\n",
+              YesNo(tally.inference_vs_cpu), YesNo(tally.inference_vs_forward),
+              YesNo(tally.cpu_inference));
   Benchmark(rng, "train", 2, 38, 50, 128);
   Benchmark(rng, "test", 1, 38, 63, 2000);
   return failed ? 1 : 0;

@@ -29,6 +29,9 @@ class RoIPooling(keras.layers.Layer):
         the layer reports ``supports_jit = False`` when it will use it.
       **kwargs: standard Layer arguments (name, dtype, ...).
 
+    ``training=False`` calls (detection, evaluation, export) run the custom op's
+    inference kernel, which writes no argmax; see roi_pool's ``training``.
+
     The layer does not autocast: under a mixed-precision policy the features
     keep their (half) dtype and the rois stay float32, since pixel coordinates
     do not survive float16.
@@ -42,10 +45,10 @@ class RoIPooling(keras.layers.Layer):
         self.implementation = implementation
         self.supports_jit = resolve_implementation(implementation, warn=False) == "composite"
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         features, rois = inputs
         return roi_pool(features, rois, self.pooled_size, self.spatial_scale,
-                        implementation=self.implementation)
+                        implementation=self.implementation, training=training)
 
     def compute_output_shape(self, input_shape):
         features_shape, rois_shape = input_shape

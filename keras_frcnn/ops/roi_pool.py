@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.eager import record  # whether a GradientTape is recording
 
 from keras_frcnn.ops import loader
 from keras_frcnn.ops.roi_pool_composite import roi_pool_composite
@@ -95,7 +96,7 @@ def _check_inputs(features, rois):
                          f"got shape {rois.shape}")
 
 
-def roi_pool(features, rois, pooled_size, spatial_scale, implementation=None):
+def roi_pool(features, rois, pooled_size, spatial_scale, implementation=None, training=None):
     """RoI max pooling (Fast R-CNN, section 2.1).
 
     Args:
@@ -107,6 +108,12 @@ def roi_pool(features, rois, pooled_size, spatial_scale, implementation=None):
       spatial_scale: feature cells per input pixel, e.g. 1/16.
       implementation: "custom_op", "composite" or None (custom op when it
         loads, else the composite with a one-time warning).
+      training: whether a gradient will be asked for. The custom op then also
+        writes each bin's argmax for it; False runs its inference kernel, which
+        writes only the pooled values (the same bits, half the bytes; a
+        gradient still works, by running the op again for the argmax). None
+        (default): True when a GradientTape is recording, including one inside
+        the tf.function being traced, else False. The composite ignores it.
 
     Returns:
       [R, pooled_height, pooled_width, C] tensor of the features' dtype; the
@@ -129,20 +136,38 @@ def roi_pool(features, rois, pooled_size, spatial_scale, implementation=None):
     _check_inputs(features, rois)
     rois = tf.cast(rois, tf.float32)
     pooled = features if features.dtype in _NATIVE_DTYPES else tf.cast(features, tf.float32)
-    if implementation == "custom_op":
-        output, _ = loader.load().keras_frcnn_roi_pool(
-            pooled, rois, pooled_height=pooled_height, pooled_width=pooled_width,
-            spatial_scale=spatial_scale)
+    if training is None:
+        training = record.could_possibly_record()
+    attrs = dict(pooled_height=pooled_height, pooled_width=pooled_width,
+                 spatial_scale=spatial_scale)
+    if implementation == "custom_op" and training:
+        output, _ = loader.load().keras_frcnn_roi_pool(pooled, rois, **attrs)
+    elif implementation == "custom_op":
+        output = loader.load().keras_frcnn_roi_pool_inference(pooled, rois, **attrs)
     else:
         output = roi_pool_composite(pooled, rois, pooled_height, pooled_width, spatial_scale)
     return tf.cast(output, features.dtype)
+
+
+def _attrs(op):
+    return {name: op.get_attr(name) for name in ("pooled_height", "pooled_width", "spatial_scale")}
 
 
 @tf.RegisterGradient("KerasFrcnn>RoiPool")
 def _roi_pool_grad(op, grad, unused_argmax_grad):
     """Routes the output gradient to each bin's argmax cell; rois get none."""
     grad_features = loader.load().keras_frcnn_roi_pool_grad(
-        op.inputs[0], op.inputs[1], op.outputs[1], grad,
-        pooled_height=op.get_attr("pooled_height"), pooled_width=op.get_attr("pooled_width"),
-        spatial_scale=op.get_attr("spatial_scale"))
+        op.inputs[0], op.inputs[1], op.outputs[1], grad, **_attrs(op))
+    return [grad_features, None]
+
+
+@tf.RegisterGradient("KerasFrcnn>RoiPoolInference")
+def _roi_pool_inference_grad(op, grad):
+    """The inference kernel kept no argmax: the full op runs again for it. (Reached
+    only when a training=False result is differentiated, e.g. a tape around a
+    tf.function traced without one.)"""
+    library = loader.load()
+    _, argmax = library.keras_frcnn_roi_pool(op.inputs[0], op.inputs[1], **_attrs(op))
+    grad_features = library.keras_frcnn_roi_pool_grad(op.inputs[0], op.inputs[1], argmax,
+                                                      grad, **_attrs(op))
     return [grad_features, None]
