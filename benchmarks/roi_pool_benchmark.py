@@ -14,9 +14,13 @@ Shapes (VGG16 at stride 16, RoI sides uniform in 5-60 % of the image):
 
 Each is timed in graph mode (inside tf.function, how Keras trains) and in
 eager mode (op by op, how the issue's reference crop-and-resize times of
-0.14 s / 2.4 s were taken). A second process repeats the custom op with one
-intra-op thread, to show the speed-up from TensorFlow's thread pool. Results go to stdout and, with
---output, into the RoI pooling section of a Markdown file.
+0.14 s / 2.4 s were taken). A forward pass without a GradientTape runs the custom
+op's inference kernel (no argmax); forward+backward runs the training kernel and
+the gradient. The floor of each pass (roi_pool_floor.py: the time TensorFlow's
+tuned kernels take to move the bytes the pass must read and write) is measured in
+the same process. A second process repeats the custom op with one intra-op
+thread, to show the speed-up from TensorFlow's thread pool. Results go to stdout
+and, with --output, into the RoI pooling section of a Markdown file.
 
     python benchmarks/roi_pool_benchmark.py --output docs/benchmarks.md
 """
@@ -32,6 +36,7 @@ import report  # first: it picks TensorFlow's CPU kernels before TensorFlow load
 
 import numpy as np
 import tensorflow as tf
+from roi_pool_floor import floor_parts, floors
 
 from keras_frcnn import roi_pool
 
@@ -119,6 +124,44 @@ def measure(methods, repeats, modes=MODES):
     return results
 
 
+def measure_floors(repeats):
+    """{shape: {pass: floor ms}} and the parts they are made of."""
+    result = {}
+    for shape_name in SHAPES:
+        parts = floor_parts(*make_inputs(shape_name), repeats[shape_name])
+        result[shape_name] = {"passes": floors(parts), "parts": parts}
+        print(f"floor {shape_name:5s} " + "  ".join(
+            f"{k} {v:.2f}" for k, v in parts.items()), flush=True)
+    return result
+
+
+# (shape, pass of the main table, floor pass): the figures issue 34 asks for.
+FLOOR_ROWS = (("train", "forward+backward", "forward+backward"),
+              ("test", "forward", "inference forward"),
+              ("test", "forward+backward", "forward+backward"))
+
+
+def floor_table(results, floor):
+    lines = ["", "Against the memory floor and crop-and-resize (graph mode; floor: the time "
+             "TensorFlow's own tuned kernels take to read every window's cells from the "
+             "cache-resident map and move the pass's other bytes, `benchmarks/roi_pool_floor.py`, "
+             "measured in the same process):", "",
+             "| shape | pass | custom op | floor | custom op / floor | crop-and-resize "
+             "| crop-and-resize / custom op |", "|---|---|---:|---:|---:|---:|---:|"]
+    for shape_name, pass_name, floor_pass in FLOOR_ROWS:
+        t = results["graph"][shape_name]
+        op, cr = t["custom_op"][pass_name], t["crop_and_resize"][pass_name]
+        f = floor[shape_name]["passes"][floor_pass] / 1e3
+        kernel = "inference" if floor_pass == "inference forward" else "training"
+        lines.append(f"| {shape_name} | {pass_name} ({kernel} kernel) "
+                     f"| {op * 1e3:.1f} | {f * 1e3:.1f} | **{op / f:.2f}x** | {cr * 1e3:.1f} "
+                     f"| **{cr / op:.1f}x** |")
+    lines += ["", "Floor parts (ms): " + "; ".join(
+        f"{s}: " + ", ".join(f"{k} {v:.1f}" for k, v in floor[s]["parts"].items() if k != "cells")
+        + f" ({floor[s]['parts']['cells']:,} window cells)" for s in SHAPES)]
+    return lines
+
+
 def single_thread_custom_op(repeats):
     """The custom op timed in a child process limited to one intra-op thread."""
     result = subprocess.run(
@@ -130,7 +173,7 @@ def single_thread_custom_op(repeats):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def markdown(results, one_thread, repeats):
+def markdown(results, one_thread, repeats, floor):
     lines = [
         SECTION_START,
         "## RoI pooling op",
@@ -159,6 +202,7 @@ def markdown(results, one_thread, repeats):
                     f"{t['crop_and_resize'] * 1e3:.1f} | "
                     f"**{t['crop_and_resize'] / t['custom_op']:.1f}x** | "
                     f"{t['composite'] / t['custom_op']:.1f}x |")
+    lines += floor_table(results, floor)
     lines += ["", "Threading of the custom op (graph mode, forward+backward, TensorFlow's "
               "intra-op pool):", "",
               "| shape | 1 thread | all threads | speed-up |", "|---|---:|---:|---:|"]
@@ -194,8 +238,9 @@ def main():
         return
     print(f"Machine: {report.machine_description()}")
     results = measure(methods, repeats, modes)
+    floor = measure_floors(repeats)
     one_thread = single_thread_custom_op(repeats)
-    section = markdown(results, one_thread, repeats)
+    section = markdown(results, one_thread, repeats, floor)
     print(section)
     if args.output:
         report.write_section(args.output, section, SECTION)
