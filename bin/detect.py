@@ -4,7 +4,8 @@
         --images=path/to/folder_or_image[,more] --output_dir=detections/
 
 Proposals are computed as the config says (selective search by default,
-cached), or read from the release's demo files with
+cached; worker processes search the next images while the network runs on
+the current one), or read from the release's demo files with
 --config.proposals.method=demo_mat --config.proposals.mat_dir=<folder>.
 Writes <name>.detections.jpg per image and detections.json into --output_dir.
 """
@@ -26,6 +27,8 @@ _CLASSES = flags.DEFINE_list("classes", None, "class names (default <workdir>/cl
 _IMAGES = flags.DEFINE_list("images", None, "image files or folders")
 _OUTPUT = flags.DEFINE_string("output_dir", "detections", "where pictures and JSON go")
 _THRESHOLD = flags.DEFINE_float("score_threshold", 0.5, "draw and list detections above this")
+_OVERLAP = flags.DEFINE_bool("overlap", True, "compute proposals while the network runs on the "
+                             "images before them (--nooverlap: every image's first)")
 
 
 def class_names(workdir, classes):
@@ -57,7 +60,8 @@ def main(argv):
         model = load_inference_model(_MODEL.value or _WORKDIR.value)
         found = detect_images(model, _IMAGES.value, names, detector_config(_CONFIG.value),
                               _CONFIG.value.proposals, _OUTPUT.value, _THRESHOLD.value,
-                              max_image_pixels=_CONFIG.value.dataset.max_image_pixels)
+                              max_image_pixels=_CONFIG.value.dataset.max_image_pixels,
+                              overlap=_OVERLAP.value)
     except (DatasetError, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
     for path, rows in found.items():

@@ -32,6 +32,8 @@ _OUTPUT = flags.DEFINE_string("output_dir", None, "default <workdir>/eval/<split
 _RESCORE = flags.DEFINE_string("rescore", None,
                                "a detections.npz to re-score without running the network")
 _RESCORE_NMS = flags.DEFINE_float("rescore_nms", None, "with --rescore: re-apply NMS at this IoU")
+_OVERLAP = flags.DEFINE_bool("overlap", True, "compute proposals while the network runs on the "
+                             "images before them (--nooverlap: every image's first)")
 
 
 def main(argv):
@@ -45,7 +47,8 @@ def main(argv):
 
     try:
         metrics = evaluate(_CONFIG.value, _WORKDIR.value, _SPLIT.value, _MODEL.value,
-                           _CHECKPOINT.value, _OUTPUT.value, _RESCORE.value, _RESCORE_NMS.value)
+                           _CHECKPOINT.value, _OUTPUT.value, _RESCORE.value, _RESCORE_NMS.value,
+                           overlap=_OVERLAP.value)
     except (DatasetError, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
     print(format_report(metrics))

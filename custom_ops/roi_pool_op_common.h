@@ -14,7 +14,7 @@
 
 namespace keras_frcnn {
 
-// Reads and checks the attrs common to both ops.
+// Reads and checks the attrs common to the three ops.
 inline void ReadPoolAttrs(::tensorflow::OpKernelConstruction* ctx, int* pooled_height,
                           int* pooled_width, float* spatial_scale) {
   OP_REQUIRES_OK(ctx, ctx->GetAttr("pooled_height", pooled_height));
@@ -104,7 +104,7 @@ inline ::tensorflow::Status ValidateGradInputs(const ::tensorflow::Tensor& argma
   return ::tensorflow::Status();
 }
 
-// Base of the CPU and GPU kernels of both ops: reads the attrs once, and
+// Base of the CPU and GPU kernels of the three ops: reads the attrs once, and
 // validates the inputs and allocates the outputs before a kernel computes.
 class RoiPoolKernelBase : public ::tensorflow::OpKernel {
  public:

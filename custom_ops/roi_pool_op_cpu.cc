@@ -1,4 +1,4 @@
-// CPU kernels of KerasFrcnn>RoiPool and KerasFrcnn>RoiPoolGrad on
+// CPU kernels of KerasFrcnn>RoiPool, KerasFrcnn>RoiPoolInference and KerasFrcnn>RoiPoolGrad on
 // TensorFlow's intra-op thread pool. The loops are roi_pool_kernels.h,
 // compiled per instruction set (roi_pool_cpu.h).
 #include <algorithm>

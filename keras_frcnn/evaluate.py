@@ -9,6 +9,7 @@ Output folder (default ``<workdir>/eval/<split>``):
   coco_results.json     (COCO metric) the official results format
 """
 
+import contextlib
 import json
 import logging
 import time
@@ -82,12 +83,47 @@ def draw_examples(dataset, detections, path, count, threshold):
             atomic_write(path, png.tobytes())
 
 
+def _detect(config, dataset, proposals_config, split, workdir, model_path, checkpoint,
+            progress, overlap):
+    """(detections, timing) of the dataset. Timing: seconds per image of the network
+    (with post-processing), of the whole run (the model's loading included), and of
+    the difference: proposals as far as the network waited for them (all of their
+    time when not overlapped; about 0 when cached) and the model's loading."""
+    from keras_frcnn.detection import Detector
+    from keras_frcnn.proposals.sources import ProposalStream, proposals_for_dataset
+
+    images = max(len(dataset.records), 1)
+    start = time.perf_counter()
+    if overlap:  # the workers start here and search while the model loads
+        proposals = stream = ProposalStream(dataset, proposals_config, progress, split=split)
+    else:
+        proposals = proposals_for_dataset(dataset, proposals_config, progress, split=split)
+        stream = contextlib.nullcontext()
+    with stream:
+        model = load_model(config, workdir, model_path, checkpoint, dataset.num_classes)
+        detector = Detector(model, detector_config(config))
+        if detector.num_classes != dataset.num_classes:
+            raise ValueError(f"the model has {detector.num_classes - 1} object classes but "
+                             f"{dataset.name} has {dataset.num_classes - 1}")
+        detections, timing = detector.detect_dataset(dataset, proposals, progress)
+    # Wall time of the whole detection, the model's loading included in both ways
+    # (overlapped, the workers search while it loads).
+    total = (time.perf_counter() - start) / images
+    timing["total_seconds_per_image"] = max(total, timing["network_seconds_per_image"])
+    timing["proposal_seconds_per_image"] = (timing["total_seconds_per_image"] -
+                                            timing["network_seconds_per_image"])
+    return detections, timing
+
+
 def evaluate(config, workdir=None, split=None, model_path=None, checkpoint=None,
-             output_dir=None, rescore=None, rescore_nms=None, progress=True):
+             output_dir=None, rescore=None, rescore_nms=None, progress=True, overlap=True):
     """Runs detection and evaluation; returns the metrics dict written to metrics.json.
 
     rescore: a detections.npz to evaluate instead of running the network (with
     NMS re-applied at ``rescore_nms`` if given).
+    overlap: compute proposals in worker processes while the network runs on the
+    images before them (sources.ProposalStream); False: every image's first. The
+    detections are the same.
     """
     t = config.test
     if t.metric not in METRICS:
@@ -107,21 +143,8 @@ def evaluate(config, workdir=None, split=None, model_path=None, checkpoint=None,
         if rescore_nms is not None:
             detections = reapply_nms(detections, rescore_nms)
     else:
-        from keras_frcnn.detection import Detector
-        from keras_frcnn.proposals.sources import proposals_for_dataset
-
-        start = time.perf_counter()
-        proposals = proposals_for_dataset(dataset, proposals_config, progress, split=split)
-        proposal_seconds = (time.perf_counter() - start) / max(len(dataset.records), 1)
-        model = load_model(config, workdir, model_path, checkpoint, dataset.num_classes)
-        detector = Detector(model, detector_config(config))
-        if detector.num_classes != dataset.num_classes:
-            raise ValueError(f"the model has {detector.num_classes - 1} object classes but "
-                             f"{dataset.name} has {dataset.num_classes - 1}")
-        detections, timing = detector.detect_dataset(dataset, proposals, progress)
-        timing["proposal_seconds_per_image"] = proposal_seconds
-        timing["total_seconds_per_image"] = (proposal_seconds +
-                                             timing["network_seconds_per_image"])
+        detections, timing = _detect(config, dataset, proposals_config, split, workdir,
+                                     model_path, checkpoint, progress, overlap)
         save_detections(detections, output_dir / "detections.npz")
     metrics = {"dataset": dataset.name, "split": split, "images": len(dataset.records),
                "detections": int(sum(len(d) for d in detections.values())), "timing": timing,
@@ -164,7 +187,8 @@ def format_report(metrics):
     if timing:
         lines.append(f"seconds per image: network {timing['network_seconds_per_image']:.3f}, "
                      f"with proposals {timing['total_seconds_per_image']:.3f} "
-                     f"(proposals {timing['proposal_seconds_per_image']:.3f}; 0 when cached)")
+                     f"(proposals not hidden behind the network, and the model's loading: "
+                     f"{timing['proposal_seconds_per_image']:.3f})")
     lines.append(f"written to {metrics['output_dir']}")
     return "\n".join(lines)
 

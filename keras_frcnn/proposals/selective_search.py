@@ -12,16 +12,29 @@ OpenCV version, the image digest hashes the file's bytes, so a changed image or
 setting is never served stale results. Entries are written to a temporary name
 and renamed, so an interrupted run leaves only complete entries and the next run
 resumes where it stopped. Images are processed in worker processes (one OpenCV thread each;
-forked, or spawned when TensorFlow is loaded) with a progress bar.
+forked, or spawned when TensorFlow is loaded) with a progress bar: all at once
+(``compute_selective_search``), or a few images ahead of a consumer that takes them
+in order (``SelectiveSearchStream``, so that detection runs while the next images'
+proposals are computed).
+
+OpenCV ranks the boxes with a random factor drawn from the C library's ``rand()``,
+whose state is shared by the whole process: without a reset, an image's box order
+(and so what a ``top_k`` cut keeps) would depend on how many searches its process
+ran before it, i.e. on which worker took it. The state is reset before every search,
+so an image's boxes are the same whichever process computes them, in whatever order
+(what a fresh process gives for it first); the two ways of running agree exactly.
 """
 
+import collections
 import concurrent.futures
+import ctypes
 import hashlib
 import io
 import json
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -75,23 +88,39 @@ def _check_arguments(mode, max_size):
                          f"got {max_size}")
 
 
+def _c_srand():
+    """The C library's ``srand`` (shared with OpenCV), or None where ctypes cannot reach
+    it (Windows, whose C runtime keeps the state per thread: no reset there)."""
+    try:
+        return ctypes.CDLL(None).srand
+    except (OSError, TypeError, AttributeError):
+        return None
+
+
+_SRAND = _c_srand()
+
+
 def _search(image_bgr, mode):
-    """OpenCV's selective search of the image as given."""
+    """OpenCV's selective search of the image as given, its ranking reproducible (header)."""
     search = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
     search.setBaseImage(image_bgr)
     if mode == "fast":
         search.switchToSelectiveSearchFast()
     else:
         search.switchToSelectiveSearchQuality()
+    if _SRAND is not None:
+        _SRAND(1)  # rand()'s state at process start (C standard)
     rects = np.asarray(search.process(), np.float32).reshape(-1, 4)  # x, y, w, h
     return np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:] - 1], axis=1)
 
 
 def method_key(mode, max_size=None):
-    """Digest of everything besides the image that determines the output. ``max_size``
-    is given for images it downscales only: smaller images keep the key they had before
-    the cap existed, so their cached boxes stay valid."""
-    settings = {"method": "opencv_selective_search", "mode": mode, "opencv": cv2.__version__}
+    """Digest of everything besides the image that determines the output: the mode,
+    OpenCV's version, the C rand() seed each search starts from (boxes cached before it
+    was reset depended on what their worker had searched before) and, for images it
+    downscales only, ``max_size``."""
+    settings = {"method": "opencv_selective_search", "mode": mode, "opencv": cv2.__version__,
+                "rand_seed": 1}
     if max_size is not None:
         settings["max_size"] = int(max_size)
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
@@ -139,11 +168,59 @@ def _worker_context():
 
 def _worker_init():
     cv2.setNumThreads(1)
+    # Ctrl-C reaches the whole process group: the parent stops the workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _compute_one(path, mode, max_size, max_pixels):
     image, full_size = read_image_bgr_within(path, max_size, max_pixels)
     return scale_boxes(_search(image, mode), (image.shape[1], image.shape[0]), full_size)
+
+
+def _plan(image_paths, cache_dir, mode, max_size, max_pixels):
+    """(paths, caches, digests, cached boxes or None per image), after refusing missing
+    images and images above ``max_pixels`` (DatasetError) before anything is computed."""
+    _check_arguments(mode, max_size)
+    paths = [Path(p) for p in image_paths]
+    sizes = []
+    for path in paths:
+        if not path.is_file():
+            raise DatasetError(f"{path}: image not found")
+        sizes.append(image_size(path))
+        if sizes[-1] is not None:
+            check_image_pixels(path, *sizes[-1], max_pixels)
+    # An unreadable header leaves the size unknown: keyed as downscaled, which is right
+    # whichever it turns out to be.
+    caches = [ProposalCache(Path(cache_dir) / method_key(
+        mode, None if size is not None and max(size) <= max_size else max_size))
+        for size in sizes]
+    digests = [image_digest(p) for p in paths]
+    return paths, caches, digests, [cache.load(d) for cache, d in zip(caches, digests)]
+
+
+def _progress_bar(progress, count, mode):
+    if not (progress and count):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=count, desc=f"selective search ({mode})", unit="image")
+
+
+def _start_pool(workers):
+    return concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=_worker_context(), initializer=_worker_init)
+
+
+def _worker_result(future):
+    """The boxes a worker computed; its DatasetError as it is; a dead pool explained."""
+    try:
+        return future.result()
+    except concurrent.futures.process.BrokenProcessPool as err:
+        raise RuntimeError(
+            "selective-search worker processes died. A script that starts them after "
+            "importing TensorFlow must guard its entry point with "
+            "`if __name__ == '__main__':` (they are spawned and re-import it); "
+            "or pass workers=0.") from err
 
 
 def compute_selective_search(image_paths, cache_dir, mode="fast", workers=None, progress=True,
@@ -161,28 +238,9 @@ def compute_selective_search(image_paths, cache_dir, mode="fast", workers=None, 
       max_pixels: images with more pixels are refused (DatasetError) before anything
         is decoded or computed; 0: no limit (config.dataset.max_image_pixels).
     """
-    _check_arguments(mode, max_size)
-    paths = [Path(p) for p in image_paths]
-    sizes = []
-    for path in paths:
-        if not path.is_file():
-            raise DatasetError(f"{path}: image not found")
-        sizes.append(image_size(path))
-        if sizes[-1] is not None:
-            check_image_pixels(path, *sizes[-1], max_pixels)
-    # An unreadable header leaves the size unknown: keyed as downscaled, which is right
-    # whichever it turns out to be.
-    caches = [ProposalCache(Path(cache_dir) / method_key(
-        mode, None if size is not None and max(size) <= max_size else max_size))
-        for size in sizes]
-    digests = [image_digest(p) for p in paths]
-    results = [cache.load(d) for cache, d in zip(caches, digests)]
+    paths, caches, digests, results = _plan(image_paths, cache_dir, mode, max_size, max_pixels)
     todo = [k for k, r in enumerate(results) if r is None]
-    bar = None
-    if progress and todo:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(todo), desc=f"selective search ({mode})", unit="image")
+    bar = _progress_bar(progress, len(todo), mode)
     workers = os.cpu_count() if workers is None else workers
     try:
         if workers == 0 or len(todo) <= 1:
@@ -190,22 +248,13 @@ def compute_selective_search(image_paths, cache_dir, mode="fast", workers=None, 
                 results[k] = _finish(caches[k], digests[k],
                                      _compute_one(paths[k], mode, max_size, max_pixels), bar)
         else:
-            pool = concurrent.futures.ProcessPoolExecutor(
-                workers, mp_context=_worker_context(), initializer=_worker_init)
+            pool = _start_pool(workers)
             try:
                 futures = {pool.submit(_compute_one, paths[k], mode, max_size, max_pixels): k
                            for k in todo}
                 for future in concurrent.futures.as_completed(futures):
                     k = futures[future]
-                    try:
-                        boxes = future.result()
-                    except concurrent.futures.process.BrokenProcessPool as err:
-                        raise RuntimeError(
-                            "selective-search worker processes died. A script that starts "
-                            "them after importing TensorFlow must guard its entry point with "
-                            "`if __name__ == '__main__':` (they are spawned and re-import "
-                            "it); or pass workers=0.") from err
-                    results[k] = _finish(caches[k], digests[k], boxes, bar)
+                    results[k] = _finish(caches[k], digests[k], _worker_result(future), bar)
             finally:
                 # On an error, do not wait for the images still queued (they
                 # are computed again on the next run; finished ones are cached).
@@ -214,6 +263,100 @@ def compute_selective_search(image_paths, cache_dir, mode="fast", workers=None, 
         if bar is not None:
             bar.close()
     return results
+
+
+class SelectiveSearchStream:
+    """Selective search for many images, handed out in order while worker processes
+    compute the images ahead: iterating yields each image's [n, 4] boxes, the same
+    arrays ``compute_selective_search`` returns, so a consumer (the detector) works on
+    one image while the next ones are searched.
+
+    Checks and cache look-ups happen at construction, as in
+    ``compute_selective_search`` (missing and oversized images are refused before
+    anything runs), and the workers start then. Cached images need no worker; a
+    computed image is written to the cache when it is handed out. At most ``ahead``
+    images (default: twice the workers) are queued or running, which bounds the
+    boxes held when the consumer is the slower side. A worker's error (a
+    DatasetError naming an undecodable image) is raised when its image's turn comes.
+    Use it as a context manager, or call ``close``: leaving early cancels the
+    queued images and waits for the running ones, whose boxes are cached.
+
+    Args: as ``compute_selective_search``; ``workers`` 0 (or a single image to
+    compute) searches in this process when the image is asked for.
+    """
+
+    def __init__(self, image_paths, cache_dir, mode="fast", workers=None, progress=True,
+                 max_size=MAX_SIZE, max_pixels=MAX_IMAGE_PIXELS, ahead=None):
+        self._paths, self._caches, self._digests, self._cached = _plan(
+            image_paths, cache_dir, mode, max_size, max_pixels)
+        self._args = (mode, max_size, max_pixels)
+        self._todo = collections.deque(k for k, r in enumerate(self._cached) if r is None)
+        workers = os.cpu_count() if workers is None else workers
+        if ahead is not None and ahead < 1:
+            raise ValueError(f"ahead must be at least 1 image, got {ahead}")
+        self._ahead = ahead or 2 * max(workers, 1)
+        self._bar = _progress_bar(progress, len(self._todo), mode)
+        self._pool = _start_pool(workers) if workers and len(self._todo) > 1 else None
+        self._running = collections.deque()  # (image index, future), in image order
+        self._next = 0
+        self._closed = False
+        try:
+            self._submit()
+        except BaseException:  # nobody will close a stream that was never returned
+            self.close()
+            raise
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        k = self._next
+        if k >= len(self._paths) or self._closed:
+            self.close()
+            raise StopIteration
+        self._next += 1
+        boxes, self._cached[k] = self._cached[k], None  # handed out: not held here
+        if boxes is not None:
+            return boxes
+        try:
+            if self._pool is None:
+                boxes = _compute_one(self._paths[k], *self._args)
+            else:
+                _, future = self._running.popleft()  # submitted in image order: image k
+                self._submit()  # keep the workers busy while this image is finished
+                boxes = _worker_result(future)
+        except BaseException:
+            self.close()
+            raise
+        return _finish(self._caches[k], self._digests[k], boxes, self._bar)
+
+    def _submit(self):
+        while self._pool is not None and self._todo and len(self._running) < self._ahead:
+            k = self._todo.popleft()
+            self._running.append((k, self._pool.submit(_compute_one, self._paths[k],
+                                                       *self._args)))
+
+    def close(self):
+        """Stops the workers: queued images are dropped, the running ones finished, and
+        every image computed but not handed out is cached for the next run. A closed
+        stream hands out nothing more."""
+        self._closed = True
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        for k, future in self._running:
+            if not future.cancelled() and future.exception() is None:
+                self._caches[k].save(self._digests[k], future.result())
+        self._running.clear()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def _finish(cache, digest, boxes, bar):

@@ -1,6 +1,11 @@
-"""Proposals for a whole dataset, as ``config.proposals`` describes them."""
+"""Proposals for a whole dataset, as ``config.proposals`` describes them: all at once
+(``proposals_for_dataset``) or image by image while the caller works on the images
+already handed out (``ProposalStream``: selective search runs ahead in worker
+processes, the other methods are read at once). Both give the same boxes."""
 
+import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from keras_frcnn.data.records import DatasetError
@@ -28,10 +33,9 @@ def proposals_for_dataset(dataset, proposals_config, progress=True, split=""):
     cfg = proposals_config
     records = dataset.records
     if cfg.method == "selective_search":
-        cache = Path(cfg.get("cache_dir") or default_cache_dir())
-        raw = selective_search.compute_selective_search(
-            [r.image_path for r in records], cache, cfg.mode, cfg.get("workers") or None, progress,
-            max_pixels=dataset.max_image_pixels)
+        paths, cache, mode, workers = _selective_search_arguments(dataset, cfg)
+        raw = selective_search.compute_selective_search(paths, cache, mode, workers, progress,
+                                                        max_pixels=dataset.max_image_pixels)
     elif cfg.method == "dense":
         raw = [dense.dense_boxes(r.width, r.height) for r in records]
     elif cfg.method == "mat":
@@ -49,15 +53,118 @@ def proposals_for_dataset(dataset, proposals_config, progress=True, split=""):
         raw = [mat.load_demo_boxes(Path(cfg.mat_dir) / f"{r.image_id}_boxes.mat") for r in records]
     else:
         raise ValueError(f"proposals.method must be one of {METHODS}, got {cfg.method!r}")
+    return {r.image_id: _postprocess(cfg, r, boxes) for r, boxes in zip(records, raw)}
+
+
+def _postprocess(cfg, record, boxes):
+    """The proposals of one image after the filters ``cfg`` sets (postprocess.py)."""
     top_k = cfg.top_k if cfg.top_k > 0 else None
     min_size = cfg.min_size
     if cfg.method == "selective_search":
         # The release's proposals come from R-CNN's selective_search_boxes.m, which drops
         # boxes under minBoxWidth = 20 pixels wide or high before the release's own filter.
         min_size = max(min_size, cfg.get("selective_search_min_size", 0))
-    unique = cfg.get("unique", True)
-    return {r.image_id: postprocess.postprocess(boxes, r.width, r.height, min_size, top_k, unique)
-            for r, boxes in zip(records, raw)}
+    return postprocess.postprocess(boxes, record.width, record.height, min_size, top_k,
+                                   cfg.get("unique", True))
+
+
+def _selective_search_arguments(dataset, cfg):
+    """(image paths, cache folder, mode, workers) of ``cfg``'s selective search."""
+    return ([r.image_path for r in dataset.records],
+            Path(cfg.get("cache_dir") or default_cache_dir()), cfg.mode,
+            cfg.get("workers") or None)
+
+
+class ProposalStream(Mapping):
+    """{image_id: [n, 4] proposals} of a dataset, each computed by the time it is asked
+    for: the same boxes as ``proposals_for_dataset``, but selective search runs in
+    worker processes a few images ahead of the caller (SelectiveSearchStream) instead
+    of for every image first. Iterating ``pairs()`` gives (record, proposals) in record
+    order; the mapping side serves ``Detector.detect_dataset``, whose loading threads
+    ask for the images about in order. Other methods are read at construction.
+
+    Construction refuses missing and oversized images, as ``proposals_for_dataset``
+    does, and starts the workers; a worker's DatasetError is raised when its image is
+    asked for (again for every later image). Use it as a context manager (or call
+    ``close``) so that the workers stop when the caller leaves early.
+    """
+
+    def __init__(self, dataset, proposals_config, progress=True, split=""):
+        from keras_frcnn.proposals.selective_search import SelectiveSearchStream
+
+        self._config = proposals_config
+        self._records = dataset.records
+        self._position = {}  # image_id -> its record's position (the first, if repeated)
+        for k, record in enumerate(self._records):
+            self._position.setdefault(record.image_id, k)
+        self._ready = {}  # record position -> proposals, until handed out by pairs()
+        self._taken = 0  # records whose boxes came out of the stream
+        self._lock = threading.Lock()  # detect_dataset asks from several threads
+        self._error = None
+        self._stream = None
+        if proposals_config.method == "selective_search":
+            paths, cache, mode, workers = _selective_search_arguments(dataset, proposals_config)
+            self._stream = SelectiveSearchStream(paths, cache, mode, workers, progress,
+                                                 max_pixels=dataset.max_image_pixels)
+        else:  # files or arithmetic: nothing to overlap
+            by_id = proposals_for_dataset(dataset, proposals_config, progress, split)
+            self._ready = {k: by_id[r.image_id] for k, r in enumerate(self._records)}
+            self._taken = len(self._records)
+
+    def _at(self, position):
+        """The proposals of the record at ``position``, taking the stream up to it."""
+        with self._lock:
+            while position not in self._ready:
+                if self._error is not None:
+                    raise self._error
+                if position < self._taken:
+                    raise KeyError(f"{self._records[position].image_id}: its proposals were "
+                                   "handed out by pairs()")
+                try:
+                    boxes = next(self._stream)
+                except StopIteration:
+                    raise ValueError("the proposal stream was closed") from None
+                except Exception as err:  # the stream is closed: every later image fails
+                    self._error = err
+                    raise
+                self._ready[self._taken] = _postprocess(self._config,
+                                                        self._records[self._taken], boxes)
+                self._taken += 1
+            return self._ready[position]
+
+    def __getitem__(self, image_id):
+        return self._at(self._position[image_id])
+
+    def pairs(self):
+        """(record, proposals) of every image in record order, each dropped from here
+        once handed out (a folder of photos is not held twice)."""
+        for position, record in enumerate(self._records):
+            boxes = self._at(position)
+            with self._lock:
+                del self._ready[position]
+            yield record, boxes
+
+    def __contains__(self, image_id):
+        return image_id in self._position
+
+    def __iter__(self):
+        return iter(self._position)
+
+    def __len__(self):
+        return len(self._position)
+
+    def close(self):
+        """Stops the selective-search workers (what they finished is cached). Under the
+        lock: detect_dataset's loading threads may be inside the stream."""
+        with self._lock:
+            if self._stream is not None:
+                self._stream.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def first_images(config, split, count):
