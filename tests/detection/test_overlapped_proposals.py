@@ -1,6 +1,8 @@
 """Proposals computed while the network runs (issue 34): the same proposals, detections,
 files and cache entries as computing every image's proposals first, and the same errors."""
 
+import multiprocessing
+
 import keras
 import numpy as np
 import pytest
@@ -164,6 +166,7 @@ def test_a_worker_error_is_the_same_one_line_dataset_error(model, tmp_path):
         with ProposalStream(dataset, proposals_config(tmp_path / "cache_dataset"), False) as s:
             Detector(model, DETECTOR).detect_dataset(dataset, s, progress=False)
     assert str(raised.value) == messages[0]
+    assert not multiprocessing.active_children()  # the failed streams stopped their workers
 
 
 def test_an_images_boxes_do_not_depend_on_what_its_process_searched_before(tmp_path):
@@ -175,6 +178,17 @@ def test_an_images_boxes_do_not_depend_on_what_its_process_searched_before(tmp_p
     (alone,) = selective_search.compute_selective_search([second], tmp_path / "b", workers=0,
                                                          progress=False)
     np.testing.assert_array_equal(after_another, alone)
+
+
+def test_without_the_rand_reset_the_order_would_depend_on_the_process(tmp_path, monkeypatch):
+    """The control of the test above: it can fail."""
+    monkeypatch.setattr(selective_search, "_SRAND", None)
+    first, second = textured_images(tmp_path, 2)
+    (after_another,) = selective_search.compute_selective_search(
+        [first, second], tmp_path / "a", workers=0, progress=False)[1:]
+    (alone,) = selective_search.compute_selective_search([second], tmp_path / "b", workers=0,
+                                                         progress=False)
+    assert not np.array_equal(after_another, alone)
 
 
 def test_a_stream_left_early_stops_its_workers_and_caches_what_they_finished(tmp_path):
@@ -192,3 +206,4 @@ def test_a_stream_left_early_stops_its_workers_and_caches_what_they_finished(tmp
     with pytest.raises(StopIteration):  # closed: it hands out nothing more
         next(stream)
     assert len(cached_boxes(tmp_path / "cache")) == len(cached)
+    assert not multiprocessing.active_children()  # no worker outlives the stream

@@ -95,3 +95,24 @@ def test_the_layer_uses_the_inference_kernel_when_not_training():
     assert INFERENCE_OP in op_types(predict, features, rois)
     assert TRAINING_OP in op_types(train, features, rois)
     np.testing.assert_array_equal(predict(features, rois).numpy(), train(features, rois).numpy())
+
+
+def test_an_eager_inference_call_under_a_tape_has_the_exact_gradient():
+    """training=False under a recording tape: the inference op's registered gradient."""
+    rng = np.random.default_rng(3)
+    features = tf.constant(rng.normal(size=(2, 9, 11, 3)))  # float64
+    rois = tf.constant([[0, 0, 0, 100, 80], [1, 16, 8, 60, 120], [0, 40, 40, 41, 41]],
+                       tf.float32)
+    weights = tf.constant(rng.integers(-3, 4, (3, 3, 3, 3)), tf.float64)
+    grads = []
+    for training in (False, True):
+        with tf.GradientTape() as tape:
+            tape.watch(features)
+            out = roi_pool(features, rois, 3, 1 / 8, "custom_op", training=training)
+            loss = tf.reduce_sum(out * weights)
+        grads.append(tape.gradient(loss, features).numpy())
+    np.testing.assert_array_equal(grads[0], grads[1])
+    # And both are the numeric gradient (max pooling is piecewise linear).
+    theoretical, numeric = tf.test.compute_gradient(
+        lambda f: roi_pool(f, rois, 3, 1 / 8, "custom_op", training=False), [features])
+    np.testing.assert_allclose(theoretical[0], numeric[0], atol=1e-6)
