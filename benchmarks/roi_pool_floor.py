@@ -29,8 +29,9 @@ def window_cells(rois, height, width, pooled=7, spatial_scale=1 / 16):
     """Total cells over the windows of all R x pooled x pooled bins (numpy, [R, 5] rois)."""
     rois = np.asarray(rois, np.float32)
     scale = np.float32(spatial_scale)
-    corners = rois[:, 1:] * scale
-    corners = (np.sign(corners) * np.floor(np.abs(corners) + np.float32(0.5))).astype(np.int64)
+    corners = (rois[:, 1:] * scale).astype(np.float64)  # the float32 product, exactly
+    # roundf: half away from zero (+ 0.5 in float64 is exact, in float32 it is not).
+    corners = (np.sign(corners) * np.floor(np.abs(corners) + 0.5)).astype(np.int64)
     x1, y1, x2, y2 = corners.T
     sizes = [np.maximum(x2 - x1 + 1, 1), np.maximum(y2 - y1 + 1, 1)]
     starts, limits = [x1, y1], [width, height]
