@@ -182,45 +182,6 @@ inline void UpdateBinAllChannels(const T* __restrict px, int64_t channels, int32
   }
 }
 
-// CPU forward over the flat bins [begin, end) of the R * PH * PW output bins.
-// Each bin scans its window once with all channels innermost (contiguous in
-// NHWC).
-template <typename T>
-inline void RoiPoolForwardBins(const T* features, const float* rois, const PoolGeometry& g,
-                               int64_t begin, int64_t end, T* output, int32_t* argmax) {
-  const int H = static_cast<int>(g.height), W = static_cast<int>(g.width);
-  const int64_t C = g.channels;
-  const int PH = static_cast<int>(g.pooled_height), PW = static_cast<int>(g.pooled_width);
-  for (int64_t bin = begin; bin < end; ++bin) {
-    const int64_t r = bin / (PH * PW);
-    const int ph = static_cast<int>((bin / PW) % PH);
-    const int pw = static_cast<int>(bin % PW);
-    const RoiBins<T> bins = MakeRoiBins<T>(rois + 5 * r, g.spatial_scale, PH, PW);
-    const BinWindow win = MakeBinWindow(bins, ph, pw, H, W);
-    T* out = output + bin * C;
-    int32_t* arg = argmax + bin * C;
-    if (IsEmpty(win)) {
-      for (int64_t c = 0; c < C; ++c) {
-        out[c] = T(0);
-        arg[c] = -1;
-      }
-      continue;
-    }
-    const T* image = features + static_cast<int64_t>(bins.batch) * H * W * C;
-    const int first = win.h_start * W + win.w_start;
-    for (int64_t c = 0; c < C; ++c) {
-      out[c] = image[first * C + c];
-      arg[c] = first;
-    }
-    for (int h = win.h_start; h < win.h_end; ++h) {
-      for (int w = win.w_start; w < win.w_end; ++w) {
-        const int cell = h * W + w;
-        UpdateBinAllChannels(image + cell * C, C, cell, out, arg);
-      }
-    }
-  }
-}
-
 // One cell of a window, all channels, values only (the inference kernel): the
 // same comparison as UpdateBinAllChannels, so the pooled values are identical.
 template <typename T>
@@ -233,12 +194,14 @@ inline void MaxBinAllChannels(const T* __restrict px, int64_t channels, T* __res
   }
 }
 
-// CPU forward without argmax over the flat bins [begin, end): for inference,
-// where no gradient will be asked for, it writes only the pooled values (half
-// the bytes of RoiPoolForwardBins, and no index blend).
-template <typename T>
-inline void RoiPoolValuesBins(const T* features, const float* rois, const PoolGeometry& g,
-                              int64_t begin, int64_t end, T* output) {
+// CPU forward over the flat bins [begin, end) of the R * PH * PW output bins.
+// Each bin scans its window once with all channels innermost (contiguous in
+// NHWC). kArgmax: also write each bin's argmax (the training kernel); without
+// it only the pooled values are written (the inference kernel: half the bytes
+// and no index blend, the same values).
+template <typename T, bool kArgmax>
+inline void PoolBins(const T* features, const float* rois, const PoolGeometry& g, int64_t begin,
+                     int64_t end, T* output, int32_t* argmax) {
   const int H = static_cast<int>(g.height), W = static_cast<int>(g.width);
   const int64_t C = g.channels;
   const int PH = static_cast<int>(g.pooled_height), PW = static_cast<int>(g.pooled_width);
@@ -249,19 +212,38 @@ inline void RoiPoolValuesBins(const T* features, const float* rois, const PoolGe
     const RoiBins<T> bins = MakeRoiBins<T>(rois + 5 * r, g.spatial_scale, PH, PW);
     const BinWindow win = MakeBinWindow(bins, ph, pw, H, W);
     T* out = output + bin * C;
-    if (IsEmpty(win)) {
-      for (int64_t c = 0; c < C; ++c) out[c] = T(0);
-      continue;
-    }
+    int32_t* arg = kArgmax ? argmax + bin * C : nullptr;
+    const bool empty = IsEmpty(win);
     const T* image = features + static_cast<int64_t>(bins.batch) * H * W * C;
-    const int first = win.h_start * W + win.w_start;
-    for (int64_t c = 0; c < C; ++c) out[c] = image[first * C + c];
+    const int first = empty ? 0 : win.h_start * W + win.w_start;
+    for (int64_t c = 0; c < C; ++c) out[c] = empty ? T(0) : image[first * C + c];
+    if constexpr (kArgmax) {
+      for (int64_t c = 0; c < C; ++c) arg[c] = empty ? -1 : first;
+    }
+    if (empty) continue;
     for (int h = win.h_start; h < win.h_end; ++h) {
       for (int w = win.w_start; w < win.w_end; ++w) {
-        MaxBinAllChannels(image + (h * W + w) * C, C, out);
+        const int cell = h * W + w;
+        if constexpr (kArgmax) {
+          UpdateBinAllChannels(image + cell * C, C, cell, out, arg);
+        } else {
+          MaxBinAllChannels(image + cell * C, C, out);
+        }
       }
     }
   }
+}
+
+template <typename T>
+inline void RoiPoolForwardBins(const T* features, const float* rois, const PoolGeometry& g,
+                               int64_t begin, int64_t end, T* output, int32_t* argmax) {
+  PoolBins<T, true>(features, rois, g, begin, end, output, argmax);
+}
+
+template <typename T>
+inline void RoiPoolValuesBins(const T* features, const float* rois, const PoolGeometry& g,
+                              int64_t begin, int64_t end, T* output) {
+  PoolBins<T, false>(features, rois, g, begin, end, output, nullptr);
 }
 
 // CPU backward for channels [c_begin, c_end): zeroes those channels of

@@ -11,7 +11,6 @@ import warnings
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.eager import record  # whether a GradientTape is recording
 
 from keras_frcnn.ops import loader
 from keras_frcnn.ops.roi_pool_composite import roi_pool_composite
@@ -82,6 +81,16 @@ def resolve_implementation(implementation=None, warn=True):
         return "composite"
 
 
+def _tape_recording():
+    """Whether a GradientTape records here. TensorFlow has no public call for it; where
+    the private one is gone, assume it does (the training kernel is always correct)."""
+    try:
+        from tensorflow.python.eager import record
+    except ImportError:
+        return True
+    return record.could_possibly_record()
+
+
 def _check_inputs(features, rois):
     if features.dtype not in _NATIVE_DTYPES + _UPCAST_DTYPES:
         raise TypeError(f"roi_pool: features must be float16, bfloat16, float32 or float64, "
@@ -137,7 +146,7 @@ def roi_pool(features, rois, pooled_size, spatial_scale, implementation=None, tr
     rois = tf.cast(rois, tf.float32)
     pooled = features if features.dtype in _NATIVE_DTYPES else tf.cast(features, tf.float32)
     if training is None:
-        training = record.could_possibly_record()
+        training = _tape_recording()
     attrs = dict(pooled_height=pooled_height, pooled_width=pooled_width,
                  spatial_scale=spatial_scale)
     if implementation == "custom_op" and training:
