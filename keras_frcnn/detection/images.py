@@ -20,7 +20,8 @@ def detect_images(model, paths, class_names, detector_config, proposals_config, 
                   overlap=True):
     """Detects objects in ``paths`` (files or folders); returns {image path: [detection]}.
 
-    Writes ``<output_dir>/<name>.detections.jpg`` per image and
+    Writes ``<output_dir>/<image id>.detections.jpg`` per image (the file name
+    without suffix, made unique: data/folder.py ``load_images``) and
     ``<output_dir>/detections.json`` with every detection at or above the
     threshold: {"image", "class", "score", "box" (0-based x1, y1, x2, y2)}.
     Images above ``max_image_pixels`` (config.dataset.max_image_pixels; 0: no
@@ -64,7 +65,7 @@ def _detect_one(detector, record, proposals, class_names, score_threshold, outpu
     dets = detector.detect(image, proposals)
     ok, jpg = cv2.imencode(".jpg", draw_detections(image, dets, class_names, score_threshold))
     if ok:
-        atomic_write(output_dir / f"{Path(record.image_path).stem}.detections.jpg",
+        atomic_write(output_dir / f"{record.image_id}.detections.jpg",
                      jpg.tobytes())
     keep = dets.select(dets.scores >= score_threshold)
     return [{"class": class_names[int(k) - 1], "score": round(float(s), 4),

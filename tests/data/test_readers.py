@@ -92,3 +92,15 @@ def test_image_folder(tmp_path):
         folder.load_images(tmp_path)
     dataset = folder.load_images(tmp_path, on_error="skip")
     assert [(r.image_id, r.width, r.height) for r in dataset.records] == [("a", 30, 15), ("b", 20, 10)]
+
+
+def test_images_with_the_same_name_get_distinct_ids(tmp_path):
+    """Two folders of photos may share file names: the ids name the proposals and the
+    pictures bin/detect.py writes, so they must differ."""
+    for folder_name, size in (("one", 20), ("two", 30)):
+        (tmp_path / folder_name).mkdir()
+        write_image(tmp_path / folder_name / "photo.jpg", size, size)
+    write_image(tmp_path / "photo_2.png", 40, 40)
+    dataset = folder.load_images([tmp_path / "one", tmp_path / "two", tmp_path / "photo_2.png"])
+    assert [(r.image_id, r.width) for r in dataset.records] == [
+        ("photo", 20), ("photo_2", 30), ("photo_2_2", 40)]
