@@ -42,7 +42,8 @@ CpuKernels<double> SelectKernels<double>() {
 
 }  // namespace
 
-template <typename T>
+// KerasFrcnn>RoiPool (kArgmax) and KerasFrcnn>RoiPoolInference (pooled values only).
+template <typename T, bool kArgmax>
 class RoiPoolCpuOp : public RoiPoolKernelBase {
  public:
   explicit RoiPoolCpuOp(OpKernelConstruction* ctx) : RoiPoolKernelBase(ctx) {}
@@ -51,47 +52,27 @@ class RoiPoolCpuOp : public RoiPoolKernelBase {
     PoolGeometry g;
     Tensor* output = nullptr;
     Tensor* argmax = nullptr;
-    if (!PrepareForward(ctx, &g, &output, &argmax)) return;
+    if (!PrepareForward(ctx, &g, &output, kArgmax ? &argmax : nullptr)) return;
     const T* feature_data = ctx->input(0).flat<T>().data();
     const float* roi_data = ctx->input(1).flat<float>().data();
     T* output_data = output->flat<T>().data();
-    int32_t* argmax_data = argmax->flat<int32_t>().data();
+    int32_t* argmax_data = kArgmax ? argmax->flat<int32_t>().data() : nullptr;
     const int64_t num_bins = ctx->input(1).dim_size(0) * g.pooled_height * g.pooled_width;
-    // Cost of one bin: about one pass over an average window, all channels.
+    // Cost of one bin: about one pass over an average window, all channels (the
+    // argmax blend doubles it).
     const int64_t cells_per_bin =
         std::max<int64_t>(1, g.height * g.width / (g.pooled_height * g.pooled_width));
-    const int64_t cost = 4 * g.channels * (cells_per_bin + 1);
+    const int64_t cost = (kArgmax ? 4 : 2) * g.channels * (cells_per_bin + 1);
     const CpuKernels<T> kernels = SelectKernels<T>();
     auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
     ::tensorflow::Shard(workers->num_threads, workers->workers, num_bins, cost,
                         [&](int64_t begin, int64_t end) {
-                          kernels.forward(feature_data, roi_data, g, begin, end, output_data,
-                                          argmax_data);
-                        });
-  }
-};
-
-template <typename T>
-class RoiPoolInferenceCpuOp : public RoiPoolKernelBase {
- public:
-  explicit RoiPoolInferenceCpuOp(OpKernelConstruction* ctx) : RoiPoolKernelBase(ctx) {}
-
-  void Compute(OpKernelContext* ctx) override {
-    PoolGeometry g;
-    Tensor* output = nullptr;
-    if (!PrepareForward(ctx, &g, &output, nullptr)) return;
-    const T* feature_data = ctx->input(0).flat<T>().data();
-    const float* roi_data = ctx->input(1).flat<float>().data();
-    T* output_data = output->flat<T>().data();
-    const int64_t num_bins = ctx->input(1).dim_size(0) * g.pooled_height * g.pooled_width;
-    const int64_t cells_per_bin =
-        std::max<int64_t>(1, g.height * g.width / (g.pooled_height * g.pooled_width));
-    const int64_t cost = 2 * g.channels * (cells_per_bin + 1);
-    const CpuKernels<T> kernels = SelectKernels<T>();
-    auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
-    ::tensorflow::Shard(workers->num_threads, workers->workers, num_bins, cost,
-                        [&](int64_t begin, int64_t end) {
-                          kernels.values(feature_data, roi_data, g, begin, end, output_data);
+                          if (kArgmax) {
+                            kernels.forward(feature_data, roi_data, g, begin, end,
+                                            output_data, argmax_data);
+                          } else {
+                            kernels.values(feature_data, roi_data, g, begin, end, output_data);
+                          }
                         });
   }
 };
@@ -131,13 +112,13 @@ class RoiPoolGradCpuOp : public RoiPoolKernelBase {
 #define REGISTER_CPU(T)                                                                   \
   REGISTER_KERNEL_BUILDER(                                                                \
       Name("KerasFrcnn>RoiPool").Device(DEVICE_CPU).TypeConstraint<T>("T"),              \
-      RoiPoolCpuOp<T>);                                                                   \
+      RoiPoolCpuOp<T, true>);                                                             \
   REGISTER_KERNEL_BUILDER(                                                                \
       Name("KerasFrcnn>RoiPoolGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),          \
       RoiPoolGradCpuOp<T>);                                                               \
   REGISTER_KERNEL_BUILDER(                                                                \
       Name("KerasFrcnn>RoiPoolInference").Device(DEVICE_CPU).TypeConstraint<T>("T"),     \
-      RoiPoolInferenceCpuOp<T>);
+      RoiPoolCpuOp<T, false>);
 
 REGISTER_CPU(float);
 REGISTER_CPU(double);

@@ -49,7 +49,9 @@ namespace {
 
 }  // namespace
 
-template <typename T>
+// KerasFrcnn>RoiPool (kArgmax) and KerasFrcnn>RoiPoolInference (pooled values only:
+// only the output is allocated and written).
+template <typename T, bool kArgmax>
 class RoiPoolGpuOp : public RoiPoolKernelBase {
  public:
   explicit RoiPoolGpuOp(OpKernelConstruction* ctx) : RoiPoolKernelBase(ctx) {}
@@ -58,38 +60,20 @@ class RoiPoolGpuOp : public RoiPoolKernelBase {
     PoolGeometry g;
     Tensor* output = nullptr;
     Tensor* argmax = nullptr;
-    if (!PrepareForward(ctx, &g, &output, &argmax)) return;
+    if (!PrepareForward(ctx, &g, &output, kArgmax ? &argmax : nullptr)) return;
     void* stream = nullptr;
     OP_REQUIRES_OK(ctx, GpuStream(ctx, &stream));
     const Tensor& rois = ctx->input(1);
     Tensor device_rois;
     OP_REQUIRES_OK(ctx, RoisToDevice(ctx, stream, rois, &device_rois));
-    OP_REQUIRES_OK(ctx, CudaStatus(LaunchRoiPoolForward<T>(
-                            stream, ctx->input(0).flat<T>().data(),
-                            device_rois.flat<float>().data(), rois.dim_size(0), g,
-                            output->flat<T>().data(), argmax->flat<int32_t>().data())));
-  }
-};
-
-// The forward without argmax: only the output is allocated and written.
-template <typename T>
-class RoiPoolInferenceGpuOp : public RoiPoolKernelBase {
- public:
-  explicit RoiPoolInferenceGpuOp(OpKernelConstruction* ctx) : RoiPoolKernelBase(ctx) {}
-
-  void Compute(OpKernelContext* ctx) override {
-    PoolGeometry g;
-    Tensor* output = nullptr;
-    if (!PrepareForward(ctx, &g, &output, nullptr)) return;
-    void* stream = nullptr;
-    OP_REQUIRES_OK(ctx, GpuStream(ctx, &stream));
-    const Tensor& rois = ctx->input(1);
-    Tensor device_rois;
-    OP_REQUIRES_OK(ctx, RoisToDevice(ctx, stream, rois, &device_rois));
-    OP_REQUIRES_OK(ctx, CudaStatus(LaunchRoiPoolInference<T>(
-                            stream, ctx->input(0).flat<T>().data(),
-                            device_rois.flat<float>().data(), rois.dim_size(0), g,
-                            output->flat<T>().data())));
+    const T* features = ctx->input(0).flat<T>().data();
+    const float* device_roi_data = device_rois.flat<float>().data();
+    T* output_data = output->flat<T>().data();
+    OP_REQUIRES_OK(ctx, CudaStatus(
+        kArgmax ? LaunchRoiPoolForward<T>(stream, features, device_roi_data, rois.dim_size(0),
+                                          g, output_data, argmax->flat<int32_t>().data())
+                : LaunchRoiPoolInference<T>(stream, features, device_roi_data,
+                                            rois.dim_size(0), g, output_data)));
   }
 };
 
@@ -124,12 +108,12 @@ class RoiPoolGradGpuOp : public RoiPoolKernelBase {
                               .Device(DEVICE_GPU)                                   \
                               .TypeConstraint<T>("T")                               \
                               .HostMemory("rois"),                                  \
-                          RoiPoolGpuOp<T>);                                         \
+                          RoiPoolGpuOp<T, true>);                                   \
   REGISTER_KERNEL_BUILDER(Name("KerasFrcnn>RoiPoolInference")                       \
                               .Device(DEVICE_GPU)                                   \
                               .TypeConstraint<T>("T")                               \
                               .HostMemory("rois"),                                  \
-                          RoiPoolInferenceGpuOp<T>);                                \
+                          RoiPoolGpuOp<T, false>);                                  \
   REGISTER_KERNEL_BUILDER(Name("KerasFrcnn>RoiPoolGrad")                            \
                               .Device(DEVICE_GPU)                                   \
                               .TypeConstraint<T>("T")                               \
