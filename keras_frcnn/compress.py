@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 from keras_frcnn.files import atomic_write, read_json
-from keras_frcnn.model.fast_rcnn import FACTORIZABLE, FastRCNN
+from keras_frcnn.model.fast_rcnn import FastRCNN, factorizable
 
 logger = logging.getLogger("keras_frcnn.compress")
 
@@ -67,9 +67,14 @@ def count_params(model):
 def _check_ranks(model, ranks):
     config = model.get_config()
     factored = config.get("factorized") or {}
+    head = config.get("head", "fc")
+    allowed = factorizable(head)
     for name, rank in ranks.items():
-        if name not in FACTORIZABLE:
-            raise ValueError(f"cannot factor layer {name!r}: choose from {list(FACTORIZABLE)}")
+        if name not in allowed:
+            why = ("" if head == "fc" else f"; under head {head!r} the per-RoI layers before "
+                   f"them are ImageNet convolutions, not fc layers, and the siblings are "
+                   f"small, so there is little to gain (docs/compression.md)")
+            raise ValueError(f"cannot factor layer {name!r}: choose from {list(allowed)}{why}")
         if name in factored:
             raise ValueError(f"layer {name!r} is already factored (rank {factored[name]}); "
                              "compress the uncompressed model instead")

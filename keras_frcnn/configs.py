@@ -96,6 +96,7 @@ def base_config():
     config.model.freeze_backbone = False  # train the fc layers only (paper Table 5)
     config.model.dropout = 0.5  # after fc6 and fc7
     config.model.fc_units = ml_collections.FieldReference(None, field_type=tuple)  # (fc6, fc7) widths; None: the backbone's
+    config.model.head = "fc"  # per-RoI layers: fc (fc6/fc7) | imagenet_blocks (mobilenet_v2's blocks 13-16)
     config.model.roi_pool = ""  # RoI pooling: "" (custom op if built) | custom_op | composite
     config.model.svd = ""  # truncated-SVD layers "fc6:1024,fc7:256" (set by bin/compress.py)
 

@@ -31,8 +31,8 @@ from keras_frcnn.data.sources import load_dataset
 from keras_frcnn.files import WorkdirLock, atomic_write
 from keras_frcnn.model.fast_rcnn import FastRCNN, fold_target_stats, sgd, step_schedule
 from keras_frcnn.proposals.sources import proposals_for_dataset
-from keras_frcnn.workdirs import (fc_units, lock_name, restore_latest, save_model, svd_ranks,
-                                  training_state)
+from keras_frcnn.workdirs import (fc_units, lock_name, model_head, restore_latest, save_model,
+                                  svd_ranks, training_state)
 
 logger = logging.getLogger("keras_frcnn.training")
 
@@ -51,7 +51,7 @@ def build_model(config, num_classes, workdir=None):
                     fc_units=fc_units(config, workdir),
                     loss_lambda=t.loss_lambda, weight_decay=t.weight_decay,
                     bias_lr_mult=t.bias_lr_mult, roi_pool_implementation=m.roi_pool or None,
-                    factorized=svd_ranks(config, workdir))
+                    factorized=svd_ranks(config, workdir), head=model_head(config, workdir))
 
 
 STRATEGIES = ("", "mirrored", "multi_worker")
@@ -243,6 +243,7 @@ def _train(config, workdir, progress):
         config = config.copy_and_resolve_references()
         config.model.fc_units = widths
         logger.info("%s was trained with fc6/fc7 widths %s: keeping them", workdir, widths)
+    model_head(config, workdir)  # resuming: the same head, before config.json is rewritten
     atomic_write(workdir / "config.json", config.to_json_best_effort(indent=2))
     dataset, roidb, stats = prepare_training_data(config, progress)
     atomic_write(workdir / "target_stats.json", json.dumps(stats.to_dict()))

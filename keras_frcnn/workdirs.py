@@ -88,6 +88,22 @@ def fc_units(config, workdir=None):
     return given if given is not None else recorded
 
 
+def model_head(config, workdir=None):
+    """config.model.head, checked against the head recorded in the workdir's config.json
+    (workdirs written before heads existed hold an "fc" model)."""
+    head = config.model.get("head", "fc")
+    saved = Path(workdir) / "config.json" if workdir is not None else None
+    if saved is None or not saved.is_file():
+        return head
+    model = read_json(saved, REWRITE).get("model", {})
+    recorded = model.get("head", "fc") if isinstance(model, dict) else "fc"
+    if recorded != head:
+        raise ValueError(f"{workdir} was trained with config.model.head={recorded!r}, but the "
+                         f"config says {head!r}; pass --config.model.head={recorded} or use "
+                         f"another workdir")
+    return head
+
+
 def random_states(model):
     """The model's random-number states: the dropout layers' seed generators, whose
     counters advance every step. tf.train.Checkpoint does not reach them through the

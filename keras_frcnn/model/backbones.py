@@ -11,6 +11,7 @@ preprocessing of data/transforms.py, and the layers frozen by default.
   vgg_cnn_m_1024   M      conv5, 512     16     6x6    4096/1024   conv1
   caffenet         S      conv5, 256     16     6x6    4096/4096   conv1
   mobilenet_v2     -      block_13, 576  16     7x7    1024/1024   BatchNorm statistics
+                                                8x8    head "imagenet_blocks": block_13-Conv_1
   small            -      conv4, 128     8      7x7    256/256     -
 
 Geometry. The Caffe nets are built from ``PROTOTXT``, the conv, max-pool and
@@ -229,6 +230,14 @@ SPECS = {
 }
 
 
+# Per-RoI heads other than fc6/fc7: {head: {backbone: pooled size}}. MobileNetV2's
+# "imagenet_blocks" runs block_13's stride-2 depthwise and projection, blocks 14-16 and
+# Conv_1 on each 8 x 8 pooled RoI (4 x 4 after block_13), then global average pooling:
+# 25.7 M multiply-adds per RoI against fc6's 28.9 M (docs/model.md).
+HEADS = {"fc": {name: spec.pooled_size for name, spec in SPECS.items()},
+         "imagenet_blocks": {"mobilenet_v2": 8}}
+
+
 def feature_shape(name, height, width):
     """(rows, columns) of backbone ``name``'s feature map for a ``height`` x ``width`` input.
 
@@ -367,8 +376,28 @@ def build_backbone(name, weights=None):
     (module docstring). The fc initial weights are {"fc6": [kernel, bias],
     "fc7": [kernel, bias]}, from VGG16's ImageNet classifier or an ``.npz``.
     """
+    features, _, spec, fc_init = build_backbone_and_head(name, weights)
+    return features, spec, fc_init
+
+
+def build_backbone_and_head(name, weights=None, head="fc"):
+    """(features model, head model or None, BackboneSpec, fc initial weights or None).
+
+    ``head`` "fc" (every backbone): the paper's fc6/fc7, built by FastRCNN, so the
+    head model is None. "imagenet_blocks" (mobilenet_v2): the ImageNet layers after
+    the pooling point (HEADS), a model from pooled RoIs [R, P, P, 576] to [R, 4, 4,
+    1280] with the backbone's weights; the spec then has the head's pooled size P = 8
+    and no fc widths.
+    """
     if name not in SPECS:
         raise ValueError(f"backbone must be one of {sorted(SPECS)}, got {name!r}")
+    if head not in HEADS:
+        raise ValueError(f"model head must be one of {sorted(HEADS)}, got {head!r}")
+    if head != "fc" and name not in HEADS[head]:
+        raise ValueError(f"head {head!r} exists for backbones {sorted(HEADS[head])}, not "
+                         f"{name!r}: its ImageNet layers after the pooling point are fc6/fc7, "
+                         f"which head 'fc' already initialises from ImageNet where weights "
+                         f"ship (docs/model.md)")
     _check_weights(name, weights)
     spec = SPECS[name]
     images = keras.Input((None, None, 3), name="images")
@@ -379,12 +408,18 @@ def build_backbone(name, weights=None):
             weights="imagenet" if weights == "imagenet" else None)
         if weights not in (None, "imagenet"):
             base.load_weights(weights)
-        model = keras.Model(images, base.get_layer("block_13_expand_relu").output,
-                            name=f"{name}_features")
+        pooling_point = base.get_layer("block_13_expand_relu").output
+        model = keras.Model(images, pooling_point, name=f"{name}_features")
         for layer in base.layers:  # 2-image batches: keep ImageNet BN statistics
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
-        return model, spec, fc_init
+        if head == "fc":
+            return model, None, spec, fc_init
+        # The rest of the ImageNet network, sharing the base's layers (and weights):
+        # block_13_pad pads (0, 1) as at 224 x 224, where block_13 sees 14 x 14.
+        head_model = keras.Model(pooling_point, base.output, name=f"{name}_head")
+        spec = dataclasses.replace(spec, pooled_size=HEADS[head][name], fc_units=())
+        return model, head_model, spec, fc_init
     features = _small(images) if name == "small" else _caffe_net(images, PROTOTXT[name])
     model = keras.Model(images, features, name=f"{name}_features")
     if weights is not None and str(weights).endswith(".npz"):

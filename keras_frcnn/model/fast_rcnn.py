@@ -4,7 +4,10 @@ Graph (paper section 2): images -> backbone -> RoIPooling (replaces the last
 max pool) -> flatten -> fc6 -> dropout -> fc7 -> dropout -> cls_score (K + 1)
 with softmax, and bbox_pred (4K deltas), both initialised as the release
 (N(0, 0.01) and N(0, 0.001), zero biases). Inputs {"images", "rois"}; outputs
-{"cls_score", "cls_prob", "bbox_pred"}.
+{"cls_score", "cls_prob", "bbox_pred"}. With ``head="imagenet_blocks"``
+(MobileNetV2) the ImageNet blocks after the pooling point replace flatten, fc6
+and fc7: 8x8 RoIs -> block_13 ... Conv_1 -> global average pooling -> dropout
+-> the two siblings (paper section 2.2 for a network without fc layers).
 
 Training (the release's SGD semantics, applied in ``train_step``): the loss of
 model/losses.py; L2 weight decay ``weight_decay`` on kernels only (the
@@ -24,11 +27,18 @@ import numpy as np
 import tensorflow as tf
 
 from keras_frcnn.layers import RoIPooling
-from keras_frcnn.model.backbones import SPECS, build_backbone, freeze
+from keras_frcnn.model.backbones import SPECS, build_backbone_and_head, freeze
 from keras_frcnn.model.losses import fast_rcnn_losses
 
 
 FACTORIZABLE = ("fc6", "fc7", "cls_score", "bbox_pred")
+SIBLINGS = ("cls_score", "bbox_pred")
+
+
+def factorizable(head):
+    """The Dense layers truncated SVD can factor under ``head``: fc6, fc7 and the two
+    siblings, or the siblings alone after MobileNetV2's ImageNet blocks (convolutions)."""
+    return FACTORIZABLE if head == "fc" else SIBLINGS
 
 
 def step_schedule(base_lr, total_steps, step_fraction=0.75, gamma=0.1, step_size=0):
@@ -71,15 +81,19 @@ class FastRCNN(keras.Model):
       dropout: rate after fc6 and fc7 (0.5).
       fc_units: (fc6, fc7) widths; None: the backbone's (4096/4096 for VGG16,
         1024/1024 for MobileNetV2, model/backbones.py).
+      head: "fc" (fc6/fc7, the paper's) or, for mobilenet_v2, "imagenet_blocks":
+        the ImageNet blocks after the pooling point run per RoI, then global
+        average pooling and dropout before the siblings (model/backbones.py).
       roi_pool_implementation: "custom_op", "composite" or None.
       factorized: {layer name: rank} of truncated-SVD layers (fc6, fc7,
-        cls_score, bbox_pred); None or {}: none.
+        cls_score, bbox_pred; the siblings only with head "imagenet_blocks");
+        None or {}: none.
     """
 
     def __init__(self, num_classes, backbone="small", backbone_weights=None, frozen=None,
                  freeze_backbone=False, loss_lambda=1.0, weight_decay=5e-4, bias_lr_mult=2.0,
                  dropout=0.5, fc_units=None, roi_pool_implementation=None, factorized=None,
-                 **kwargs):
+                 head="fc", **kwargs):
         if num_classes < 2:
             raise ValueError(f"num_classes counts background too and must be >= 2, got {num_classes}")
         if fc_units is not None:
@@ -93,11 +107,14 @@ class FastRCNN(keras.Model):
                                  f"{imagenet_widths} wide and initialise ours; keep that "
                                  f"width (fc_units=None), or shrink a trained model with "
                                  f"truncated SVD (bin/compress.py)")
+        if fc_units is not None and head != "fc":
+            raise ValueError(f"fc_units {fc_units}: head {head!r} has no fc6/fc7; leave "
+                             f"fc_units unset (None) or use head 'fc'")
         factorized = {str(k): int(v) for k, v in (factorized or {}).items()}
-        unknown = sorted(set(factorized) - set(FACTORIZABLE))
+        unknown = sorted(set(factorized) - set(factorizable(head)))
         if unknown:
-            raise ValueError(f"factorized: no Dense layer named {unknown} (choose from "
-                             f"{list(FACTORIZABLE)})")
+            raise ValueError(f"factorized: no Dense layer named {unknown} under head {head!r} "
+                             f"(choose from {list(factorizable(head))})")
 
         def dense(units, name, activation=None, stddev=None):
             init = ("glorot_uniform" if stddev is None
@@ -108,18 +125,26 @@ class FastRCNN(keras.Model):
                 return layer
             first = keras.layers.Dense(factorized[name], use_bias=False, name=f"{name}_L")
             return lambda x: layer(first(x))
-        features_model, spec, fc_init = build_backbone(backbone, backbone_weights)
-        frozen_layers = freeze(features_model, spec.frozen_prefixes if frozen is None else frozen)
+        features_model, head_model, spec, fc_init = build_backbone_and_head(
+            backbone, backbone_weights, head)
+        prefixes = spec.frozen_prefixes if frozen is None else frozen
+        frozen_layers = freeze(features_model, prefixes)
+        if head_model is not None:  # the head's ImageNet layers follow the backbone's rules
+            frozen_layers += freeze(head_model, prefixes)
         if freeze_backbone:
             features_model.trainable = False
         images = keras.Input((None, None, 3), name="images")
         rois = keras.Input((5,), name="rois")
         pooled = RoIPooling(spec.pooled_size, 1.0 / spec.stride, roi_pool_implementation,
                             name="roi_pool")([features_model(images), rois])
-        x = keras.layers.Flatten(name="flatten")(pooled)
-        widths = spec.fc_units if fc_units is None else fc_units
-        x = keras.layers.Dropout(dropout, name="drop6")(dense(widths[0], "fc6", "relu")(x))
-        x = keras.layers.Dropout(dropout, name="drop7")(dense(widths[1], "fc7", "relu")(x))
+        if head_model is None:
+            x = keras.layers.Flatten(name="flatten")(pooled)
+            widths = spec.fc_units if fc_units is None else fc_units
+            x = keras.layers.Dropout(dropout, name="drop6")(dense(widths[0], "fc6", "relu")(x))
+            x = keras.layers.Dropout(dropout, name="drop7")(dense(widths[1], "fc7", "relu")(x))
+        else:
+            x = keras.layers.GlobalAveragePooling2D(name="head_pool")(head_model(pooled))
+            x = keras.layers.Dropout(dropout, name="drop_head")(x)
         cls_score = dense(num_classes, "cls_score", stddev=0.01)(x)
         bbox_pred = dense(4 * (num_classes - 1), "bbox_pred", stddev=0.001)(x)
         cls_prob = keras.layers.Softmax(name="cls_prob")(cls_score)
@@ -137,7 +162,7 @@ class FastRCNN(keras.Model):
                             weight_decay=weight_decay, bias_lr_mult=bias_lr_mult,
                             dropout=dropout, fc_units=fc_units,
                             roi_pool_implementation=roi_pool_implementation,
-                            factorized=factorized)
+                            factorized=factorized, head=head)
         self.loss_lambda = loss_lambda
         self.weight_decay = weight_decay
         self.bias_lr_mult = bias_lr_mult
