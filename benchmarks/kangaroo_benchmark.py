@@ -80,6 +80,7 @@ def check_trained_as_configured(config, workdir):
     defaults = base_config()  # keys added after the workdir was trained
     for section, key in (("train", "steps"), ("train", "seed"), ("pipeline", "scales"),
                          ("model", "frozen"), ("model", "fc_units"), ("model", "backbone"),
+                         ("model", "head"), ("model", "dropout"), ("train", "base_lr"),
                          ("sampling", "bg_threshold_lo"), ("sampling", "far_bg_fraction"),
                          ("sampling", "images_per_batch"), ("sampling", "rois_per_batch"),
                          ("proposals", "selective_search_min_size")):
