@@ -184,7 +184,10 @@ def main():
         f"Machine: {report.machine_description()}. `{CONFIG}`: 164 photos, one class, the "
         f"first 80 % of the sorted names for training ({images} held-out test "
         "photos), MobileNetV2 initialised from "
-        "`../shared/weights/mobilenet_v2_1.0_224_from_coral_quant.weights.h5`, our "
+        "`../shared/weights/mobilenet_v2_1.0_224_from_coral_quant.weights.h5`, per-RoI "
+        + ("ImageNet blocks 13-16 (`model.head=imagenet_blocks`), "
+           if config.model.get("head", "fc") == "imagenet_blocks" else "fc6/fc7 from random, ")
+        + "our "
         f"selective search ({config.proposals.mode} mode, boxes under "
         f"{config.proposals.selective_search_min_size} px dropped), {steps} SGD steps of "
         f"{images_per_batch} images x {config.sampling.rois_per_batch // images_per_batch} "

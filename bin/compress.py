@@ -24,7 +24,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "training workdir whose model.ke
 _MODEL = flags.DEFINE_string("model", None, "a .keras model instead of --workdir")
 _OUTPUT = flags.DEFINE_string("output_workdir", None, "default <workdir>_svd")
 _LAYERS = flags.DEFINE_string("layers", "fc6:1024,fc7:256",
-                              "layer:rank pairs (fc6, fc7, cls_score, bbox_pred)")
+                              "layer:rank pairs (fc6, fc7, cls_score, bbox_pred; a "
+                              "MobileNetV2 model with head imagenet_blocks has the last two "
+                              "only)")
 _CALIBRATION = flags.DEFINE_integer(
     "calibration_images", 2, "training images whose RoIs measure each layer's output error "
     "(0: skip; the weight-space error is always reported)")

@@ -94,7 +94,7 @@ def base_config():
     config.model.weights = ""  # backbone weights: "" (random) | imagenet | path of a weights file
     config.model.frozen = ml_collections.FieldReference(None, field_type=tuple)  # layer-name prefixes; None: the backbone's default
     config.model.freeze_backbone = False  # train the fc layers only (paper Table 5)
-    config.model.dropout = 0.5  # after fc6 and fc7
+    config.model.dropout = 0.5  # after fc6 and fc7 (head imagenet_blocks: before the siblings)
     config.model.fc_units = ml_collections.FieldReference(None, field_type=tuple)  # (fc6, fc7) widths; None: the backbone's
     config.model.head = "fc"  # per-RoI layers: fc (fc6/fc7) | imagenet_blocks (mobilenet_v2's blocks 13-16)
     config.model.roi_pool = ""  # RoI pooling: "" (custom op if built) | custom_op | composite

@@ -230,12 +230,12 @@ SPECS = {
 }
 
 
-# Per-RoI heads other than fc6/fc7: {head: {backbone: pooled size}}. MobileNetV2's
+# Per-RoI heads and the backbones that have them: fc6/fc7 (all), and MobileNetV2's
 # "imagenet_blocks" runs block_13's stride-2 depthwise and projection, blocks 14-16 and
 # Conv_1 on each 8 x 8 pooled RoI (4 x 4 after block_13), then global average pooling:
 # 25.7 M multiply-adds per RoI against fc6's 28.9 M (docs/model.md).
-HEADS = {"fc": {name: spec.pooled_size for name, spec in SPECS.items()},
-         "imagenet_blocks": {"mobilenet_v2": 8}}
+HEADS = {"fc": tuple(SPECS), "imagenet_blocks": ("mobilenet_v2",)}
+BLOCKS_POOLED_SIZE = 8
 
 
 def feature_shape(name, height, width):
@@ -393,11 +393,11 @@ def build_backbone_and_head(name, weights=None, head="fc"):
         raise ValueError(f"backbone must be one of {sorted(SPECS)}, got {name!r}")
     if head not in HEADS:
         raise ValueError(f"model head must be one of {sorted(HEADS)}, got {head!r}")
-    if head != "fc" and name not in HEADS[head]:
+    if name not in HEADS[head]:
         raise ValueError(f"head {head!r} exists for backbones {sorted(HEADS[head])}, not "
-                         f"{name!r}: its ImageNet layers after the pooling point are fc6/fc7, "
-                         f"which head 'fc' already initialises from ImageNet where weights "
-                         f"ship (docs/model.md)")
+                         f"{name!r}: it is MobileNetV2's ImageNet layers after the pooling "
+                         f"point; the other backbones' are fc6/fc7, which head 'fc' builds "
+                         f"(docs/model.md)")
     _check_weights(name, weights)
     spec = SPECS[name]
     images = keras.Input((None, None, 3), name="images")
@@ -418,7 +418,7 @@ def build_backbone_and_head(name, weights=None, head="fc"):
         # The rest of the ImageNet network, sharing the base's layers (and weights):
         # block_13_pad pads (0, 1) as at 224 x 224, where block_13 sees 14 x 14.
         head_model = keras.Model(pooling_point, base.output, name=f"{name}_head")
-        spec = dataclasses.replace(spec, pooled_size=HEADS[head][name], fc_units=())
+        spec = dataclasses.replace(spec, pooled_size=BLOCKS_POOLED_SIZE, fc_units=())
         return model, head_model, spec, fc_init
     features = _small(images) if name == "small" else _caffe_net(images, PROTOTXT[name])
     model = keras.Model(images, features, name=f"{name}_features")

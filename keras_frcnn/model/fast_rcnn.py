@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_frcnn.layers import RoIPooling
-from keras_frcnn.model.backbones import SPECS, build_backbone_and_head, freeze
+from keras_frcnn.model.backbones import HEADS, SPECS, build_backbone_and_head, freeze
 from keras_frcnn.model.losses import fast_rcnn_losses
 
 
@@ -78,7 +78,8 @@ class FastRCNN(keras.Model):
       loss_lambda: weight of the box loss (0: classification only).
       weight_decay: L2 on kernels (0.0005).
       bias_lr_mult: learning-rate multiplier of biases (2).
-      dropout: rate after fc6 and fc7 (0.5).
+      dropout: rate after fc6 and fc7 (0.5), or before the siblings with head
+        "imagenet_blocks".
       fc_units: (fc6, fc7) widths; None: the backbone's (4096/4096 for VGG16,
         1024/1024 for MobileNetV2, model/backbones.py).
       head: "fc" (fc6/fc7, the paper's) or, for mobilenet_v2, "imagenet_blocks":
@@ -107,6 +108,8 @@ class FastRCNN(keras.Model):
                                  f"{imagenet_widths} wide and initialise ours; keep that "
                                  f"width (fc_units=None), or shrink a trained model with "
                                  f"truncated SVD (bin/compress.py)")
+        if head not in HEADS:
+            raise ValueError(f"model head must be one of {sorted(HEADS)}, got {head!r}")
         if fc_units is not None and head != "fc":
             raise ValueError(f"fc_units {fc_units}: head {head!r} has no fc6/fc7; leave "
                              f"fc_units unset (None) or use head 'fc'")

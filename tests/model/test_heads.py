@@ -10,6 +10,7 @@ import tensorflow as tf
 from keras_frcnn import training, workdirs
 from keras_frcnn.compress import compress_model
 from keras_frcnn.detection import Detector, DetectorConfig, PostprocessConfig
+from keras_frcnn.evaluate import load_model
 from keras_frcnn.export import export_saved_model, run_in_fresh_process, verify_export
 from keras_frcnn.model.backbones import build_backbone_and_head
 from keras_frcnn.model.fast_rcnn import FastRCNN, sgd
@@ -108,13 +109,32 @@ def test_gradients_reach_the_head_but_not_frozen_layers_or_statistics(imagenet_f
     watched = ("block_13_depthwise", "block_15_expand", "Conv_1", "block_14_expand",
                "block_16_project_BN", "Conv_1_bn")
     before = {name: values(name) for name in watched}
+    features = model.get_layer("mobilenet_v2_features")
+    conv1 = features.get_layer("Conv1").kernel.numpy().copy()
+    expand = features.get_layer("block_13_expand").kernel.numpy().copy()
     model.train_on_batch(*rois_batch())
+    np.testing.assert_array_equal(features.get_layer("Conv1").kernel.numpy(), conv1)
+    assert not np.array_equal(features.get_layer("block_13_expand").kernel.numpy(), expand)
     for name in ("block_13_depthwise", "block_15_expand", "Conv_1"):  # trained
         assert not np.array_equal(values(name)[0], before[name][0]), name
     # Frozen by prefix, and every BatchNorm (scale, offset, ImageNet statistics) kept.
     for name in ("block_14_expand", "block_16_project_BN", "Conv_1_bn"):
         for got, want in zip(values(name), before[name]):
             np.testing.assert_array_equal(got, want, err_msg=name)
+
+
+def test_freeze_backbone_trains_the_head_alone(imagenet_file):
+    # Paper Table 5's "fc layers only": with this head, the ImageNet blocks and siblings.
+    model = blocks_model(imagenet_file[1], freeze_backbone=True, dropout=0.0)
+    model.compile(optimizer=sgd(0.1))
+    features = model.get_layer("mobilenet_v2_features")
+    head = model.get_layer("mobilenet_v2_head")
+    backbone_before = [w.copy() for w in features.get_weights()]
+    conv_1 = head.get_layer("Conv_1").kernel.numpy().copy()
+    model.train_on_batch(*rois_batch())
+    for got, want in zip(features.get_weights(), backbone_before):
+        np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(head.get_layer("Conv_1").kernel.numpy(), conv_1)
 
 
 def test_head_saves_and_loads(tmp_path, imagenet_file):
@@ -129,7 +149,8 @@ def test_head_saves_and_loads(tmp_path, imagenet_file):
 
 def test_bad_head_arguments():
     with pytest.raises(ValueError, match="head must be one of"):
-        FastRCNN(num_classes=3, backbone="mobilenet_v2", head="resnet_blocks")
+        FastRCNN(num_classes=3, backbone="mobilenet_v2", head="resnet_blocks",
+                 factorized={"fc6": 8})
     with pytest.raises(ValueError, match="exists for backbones \\['mobilenet_v2'\\], not 'small'"):
         FastRCNN(num_classes=3, backbone="small", head=HEAD)
     with pytest.raises(ValueError, match="has no fc6/fc7"):
@@ -182,10 +203,15 @@ def test_training_resumes_and_records_the_head(tmp_path):
     config.train.steps = 3
     assert training.train(config, tmp_path / "work", progress=False)["step"] == 3
     assert workdirs.load_inference_model(tmp_path / "work").get_config()["head"] == HEAD
+    checkpoint = load_model(config, tmp_path / "work", checkpoint="latest", num_classes=2)
+    assert checkpoint.get_config()["head"] == HEAD
     other = blocks_config(tmp_path, steps=4, write=False)
     other.model.head = "fc"
-    with pytest.raises(ValueError, match="model.head='imagenet_blocks', but the config says 'fc'"):
+    message = "model.head='imagenet_blocks', but the config says 'fc'"
+    with pytest.raises(ValueError, match=message):
         training.train(other, tmp_path / "work", progress=False)
+    with pytest.raises(ValueError, match=message):
+        load_model(other, tmp_path / "work", checkpoint="latest", num_classes=2)
 
 
 def test_mixed_precision_and_two_replicas(tmp_path):
