@@ -76,10 +76,26 @@ def _check_config_file(path):
                  "configs/, e.g. --config=configs/demo.py)")
 
 
+def _adopt_program(main):
+    """Makes ``--help`` of a console script (frcnn-train, ...) print what ``python
+    bin/<name>.py --help`` prints. absl's help shows the docstring of ``__main__`` and
+    the flags defined in the main module, which it names ``sys.argv[0]``; a console
+    script's ``__main__`` is the installer's wrapper, which defines neither."""
+    module = sys.modules.get(main.__module__)
+    if module is None or main.__module__ == "__main__":
+        return
+    for flag in flags.FLAGS.get_key_flags_for_module(module.__name__):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    wrapper = sys.modules.get("__main__")
+    if wrapper is not None and not getattr(wrapper, "__doc__", None):
+        wrapper.__doc__ = module.__doc__
+
+
 def run(main, required=("config",)):
     """app.run(main) with the ``required`` flags; a bad flag or config override, or
     stray positional arguments, exit with one line."""
     flags.mark_flags_as_required(list(required))
+    _adopt_program(main)
 
     def checked_main(argv):
         if len(argv) > 1:
