@@ -23,31 +23,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_frcnn.configs import format_ranks, parse_ranks  # noqa: F401  (bin/compress.py)
 from keras_frcnn.files import atomic_write, read_json
 from keras_frcnn.model.fast_rcnn import FastRCNN, factorizable
 
 logger = logging.getLogger("keras_frcnn.compress")
 
 DEFAULT_RANKS = {"fc6": 1024, "fc7": 256}
-
-
-def parse_ranks(text):
-    """"fc6:1024,fc7:256" -> {"fc6": 1024, "fc7": 256}; "" -> {}."""
-    ranks = {}
-    for item in (part.strip() for part in str(text or "").split(",")):
-        if not item:
-            continue
-        name, _, rank = item.partition(":")
-        try:
-            ranks[name.strip()] = int(rank)
-        except ValueError:
-            raise ValueError(f"bad layer rank {item!r}: write layer:rank pairs separated by "
-                             "commas, e.g. fc6:1024,fc7:256") from None
-    return ranks
-
-
-def format_ranks(ranks):
-    return ",".join(f"{name}:{rank}" for name, rank in ranks.items())
 
 
 def truncated_svd(kernel, rank):

@@ -25,6 +25,25 @@ def split_sections(config, split):
     return dataset, proposals
 
 
+def parse_ranks(text):
+    """config.model.svd's "fc6:1024,fc7:256" -> {"fc6": 1024, "fc7": 256}; "" -> {}."""
+    ranks = {}
+    for item in (part.strip() for part in str(text or "").split(",")):
+        if not item:
+            continue
+        name, _, rank = item.partition(":")
+        try:
+            ranks[name.strip()] = int(rank)
+        except ValueError:
+            raise ValueError(f"bad layer rank {item!r}: write layer:rank pairs separated by "
+                             "commas, e.g. fc6:1024,fc7:256") from None
+    return ranks
+
+
+def format_ranks(ranks):
+    return ",".join(f"{name}:{rank}" for name, rank in ranks.items())
+
+
 def load_config_file(path):
     """``get_config()`` of an experiment config file (configs/*.py)."""
     spec = importlib.util.spec_from_file_location("config_file", path)

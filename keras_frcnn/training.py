@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_frcnn.compress import format_ranks, parse_ranks
+from keras_frcnn.configs import format_ranks, parse_ranks
 from keras_frcnn.data.pipeline import PipelineConfig, training_dataset
 from keras_frcnn.data.records import dataset_error
 from keras_frcnn.data.roidb import build_roidb, target_stats

@@ -30,7 +30,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from keras_frcnn.compress import format_ranks, parse_ranks
+from keras_frcnn.configs import format_ranks, parse_ranks
 from keras_frcnn.data.roidb import TargetStats
 from keras_frcnn.files import CorruptFile, read_json
 
