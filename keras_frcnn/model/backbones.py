@@ -428,7 +428,7 @@ def build_backbone_and_head(name, weights=None, head="fc"):
         fc_init = _copy_from_applications_vgg16(model, weights)
     elif weights is not None:
         model.load_weights(weights)
-    return model, spec, fc_init
+    return model, None, spec, fc_init
 
 
 def freeze(model, prefixes):
