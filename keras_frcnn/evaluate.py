@@ -68,13 +68,14 @@ def load_model(config, workdir=None, model_path=None, checkpoint=None, num_class
 
 
 def draw_examples(dataset, detections, path, count, threshold):
-    """detections.png: the first ``count`` images with detections >= threshold."""
-    from keras_frcnn.detection.draw import contact_sheet, draw_detections
+    """detections.png: the first ``count`` images with detections >= threshold, each
+    scaled to one height (draw.tile_scale) with its boxes drawn at that scale."""
+    from keras_frcnn.detection.draw import contact_sheet, draw_detections, tile_scale
 
     pictures = []
     for record in dataset.records[:count]:
         image = read_image_bgr(record.image_path, dataset.max_image_pixels)
-        scale = 1.0 if max(image.shape[:2]) >= 300 else 300 / max(image.shape[:2])
+        scale = tile_scale(*image.shape[:2])
         pictures.append(draw_detections(image, detections[record.image_id], dataset.classes,
                                         threshold, scale))
     if pictures:

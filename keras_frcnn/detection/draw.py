@@ -34,17 +34,34 @@ def draw_detections(image_bgr, detections, class_names, score_threshold=0.5, sca
     return image
 
 
+TILE_HEIGHT = 360  # pixels: the common height of the photos in a contact sheet
+
+
+def tile_scale(height, width, tile_height=TILE_HEIGHT, max_aspect=3.0):
+    """The factor that brings an image to ``tile_height`` rows, less for panoramas wider
+    than ``max_aspect`` times that (so one photo cannot stretch the sheet)."""
+    return min(tile_height / height, max_aspect * tile_height / width)
+
+
 def contact_sheet(images, columns=3, pad=4):
-    """Tiles BGR images of any sizes into one image (rows of ``columns``)."""
+    """Tiles BGR images into rows of ``columns``, each image at its own size, side by side
+    (a row is as high as its highest image, the sheet as wide as its widest row).
+
+    Give it images of one height (``tile_scale``) and the sheet has no empty cells: the
+    photos of a data set of mixed sizes read at one size, small ones included.
+    """
     if not images:
         raise ValueError("contact_sheet: no images")
-    columns = min(columns, len(images))
     rows = [images[i:i + columns] for i in range(0, len(images), columns)]
-    cell_h = max(im.shape[0] for im in images) + pad
-    cell_w = max(im.shape[1] for im in images) + pad
-    sheet = np.full((cell_h * len(rows) + pad, cell_w * columns + pad, 3), 255, np.uint8)
-    for r, row in enumerate(rows):
-        for c, im in enumerate(row):
-            y, x = pad + r * cell_h, pad + c * cell_w
+    heights = [max(im.shape[0] for im in row) for row in rows]
+    widths = [sum(im.shape[1] for im in row) + pad * (len(row) - 1) for row in rows]
+    sheet = np.full((sum(heights) + pad * (len(rows) + 1), max(widths) + 2 * pad, 3), 255,
+                    np.uint8)
+    y = pad
+    for row, height in zip(rows, heights):
+        x = pad
+        for im in row:
             sheet[y:y + im.shape[0], x:x + im.shape[1]] = im
+            x += im.shape[1] + pad
+        y += height + pad
     return sheet
