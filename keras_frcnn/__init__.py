@@ -9,9 +9,10 @@ loads the op on first use (see keras_frcnn/ops/loader.py).
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["layers", "roi_pool"]
+__all__ = ["Predictor", "layers", "roi_pool"]
 
-_LAZY = {"roi_pool": ("keras_frcnn.ops", "roi_pool"), "layers": ("keras_frcnn.layers", None)}
+_LAZY = {"roi_pool": ("keras_frcnn.ops", "roi_pool"), "layers": ("keras_frcnn.layers", None),
+         "Predictor": ("keras_frcnn.predictor", "Predictor")}
 
 
 def __getattr__(name):

@@ -209,7 +209,9 @@ def load_inference_model(workdir_or_path):
         path = path / "model.keras"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no trained model (run bin/train.py first)")
-    import keras_frcnn.layers  # noqa: F401  (registers RoIPooling for deserialisation)
+    # Registers RoIPooling and FastRCNN (and the Caffe layers) for deserialisation.
+    import keras_frcnn.layers  # noqa: F401
+    import keras_frcnn.model.fast_rcnn  # noqa: F401
 
     # Keras says "File not found" for a file that is there but is not a whole zip.
     fix = ("run bin/train.py with the same --config and --workdir to write it again "
