@@ -10,6 +10,7 @@ Output folder (default ``<workdir>/eval/<split>``):
 """
 
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -117,8 +118,11 @@ def _detect(config, dataset, proposals_config, split, workdir, model_path, check
 
 
 def evaluate(config, workdir=None, split=None, model_path=None, checkpoint=None,
-             output_dir=None, rescore=None, rescore_nms=None, progress=True, overlap=True):
+             output_dir=None, rescore=None, rescore_nms=None, progress=True, overlap=True,
+             max_images=0):
     """Runs detection and evaluation; returns the metrics dict written to metrics.json.
+
+    max_images: if > 0, only the split's first ``max_images`` images (a quick look).
 
     rescore: a detections.npz to evaluate instead of running the network (with
     NMS re-applied at ``rescore_nms`` if given).
@@ -132,6 +136,8 @@ def evaluate(config, workdir=None, split=None, model_path=None, checkpoint=None,
     split = split or config.dataset.test_split
     dataset_config, proposals_config = split_sections(config, split)
     dataset = load_dataset(dataset_config, split)
+    if max_images > 0:
+        dataset = dataclasses.replace(dataset, records=tuple(dataset.records[:max_images]))
     if output_dir is None:
         if workdir is None:
             raise ValueError("give an output directory or a workdir")
