@@ -13,7 +13,6 @@ run. Weights are random (time does not depend on values).
 """
 
 import argparse
-import time
 
 import report  # first: it picks TensorFlow's CPU kernels before TensorFlow loads
 
@@ -76,7 +75,7 @@ def per_roi_params(model):
 
 def network_seconds(model, height, width, num_rois, repeats):
     """Median seconds of images + RoIs -> (cls_prob, bbox_pred), inference mode."""
-    from svd_benchmark import proposals
+    from svd_benchmark import median_seconds, proposals
 
     rng = np.random.default_rng(1)
     images = tf.constant(rng.uniform(-1, 1, (1, height, width, 3)), tf.float32)
@@ -84,15 +83,7 @@ def network_seconds(model, height, width, num_rois, repeats):
     rois = tf.constant(np.concatenate([np.zeros((num_rois, 1), np.float32), boxes], axis=1))
     forward = tf.function(make_network(model))
 
-    def run():
-        return [t.numpy() for t in forward(images, rois)]
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return median_seconds(lambda: [t.numpy() for t in forward(images, rois)], repeats)
 
 
 def main():
