@@ -1,6 +1,7 @@
 """Per-RoI heads: fc6/fc7 ("fc") and MobileNetV2's ImageNet blocks ("imagenet_blocks")."""
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -214,20 +215,47 @@ def test_training_resumes_and_records_the_head(tmp_path):
         load_model(other, tmp_path / "work", checkpoint="latest", num_classes=2)
 
 
-def test_mixed_precision_and_two_replicas(tmp_path):
-    from tests.test_distributed import run, two_cpus
+REPLICAS = """
+import json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from tests.model.test_heads import blocks_config
+from tests.test_distributed import run
+config = blocks_config(Path(sys.argv[1]), steps=2, write=False)
+config.pipeline.flip = False
+config.train.distribute = "mirrored"
+config.train.devices = tuple(d.name for d in tf.config.list_logical_devices("CPU")[:2])
+history, weights = run(config, Path(sys.argv[1]) / "two")
+print("RESULT", json.dumps([v for _, v in history["loss"]]))
+import numpy as np
+np.savez(Path(sys.argv[1]) / "two.npz", *weights)
+"""
+
+
+def test_two_replicas_train_as_one_device_and_mixed_precision_trains(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.test_distributed import run
 
     config = blocks_config(tmp_path, steps=2)
     config.pipeline.flip = False
     one_history, one_weights = run(config, tmp_path / "one")
     # Two replicas of one image each: the head's BatchNorm keeps its statistics, so the
-    # global batch's losses and the trained weights are the one device's.
-    config.train.distribute, config.train.devices = "mirrored", tuple(two_cpus())
-    two_history, two_weights = run(config, tmp_path / "two")
-    np.testing.assert_allclose([v for _, v in two_history["loss"]],
-                               [v for _, v in one_history["loss"]], rtol=2e-4)
-    for a, b in zip(one_weights, two_weights):
-        np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-5)
+    # global batch's losses and the trained weights are the one device's. In a child
+    # process: a second MirroredStrategy training in one process reuses collective keys.
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", REPLICAS, str(tmp_path), str(root)],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    two_losses = json.loads(out.stdout.split("RESULT", 1)[1].splitlines()[0])
+    np.testing.assert_allclose(two_losses, [v for _, v in one_history["loss"]], rtol=2e-4)
+    with np.load(tmp_path / "two.npz") as two:
+        for k, a in enumerate(one_weights):
+            np.testing.assert_allclose(two[f"arr_{k}"], a, rtol=1e-3, atol=1e-5)
     config = blocks_config(tmp_path, steps=2, write=False)
     config.train.precision = "mixed_float16"
     history, _ = run(config, tmp_path / "mixed")
