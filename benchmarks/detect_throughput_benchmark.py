@@ -74,7 +74,7 @@ def run_detection(model, paths, config, folder, overlap, workers):
     detect_images run into ``folder`` (out/ and a fresh cache/). The workers have
     ended when it returns, so their time is counted."""
     from keras_frcnn.detection.images import detect_images
-    from keras_frcnn.evaluate import detector_config
+    from keras_frcnn.evaluation.run import detector_config
 
     proposals = config.proposals.copy_and_resolve_references()
     proposals.cache_dir, proposals.workers = str(folder / "cache"), workers

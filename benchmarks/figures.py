@@ -327,7 +327,7 @@ def svd_rows(config, workdir, settings, split, max_images=0):
     evaluation of one image first keeps the process's warm-up out of the first row."""
     from keras_frcnn import workdirs
     from keras_frcnn.compress import compress_model, count_params, parse_ranks
-    from keras_frcnn.evaluate import evaluate
+    from keras_frcnn.evaluation.run import evaluate
 
     config = config.copy_and_resolve_references()
     config.test.picture_images = 0
@@ -388,7 +388,7 @@ def box_regression_figure(config, workdir, output_dir, split, images=3):
     from keras_frcnn.data.images import read_image_bgr
     from keras_frcnn.detection import Detector
     from keras_frcnn.detection.draw import draw_detections, tile_scale
-    from keras_frcnn.evaluate import detector_config
+    from keras_frcnn.evaluation.run import detector_config
 
     pairs = test_images(config, split, images)
     model = workdirs.load_inference_model(workdir)

@@ -107,7 +107,7 @@ def main():
         raise SystemExit(f"--seeds={args.seeds!r}: give integers separated by commas, e.g. 0,1,2")
 
     from keras_frcnn.configs import load_config_file
-    from keras_frcnn.evaluate import evaluate
+    from keras_frcnn.evaluation.run import evaluate
 
     runs = []
     for seed in seeds:

@@ -19,7 +19,7 @@ import numpy as np
 
 import report
 from keras_frcnn.configs import load_config_file
-from keras_frcnn.evaluate import evaluate
+from keras_frcnn.evaluation.run import evaluate
 from keras_frcnn.training import train
 from keras_frcnn.workdirs import load_inference_model
 

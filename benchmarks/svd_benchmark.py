@@ -86,7 +86,7 @@ def timings(model, height, width, preprocessing, num_rois, repeats):
 def map_rows(config_path, workdir, settings):
     from keras_frcnn import workdirs
     from keras_frcnn.configs import load_config_file
-    from keras_frcnn.evaluate import evaluate
+    from keras_frcnn.evaluation.run import evaluate
 
     config = load_config_file(config_path)
     config.test.picture_images = 0

@@ -52,7 +52,7 @@ def main(argv):
     logging.getLogger("keras_frcnn").setLevel(logging.INFO)
     from keras_frcnn.data.records import DatasetError
     from keras_frcnn.detection.images import detect_images
-    from keras_frcnn.evaluate import detector_config
+    from keras_frcnn.evaluation.run import detector_config
     from keras_frcnn.workdirs import load_inference_model
 
     names = class_names(_WORKDIR.value, _CLASSES.value)

@@ -7,7 +7,7 @@
         --rescore=workdirs/demo/eval/test/detections.npz --rescore_nms=0.4
 
 Prints the per-class AP table and writes detections, VOC result files, metrics
-and plots (see keras_frcnn/evaluate.py) into --output_dir (default
+and plots (see keras_frcnn/evaluation/run.py) into --output_dir (default
 <workdir>/eval/<split>). Test settings are the config's ``test`` section:
 --config.test.scales='(480, 576, 688, 864, 1200)', --config.test.mode=default, ...
 """
@@ -43,7 +43,7 @@ def main(argv):
         sys.exit("error: --rescore needs --output_dir (or --workdir)")
     logging.getLogger("keras_frcnn").setLevel(logging.INFO)
     from keras_frcnn.data.records import DatasetError
-    from keras_frcnn.evaluate import evaluate, format_report
+    from keras_frcnn.evaluation.run import evaluate, format_report
 
     try:
         metrics = evaluate(_CONFIG.value, _WORKDIR.value, _SPLIT.value, _MODEL.value,

@@ -144,7 +144,7 @@ def calibration_inputs(config, model, count):
     ``config``'s dataset with their proposals, prepared as the detector does."""
     from keras_frcnn.data.images import read_image_bgr
     from keras_frcnn.detection import Detector
-    from keras_frcnn.evaluate import detector_config
+    from keras_frcnn.evaluation.run import detector_config
     from keras_frcnn.proposals.sources import first_images
 
     if count <= 0:

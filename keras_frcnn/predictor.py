@@ -119,7 +119,7 @@ class Predictor:
 
     def __init__(self, model, class_names, config):
         from keras_frcnn.detection import Detector
-        from keras_frcnn.evaluate import detector_config
+        from keras_frcnn.evaluation.run import detector_config
 
         self.config = experiment_config(config)
         self.detector = Detector(model, detector_config(self.config))
@@ -174,7 +174,7 @@ class Predictor:
         (filters included): from its file as bin/detect.py does, or from the array."""
         from keras_frcnn.data.folder import load_images
         from keras_frcnn.proposals import dense, selective_search
-        from keras_frcnn.proposals.sources import (_postprocess, default_cache_dir,
+        from keras_frcnn.proposals.sources import (default_cache_dir, postprocess_proposals,
                                                    proposals_for_dataset)
 
         cfg = self.config.proposals
@@ -185,7 +185,7 @@ class Predictor:
         height, width = image_bgr.shape[:2]
         record = types.SimpleNamespace(width=width, height=height)
         if cfg.method == "dense":
-            return _postprocess(cfg, record, dense.dense_boxes(width, height))
+            return postprocess_proposals(cfg, record, dense.dense_boxes(width, height))
         if cfg.method != "selective_search":
             raise ValueError(f"proposals.method {cfg.method!r} reads boxes by file name: pass "
                              f"the image's path, or proposals=")
@@ -199,7 +199,7 @@ class Predictor:
         if boxes is None:
             boxes = selective_search.selective_search(image_bgr, cfg.mode, max_size)
             cache.save(f"array-{digest}", boxes)
-        return _postprocess(cfg, record, boxes)
+        return postprocess_proposals(cfg, record, boxes)
 
 
 def _as_bgr(image, rgb):

@@ -134,7 +134,7 @@ def test_compress_workdir_writes_a_workdir_that_trains_and_evaluates(tmp_path):
         compress_workdir(config, tmp_path / "work", out, {"fc6": 16})
 
     # The step-0 checkpoint holds the same network with training (normalised) targets.
-    from keras_frcnn.evaluate import load_model
+    from keras_frcnn.evaluation.run import load_model
 
     from_checkpoint = load_model(config, out, checkpoint="latest", num_classes=2)
     saved = workdirs.load_inference_model(out)

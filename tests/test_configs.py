@@ -114,7 +114,7 @@ def test_voc0712_trains_on_both_years_and_tests_on_voc2007(tmp_path, monkeypatch
     # bin/evaluate.py's library call, as shipped, scores VOC 2007 test (re-scoring saved
     # detections: no network needed); one detection on the one cat: AP 1.
     from keras_frcnn.detection.postprocess import Detections
-    from keras_frcnn.evaluate import evaluate
+    from keras_frcnn.evaluation.run import evaluate
     from keras_frcnn.evaluation import save_detections
 
     save_detections({"000002": Detections(np.array([[0, 0, 4, 4]], np.float32),
@@ -144,7 +144,7 @@ def test_voc0712_schedule():
 
 
 def test_test_section_reaches_the_detector():
-    from keras_frcnn.evaluate import detector_config
+    from keras_frcnn.evaluation.run import detector_config
 
     config = load_config_file(Path(__file__).resolve().parents[1] / "configs" / "kangaroo.py")
     detector = detector_config(config)

@@ -1,4 +1,5 @@
-"""The package's module graph: no import cycles between keras_frcnn modules."""
+"""The package's layout: no import cycles between keras_frcnn modules, and one name per
+concept (no module named like the package beside it)."""
 
 import ast
 from pathlib import Path
@@ -49,3 +50,25 @@ def test_no_import_cycles():
         if name not in state:
             visit(name, [name])
     assert not cycles, f"import cycles: {cycles}"
+
+
+def same_concept(module, package):
+    """Whether a module name and a sibling package name name one concept: the shorter,
+    less a trailing "e", begins the longer (evaluate/evaluation, detect/detection,
+    proposal/proposals, model/models)."""
+    short, long = sorted((module, package), key=len)
+    return long.startswith(short[:-1] if short.endswith("e") else short)
+
+
+def test_no_module_named_like_a_sibling_package():
+    assert same_concept("evaluate", "evaluation") and same_concept("detect", "detection")
+    assert not same_concept("export", "evaluation") and not same_concept("boxes", "ops")
+    clashes = []
+    for folder in [PACKAGE, *(p for p in PACKAGE.rglob("*") if p.is_dir())]:
+        packages = [p.name for p in folder.iterdir()
+                    if p.is_dir() and p.name != "__pycache__" and any(p.glob("*.py"))]
+        modules = [p.stem for p in folder.glob("*.py") if p.stem != "__init__"]
+        clashes += [f"{folder.relative_to(PACKAGE.parent)}: {m}.py beside {d}/"
+                    for m in modules for d in packages if same_concept(m, d)]
+    assert not clashes, f"a module and a package name one concept: {clashes}"
+    assert not (PACKAGE / "evaluate.py").exists()  # the evaluation run is evaluation/run.py

@@ -16,7 +16,7 @@ from keras_frcnn.data.roidb import build_roidb
 from keras_frcnn.data.sampling import SamplingConfig, trainable_entries
 from keras_frcnn.data.sources import load_dataset
 from keras_frcnn.detection.postprocess import Detections
-from keras_frcnn.evaluate import evaluate
+from keras_frcnn.evaluation.run import evaluate
 from keras_frcnn.evaluation.evaluator import evaluate_voc
 from tests.data.fixtures import VOC_OBJECT, VOC_XML
 

@@ -70,7 +70,7 @@ def test_resume_continues_the_step_count(tmp_path):
 
 
 def test_fc_widths_are_recorded_for_resuming_and_checkpoint_evaluation(tmp_path):
-    from keras_frcnn.evaluate import load_model
+    from keras_frcnn.evaluation.run import load_model
 
     config = tiny_config(tmp_path, steps=2)
     config.model.fc_units = (32, 16)

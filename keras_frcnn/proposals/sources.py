@@ -53,11 +53,19 @@ def proposals_for_dataset(dataset, proposals_config, progress=True, split=""):
         raw = [mat.load_demo_boxes(Path(cfg.mat_dir) / f"{r.image_id}_boxes.mat") for r in records]
     else:
         raise ValueError(f"proposals.method must be one of {METHODS}, got {cfg.method!r}")
-    return {r.image_id: _postprocess(cfg, r, boxes) for r, boxes in zip(records, raw)}
+    return {r.image_id: postprocess_proposals(cfg, r, boxes) for r, boxes in zip(records, raw)}
 
 
-def _postprocess(cfg, record, boxes):
-    """The proposals of one image after the filters ``cfg`` sets (postprocess.py)."""
+def postprocess_proposals(cfg, record, boxes):
+    """The [n, 4] proposals of one image after the filters of ``cfg`` (a ``proposals``
+    config section), as ``proposals_for_dataset`` and ``ProposalStream`` apply them:
+    ``boxes``, raw from any source, are clipped to the image (``record.width``,
+    ``record.height``; any object with those two attributes will do), non-finite
+    boxes, duplicates (``cfg.unique``, default True) and boxes under ``cfg.min_size``
+    pixels wide or high are dropped, and the first ``cfg.top_k`` are kept (0: all),
+    in their order (postprocess.postprocess). For selective search the minimum size is
+    at least ``cfg.selective_search_min_size`` where the config sets it (R-CNN's
+    20-pixel filter)."""
     top_k = cfg.top_k if cfg.top_k > 0 else None
     min_size = cfg.min_size
     if cfg.method == "selective_search":
@@ -127,8 +135,8 @@ class ProposalStream(Mapping):
                 except Exception as err:  # the stream is closed: every later image fails
                     self._error = err
                     raise
-                self._ready[self._taken] = _postprocess(self._config,
-                                                        self._records[self._taken], boxes)
+                self._ready[self._taken] = postprocess_proposals(
+                    self._config, self._records[self._taken], boxes)
                 self._taken += 1
             return self._ready[position]
 

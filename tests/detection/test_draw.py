@@ -9,7 +9,7 @@ import pytest
 from keras_frcnn.detection.detector import Detections
 from keras_frcnn.detection.draw import (TILE_HEIGHT, contact_sheet, draw_detections,
                                         tile_scale)
-from keras_frcnn.evaluate import draw_examples
+from keras_frcnn.evaluation.run import draw_examples
 
 
 def test_contact_sheet_places_images_side_by_side_without_empty_cells():

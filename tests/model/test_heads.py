@@ -11,7 +11,7 @@ import tensorflow as tf
 from keras_frcnn import training, workdirs
 from keras_frcnn.compress import compress_model
 from keras_frcnn.detection import Detector, DetectorConfig, PostprocessConfig
-from keras_frcnn.evaluate import load_model
+from keras_frcnn.evaluation.run import load_model
 from keras_frcnn.export import export_saved_model, run_in_fresh_process, verify_export
 from keras_frcnn.model.backbones import build_backbone_and_head
 from keras_frcnn.model.fast_rcnn import FastRCNN, sgd

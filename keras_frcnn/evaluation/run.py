@@ -1,4 +1,8 @@
-"""Evaluation of a trained detector on a split (bin/evaluate.py calls ``evaluate``).
+"""The evaluation run of a trained detector on a split (bin/evaluate.py calls ``evaluate``):
+a workdir or model file -> the split's proposals -> ``Detector`` -> the metrics, the
+report (``format_report``) and the pictures. The metrics themselves live beside it in
+this package: evaluation/voc.py (VOC AP), evaluation/evaluator.py (VOC over a dataset,
+detection files) and evaluation/coco.py (COCO AP).
 
 Output folder (default ``<workdir>/eval/<split>``):
   detections.npz        every detection, for re-scoring without the network
@@ -25,7 +29,7 @@ from keras_frcnn.evaluation import (evaluate_voc, load_detections, reapply_nms, 
                                     write_voc_results)
 from keras_frcnn.files import CorruptFile, atomic_write
 
-logger = logging.getLogger("keras_frcnn.evaluate")
+logger = logging.getLogger("keras_frcnn.evaluation.run")
 METRICS = ("voc", "coco", "both")
 
 
