@@ -25,9 +25,11 @@ Cases run in a child process (a few hundred per child). A case that kills its
 child (a segfault, an abort, the OOM killer) is a crash, one that outlasts
 --case_timeout a hang; either is recorded with the child's last stderr lines and
 the next case starts in a fresh child. A clean exception is an error (type and
-examples recorded). Not run by CI.
+examples recorded). Not run by CI. --output gets the counts and findings,
+--details the errors by type and message.
 
-    python benchmarks/fuzz.py --seed 0 --json fuzz.json --output docs/benchmarks.md
+    python benchmarks/fuzz.py --seed 0 --json fuzz.json --output docs/benchmarks.md \
+        --details docs/robustness.md
     python benchmarks/fuzz.py --seed 0 --target roi_pool --case 17   # one case, in-process
 """
 
@@ -53,7 +55,10 @@ import report  # first: it picks TensorFlow's CPU kernels before TensorFlow load
 TARGETS = {"roi_pool": 1, "saved_model": 2}  # the target's part of each case's seed
 IMPLEMENTATIONS = ("custom_op", "composite")
 EXPECTED_ERRORS = {"InvalidArgumentError", "ValueError", "TypeError"}
-SECTION = "fuzz"
+SECTION = "fuzz"  # --output: counts and findings
+DETAILS = "fuzz_errors"  # --details: the errors by type and message
+DETAILS_HEADING = "Errors of the last fuzzing run"
+DETAILS_ANCHOR = "errors-of-the-last-fuzzing-run"  # the heading's GitHub slug
 # TensorFlow's start-up lines, left out of a dead child's stderr tail.
 STARTUP_CHATTER = re.compile(
     r"[IW]\d{4} |E\d{4} .*cuInit|WARNING: All log messages|To enable the following")
@@ -524,20 +529,45 @@ COLUMNS = ("results", "errors", "disagreements", "crashes", "hangs", "odd result
            "harness failures")
 
 
-def markdown(tallies, args, command, seconds):
+def markdown(tallies, args, command, seconds, details=None):
+    """The --output section: counts per target and findings. ``details``: the relative
+    link to the page holding error_markdown's section, or None if it is not written."""
     machine = next(iter(tallies.values())).machine
-    lines = ["### Last run", "", f"`{command}` (seed {args.seed}), {seconds / 60:.1f} minutes "
-             f"on {machine}.", "",
+    lines = ["## Fuzzing", "", f"`{command}` (seed {args.seed}), {seconds / 60:.1f} minutes "
+             f"on {machine}: seeded hostile inputs to `roi_pool` and to an exported SavedModel "
+             "(neither CI nor `run_all.py` runs this).", "",
              "| target | cases | " + " | ".join(COLUMNS) + " | minutes |",
              "|---|" + "---:|" * (len(COLUMNS) + 2)]
     for target, tally in tallies.items():
         cases = sum(tally.counts[c] for c in COLUMNS if c != "odd results")  # odd: results too
         lines.append(f"| {target} | {cases} | " + " | ".join(
             str(tally.counts[c]) for c in COLUMNS) + f" | {tally.seconds / 60:.1f} |")
-    lines += ["", "Errors by type and message (numbers and bracketed values as `#` and `(.)`; "
-              "the count is of cases, for each implementation or export):", "",
-              "| target | type | message | " + " | ".join(IMPLEMENTATIONS) + " | first case |",
-              "|---|---|---|" + "---:|" * len(IMPLEMENTATIONS) + "---:|"]
+    groups = collections.defaultdict(list)  # one line per distinct finding
+    for target, tally in tallies.items():
+        for f in tally.findings:
+            groups[target, f["kind"], f["detail"]].append(f["case"])
+    where = (f"[{os.path.basename(details)}]({details}#{DETAILS_ANCHOR})" if details
+             else "printed (no `--details` file) and in `--json`")
+    lines += ["", f"Errors by type and message: {where}. "
+              f"Findings: {sum(map(len, groups.values())) or 'none'}"
+              + (" (rerun one with `--target=T --case=I`):" if groups else ".")]
+    for (target, kind, detail), cases in groups.items():
+        shown = ", ".join(map(str, cases[:8])) + (", ..." if len(cases) > 8 else "")
+        lines.append(f"- {target}, {kind}, {len(cases)} case(s) ({shown}): {detail[:300]}")
+    return lines
+
+
+def error_markdown(tallies, args, command, summary=None):
+    """The --details section: the errors by type and message, the most common first.
+    ``summary``: the relative link to the page holding markdown's section, or None."""
+    run = f"`{command}` (seed {args.seed})"
+    if summary:
+        run = f"{run}; counts and findings: [{os.path.basename(summary)}]({summary}#fuzzing)"
+    lines = [f"### {DETAILS_HEADING}", "",
+             f"{run}. Errors by type and message (numbers and bracketed values as `#` and "
+             "`(.)`; the count is of cases, for each implementation or export):", "",
+             "| target | type | message | " + " | ".join(IMPLEMENTATIONS) + " | first case |",
+             "|---|---|---|" + "---:|" * len(IMPLEMENTATIONS) + "---:|"]
     for target, tally in tallies.items():
         common = sorted(tally.errors.items(), key=lambda item: -sum(item[1].values()))
         for (kind, message), counts in common[:ERROR_ROWS]:
@@ -547,16 +577,12 @@ def markdown(tallies, args, command, seconds):
         if len(common) > ERROR_ROWS:
             lines.append(f"| {target} | | {len(common) - ERROR_ROWS} rarer messages (--json) "
                          "| | | |")
-    groups = collections.defaultdict(list)  # one line per distinct finding
-    for target, tally in tallies.items():
-        for f in tally.findings:
-            groups[target, f["kind"], f["detail"]].append(f["case"])
-    lines += ["", f"Findings: {sum(map(len, groups.values())) or 'none'}"
-              + (" (rerun one with `--target=T --case=I`):" if groups else ".")]
-    for (target, kind, detail), cases in groups.items():
-        shown = ", ".join(map(str, cases[:8])) + (", ..." if len(cases) > 8 else "")
-        lines.append(f"- {target}, {kind}, {len(cases)} case(s) ({shown}): {detail[:300]}")
     return lines
+
+
+def link(target, page):
+    """``target``'s path relative to the folder of ``page``, as a Markdown link needs it."""
+    return os.path.relpath(target, os.path.dirname(page) or ".") if target and page else None
 
 
 def reproduce(args):
@@ -583,7 +609,10 @@ def main():
     parser.add_argument("--export_dir", help="where the SavedModels go (default: a temporary "
                         "folder); reused if it holds them")
     parser.add_argument("--json", help="write counts, examples and findings here")
-    parser.add_argument("--output", help="Markdown file whose fuzzing section to rewrite")
+    parser.add_argument("--output", help="Markdown file whose fuzzing section (counts and "
+                        "findings) to rewrite")
+    parser.add_argument("--details", help="Markdown file whose section of errors by type and "
+                        "message to rewrite")
     parser.add_argument("--worker", choices=[*TARGETS, "export"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker == "export":
@@ -610,8 +639,10 @@ def main():
                 raise RuntimeError(f"exporting the fuzzed models failed:\n{done.stderr[-3000:]}")
         tallies = {target: fuzz(target, counts[target], args) for target in targets}
         seconds = time.perf_counter() - start
-    lines = markdown(tallies, args, command, seconds)
-    report.publish(SECTION, lines, args.output)
+    report.publish(SECTION, markdown(tallies, args, command, seconds,
+                                     link(args.details, args.output)), args.output)
+    report.publish(DETAILS, error_markdown(tallies, args, command,
+                                           link(args.output, args.details)), args.details)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"seed": args.seed, "command": command, "seconds": seconds,

@@ -20,9 +20,11 @@ the gradient. The floor of each pass (roi_pool_floor.py: the time TensorFlow's
 tuned kernels take to move the bytes the pass must read and write) is measured in
 the same process. A second process repeats the custom op with one intra-op
 thread, to show the speed-up from TensorFlow's thread pool. Results go to stdout
-and, with --output, into the RoI pooling section of a Markdown file.
+and, with --output, into the RoI pooling section of a Markdown file; with --details,
+the floor's parts and the threading table into a section of another.
 
-    python benchmarks/roi_pool_benchmark.py --output docs/benchmarks.md
+    python benchmarks/roi_pool_benchmark.py --output docs/benchmarks.md \
+        --details docs/roi_pooling.md
 """
 
 import argparse
@@ -46,6 +48,8 @@ METHODS = ("custom_op", "composite", "crop_and_resize")
 MODES = ("graph", "eager")
 SECTION = "roi_pool_benchmark"
 SECTION_START, SECTION_END = report.markers(SECTION)
+DETAILS = "roi_pool_details"  # --details: the floor's parts and the threading table
+DETAILS_START, DETAILS_END = report.markers(DETAILS)
 
 
 def make_inputs(shape_name, seed=0):
@@ -156,9 +160,6 @@ def floor_table(results, floor):
         lines.append(f"| {shape_name} | {pass_name} ({kernel} kernel) "
                      f"| {op * 1e3:.1f} | {f * 1e3:.1f} | **{op / f:.2f}x** | {cr * 1e3:.1f} "
                      f"| **{cr / op:.1f}x** |")
-    lines += ["", "Floor parts (ms): " + "; ".join(
-        f"{s}: " + ", ".join(f"{k} {v:.1f}" for k, v in floor[s]["parts"].items() if k != "cells")
-        + f" ({floor[s]['parts']['cells']:,} window cells)" for s in SHAPES)]
     return lines
 
 
@@ -182,11 +183,9 @@ def markdown(results, one_thread, repeats, floor):
         f"{repeats['test']} (test) runs after a warm-up, each method in the same process "
         "on the same inputs (`python benchmarks/roi_pool_benchmark.py --output "
         "docs/benchmarks.md`). RoI sides uniform in 5-60 % of the image, spatial scale 1/16, "
-        "7x7 output. Times in milliseconds.",
-        "",
-        "Graph mode runs each pass inside `tf.function` (how Keras trains); eager mode runs "
-        "op by op (the issue's reference crop-and-resize times, about 0.14 s and 2.4 s, were "
-        "eager).",
+        "7x7 output. Times in milliseconds. Graph mode runs each pass inside `tf.function` "
+        "(how Keras trains); eager mode runs op by op (the issue's reference crop-and-resize "
+        "times, about 0.14 s and 2.4 s, were eager).",
         "",
         "| mode | shape | pass | custom op | composite | crop-and-resize "
         "| crop-and-resize / custom op | composite / custom op |",
@@ -203,15 +202,36 @@ def markdown(results, one_thread, repeats, floor):
                     f"**{t['crop_and_resize'] / t['custom_op']:.1f}x** | "
                     f"{t['composite'] / t['custom_op']:.1f}x |")
     lines += floor_table(results, floor)
-    lines += ["", "Threading of the custom op (graph mode, forward+backward, TensorFlow's "
-              "intra-op pool):", "",
-              "| shape | 1 thread | all threads | speed-up |", "|---|---:|---:|---:|"]
+    lines.append(SECTION_END)
+    return "\n".join(lines) + "\n"
+
+
+def details_markdown(results, one_thread, floor):
+    """The --details section: the floor's parts and the custom op's threading."""
+    lines = [
+        DETAILS_START,
+        "### Floor parts and threading (last benchmark run)",
+        "",
+        f"Machine: {report.machine_description()}; graph mode, the run of "
+        "`benchmarks/roi_pool_benchmark.py` whose other figures are in benchmarks.md's "
+        "\"RoI pooling op\".",
+        "",
+        "Floor parts (ms): " + "; ".join(
+            f"{s}: " + ", ".join(f"{k} {v:.1f}" for k, v in floor[s]["parts"].items()
+                                 if k != "cells")
+            + f" ({floor[s]['parts']['cells']:,} window cells)" for s in SHAPES),
+        "",
+        "Threading of the custom op (forward+backward, TensorFlow's intra-op pool; ms):",
+        "",
+        "| shape | 1 thread | all threads | speed-up |",
+        "|---|---:|---:|---:|",
+    ]
     for shape_name in SHAPES:
         single = one_thread["graph"][shape_name]["custom_op"]["forward+backward"]
         multi = results["graph"][shape_name]["custom_op"]["forward+backward"]
         lines.append(f"| {shape_name} | {single * 1e3:.2f} | {multi * 1e3:.2f} | "
                      f"{single / multi:.2f}x |")
-    lines.append(SECTION_END)
+    lines.append(DETAILS_END)
     return "\n".join(lines) + "\n"
 
 
@@ -225,6 +245,8 @@ def main():
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: all)")
     parser.add_argument("--json", action="store_true", help="print results as JSON only")
     parser.add_argument("--output", help="Markdown file whose RoI pooling section to rewrite")
+    parser.add_argument("--details", help="Markdown file whose section of floor parts and "
+                        "threading to rewrite")
     args = parser.parse_args()
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
@@ -241,10 +263,13 @@ def main():
     floor = measure_floors(repeats)
     one_thread = single_thread_custom_op(repeats)
     section = markdown(results, one_thread, repeats, floor)
+    details = details_markdown(results, one_thread, floor)
     print(section)
-    if args.output:
-        report.write_section(args.output, section, SECTION)
-        print(f"wrote {args.output}")
+    print(details)
+    for path, text, name in ((args.output, section, SECTION), (args.details, details, DETAILS)):
+        if path:
+            report.write_section(path, text, name)
+            print(f"wrote {path}")
 
 
 if __name__ == "__main__":

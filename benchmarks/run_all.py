@@ -5,7 +5,8 @@ markers); the text outside the sections is kept. Run it on an otherwise idle
 machine: every figure is a ratio measured within one script, but a busy machine
 still moves them. The scripts run one after another, each in its own process:
 
-  roi_pool    the RoI pooling op against the composite and crop-and-resize
+  roi_pool    the RoI pooling op against the composite and crop-and-resize (its
+              floor's parts and threading table go to roi_pooling.md beside --output)
   pipeline    input-pipeline throughput, parallel against one image at a time
   training    hierarchical sampling ratio; custom op against composite per step,
               also at the paper's shapes (VGG16 and MobileNetV2, 2 x 600x1000)
@@ -43,7 +44,7 @@ def commands(output, data, demo_workdir, kangaroo_workdir, kangaroo_seeds="0,1,2
 
     demo_train = [python, "bin/train.py", "--config=configs/demo.py", f"--workdir={demo_workdir}"]
     return {
-        "roi_pool": [bench("roi_pool")],
+        "roi_pool": [bench("roi_pool", f"--details={Path(output).with_name('roi_pooling.md')}")],
         "pipeline": [bench("pipeline")],
         "training": [bench("training")],
         "head": [bench("head")],

@@ -44,11 +44,22 @@ def test_report_has_a_row_per_measured_mode_and_the_ratios():
                 line.startswith("| eager")]
         assert len(rows) == 4 * len(modes)
         assert all("**5.0x**" in row and "| 10.0x |" in row for row in rows)
-        assert "| train | 30.00 | 20.00 | 1.50x |" in section
         # Floors: inference forward 2 + 1 = 3 ms, forward+backward 2 + 2 + 2 + 1 = 7 ms.
         assert ("| test | forward (inference kernel) | 10.0 | 3.0 | **3.33x** | 50.0 "
                 "| **5.0x** |") in section
         assert "| train | forward+backward (training kernel) | 20.0 | 7.0 | **2.86x** |" in section
+        # The floor's parts and the threading go to --details, not into the main section.
+        assert "Floor parts" not in section and "1 thread" not in section
+
+
+def test_details_hold_the_floor_parts_and_the_threading():
+    details = bench.details_markdown(fake_results(["graph"]), fake_results(["graph"], 1.5),
+                                     fake_floor())
+    lines = details.splitlines()
+    assert lines[0] == bench.DETAILS_START and lines[-1] == bench.DETAILS_END
+    assert "| train | 30.00 | 20.00 | 1.50x |" in details
+    assert ("Floor parts (ms): train: window reads 2.0, output write 1.0, pooled-size read 1.0, "
+            "map write 1.0 (1,234 window cells); test:") in details
 
 
 def test_write_section_replaces_only_its_own_section(tmp_path):

@@ -23,6 +23,8 @@ def test_every_benchmark_writes_its_section_of_one_file_in_order(tmp_path):
     assert scripts == [f"benchmarks/{name}_benchmark.py" for name in SCRIPTS]
     assert all(c.endswith(f"--output={tmp_path / 'b.md'}") for c in commands
                if "_benchmark.py" in c)
+    # The RoI pooling op's floor parts and threading go to the page beside the output.
+    assert f"--details={tmp_path / 'roi_pooling.md'}" in commands[0].split()
     # Without a trained demo workdir, the SVD step trains it first with the main job's command.
     assert any("bin/train.py --config=configs/demo.py" in c for c in commands)
     assert not (tmp_path / "b.md").exists()
