@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_frcnn.detection.detector import make_network
+from keras_frcnn.detection.graph import make_network
 from keras_frcnn.model.fast_rcnn import FastRCNN
 
 SECTION = "head_benchmark"

@@ -10,34 +10,32 @@ The exported graph does the whole of detection for one image:
            detection_class_names  string [n]
            num_detections     int32 []
 
-Inside the graph: clipping the proposals to the image (below), the backbone's
-preprocessing, the test scale(s) (shortest side ``scales``, longest capped at
-``max_size``; several scales build the paper's image pyramid and send each RoI
-to the scale where its area is closest to 224^2), RoI pooling, fc layers,
-softmax, per-class box decoding with the release's widths (``x2 - x1 + EPS``,
-boxes.py), clipping, and per-class NMS as detection/postprocess.py (mode
-"default" unless asked otherwise: the dataset-level cap of mode "frcnn" has no
-meaning for one image). No ``py_function``.
+Inside the graph, the Detector's own functions (detection/graph.py; what a user
+evaluates is, op for op, what they serve): clipping the proposals to the image
+(below), the test scale(s) (shortest side ``scales``, longest capped at
+``max_size``; several scales build the paper's image pyramid and send each RoI to
+the scale where its area is closest to 224^2), the backbone's preprocessing, the
+grouping of RoIs that pool the same feature cells (``deduplicate``), RoI pooling,
+fc layers, softmax, per-class box decoding with the release's widths
+(``x2 - x1 + EPS``, boxes.py), clipping, the optional mirrored-image test
+(``flip``), and per-class NMS as detection/postprocess.py (mode "default" unless
+asked otherwise: the dataset-level cap of mode "frcnn" has no meaning for one
+image). No ``py_function``.
 
 Proposals (decision, the Detector's): each is clipped to the image and dropped
 when a coordinate is not finite or nothing of it is left (inverted, x2 < x1, or
-wholly outside), before scoring, with the arithmetic of boxes.clip_proposals in
-float32, so both keep the same boxes; none left gives zero detections, not an
-error. Serving clients are not trusted to send selective-search boxes
-(docs/serving.md, "Proposals a client may send").
+wholly outside), before scoring (graph.clip_proposals); none left gives zero
+detections, not an error. Serving clients are not trusted to send
+selective-search boxes (docs/serving.md, "Proposals a client may send").
 
 RoI pooling: ``roi_pool="composite"`` (default) is the pure-TensorFlow twin,
 bit-identical to the op, so a stock ``tensorflow_model_server`` loads the
 model; ``"custom_op"`` records our inference op (``KerasFrcnn>RoiPoolInference``), faster, for
 servers built with it (docs/serving.md).
 
-Differences from the Python detector (keras_frcnn/detection), which reads
-images with OpenCV: resizing is TensorFlow's ScaleAndTranslate (a triangle
-kernel without antialiasing, that is bilinear with half-pixel centres) of the
-float image with the Detector's factor itself, as cv2.resize(fx=f) maps pixels
-with f and not with the rounded output size over the input size; the two agree
-to about 0.004 of a grey level (OpenCV's float weights). RoIs sharing feature
-cells are not de-duplicated (an exact speed-up only).
+The one difference from the Detector is the input: the graph takes an RGB uint8
+image (as tf.io.decode_image and PIL give it) and reverses its channels to the BGR
+that the shared functions, and OpenCV's decoder in the Detector, use.
 """
 
 import json
@@ -51,10 +49,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from keras_frcnn import boxes as box_ops
 from keras_frcnn.configs import split_sections
-from keras_frcnn.data.transforms import PIXEL_MEANS_BGR, PREPROCESSING
-from keras_frcnn.detection.detector import CANONICAL_AREA, make_network
+from keras_frcnn.data.transforms import PREPROCESSING
+from keras_frcnn.detection import graph
 from keras_frcnn.detection.postprocess import PostprocessConfig, postprocess_detections
 from keras_frcnn.files import read_json
 from keras_frcnn.model.fast_rcnn import FastRCNN
@@ -82,63 +79,12 @@ def with_roi_pool(model, implementation):
     return copy
 
 
-def _preprocess(rgb, mode):
-    """float32 RGB [..., 3] in [0, 255] -> the network input of data/transforms.py."""
-    if mode == "caffe":
-        return rgb[..., ::-1] - tf.constant(PIXEL_MEANS_BGR)
-    if mode == "tf":
-        return rgb / 127.5 - 1.0
-    return rgb
-
-
-def _scale_factor(height, width, target_size, max_size):
-    """transforms.image_scale in the graph (float64; round half to even as Python)."""
-    short = tf.minimum(height, width)
-    long = tf.maximum(height, width)
-    factor = target_size / short
-    return tf.where(tf.round(factor * long) > max_size, max_size / long, factor)
-
-
-def usable_proposals(proposals, width, height):
-    """boxes.clip_proposals in the graph: [R, 4] float32 proposals of a ``width`` x
-    ``height`` image (float64 scalars) -> the clipped kept ones [m, 4]."""
-    x_max = tf.cast(width - 1.0, tf.float32)
-    y_max = tf.cast(height - 1.0, tf.float32)
-    finite = tf.reduce_all(tf.math.is_finite(proposals), axis=1)
-    # NaN rows are masked out by ``finite``, whatever maximum/minimum make of them.
-    x1 = tf.maximum(proposals[:, 0], 0.0)
-    y1 = tf.maximum(proposals[:, 1], 0.0)
-    x2 = tf.minimum(proposals[:, 2], x_max)
-    y2 = tf.minimum(proposals[:, 3], y_max)
-    keep = finite & (x2 >= x1) & (y2 >= y1)
-    return tf.boolean_mask(tf.stack([x1, y1, x2, y2], axis=1), keep)
-
-
-def _decode_clip(proposals, deltas, width, height):
-    """boxes.decode + boxes.clip in float64: [R, 4] proposals, [R, 4K] deltas."""
-    w = proposals[:, 2] - proposals[:, 0] + box_ops.EPS
-    h = proposals[:, 3] - proposals[:, 1] + box_ops.EPS
-    cx = proposals[:, 0] + 0.5 * w
-    cy = proposals[:, 1] + 0.5 * h
-    num = tf.shape(deltas)[1] // 4
-    d = tf.reshape(deltas, [-1, num, 4])
-    pred_cx = d[..., 0] * w[:, None] + cx[:, None]
-    pred_cy = d[..., 1] * h[:, None] + cy[:, None]
-    pred_w = tf.exp(d[..., 2]) * w[:, None]
-    pred_h = tf.exp(d[..., 3]) * h[:, None]
-    boxes = tf.stack([tf.clip_by_value(pred_cx - 0.5 * pred_w, 0.0, width - 1.0),
-                      tf.clip_by_value(pred_cy - 0.5 * pred_h, 0.0, height - 1.0),
-                      tf.clip_by_value(pred_cx + 0.5 * pred_w, 0.0, width - 1.0),
-                      tf.clip_by_value(pred_cy + 0.5 * pred_h, 0.0, height - 1.0)],
-                     axis=-1)
-    return tf.reshape(boxes, [-1, 4 * num])
-
-
 class DetectionModule(tf.Module):
     """The serving graph: ``module.detect(image, proposals)`` -> dict of OUTPUTS."""
 
     def __init__(self, model, classes, scales=(600,), max_size=1000, preprocessing="caffe",
-                 postprocess=PostprocessConfig(mode="default"), score_empty_rois=False):
+                 postprocess=PostprocessConfig(mode="default"), score_empty_rois=False,
+                 flip=False, bbox_reg=True, deduplicate=True):
         super().__init__(name="keras_frcnn_detector")
         if preprocessing not in PREPROCESSING:
             raise ValueError(f"preprocessing must be one of {PREPROCESSING}, "
@@ -156,7 +102,11 @@ class DetectionModule(tf.Module):
         self.preprocessing = preprocessing
         self.postprocess = postprocess
         self.score_empty_rois = score_empty_rois
-        self._network = make_network(model, score_empty_rois)
+        self.flip = bool(flip)
+        self.bbox_reg = bool(bbox_reg)
+        self.spatial_scale = (float(model.get_layer("roi_pool").spatial_scale) if deduplicate
+                              else None)
+        self._network = graph.make_network(model, score_empty_rois)
         self.detect = tf.function(self._detect, input_signature=[
             tf.TensorSpec([None, None, 3], tf.uint8, name="image"),
             tf.TensorSpec([None, 4], tf.float32, name="proposals")])
@@ -168,33 +118,10 @@ class DetectionModule(tf.Module):
                 for k, v in out.items()}
 
     def _inputs(self, image, proposals):
-        """(images [S, H, W, 3], rois [R, 5]) of one image, as Detector.prepare."""
-        height = tf.cast(tf.shape(image)[0], tf.float64)
-        width = tf.cast(tf.shape(image)[1], tf.float64)
-        rgb = tf.cast(image, tf.float32)
-        factors = tf.stack([_scale_factor(height, width, s, self.max_size) for s in self.scales])
-        sizes = tf.cast(tf.round(tf.stack([height * factors, width * factors], axis=1)), tf.int32)
-        tf.debugging.assert_positive(sizes, "image too thin: a side scales to 0 pixels at a "
-                                     "test scale; pad it or send a larger crop")
-        levels = []
-        for k in range(len(self.scales)):
-            factor = tf.cast(tf.fill([2], factors[k]), tf.float32)
-            resized = tf.raw_ops.ScaleAndTranslate(
-                images=rgb[None], size=sizes[k], scale=factor, translation=tf.zeros([2]),
-                kernel_type="triangle", antialias=False)[0]
-            levels.append(_preprocess(resized, self.preprocessing))
-        max_h, max_w = tf.reduce_max(sizes[:, 0]), tf.reduce_max(sizes[:, 1])
-        images = tf.stack([tf.image.pad_to_bounding_box(x, 0, 0, max_h, max_w) for x in levels])
-        boxes = tf.cast(proposals, tf.float64)
-        if len(self.scales) == 1:
-            level = tf.zeros(tf.shape(boxes)[:1], tf.int32)
-        else:
-            area = (boxes[:, 2] - boxes[:, 0] + 1.0) * (boxes[:, 3] - boxes[:, 1] + 1.0)
-            level = tf.argmin(tf.abs(area[:, None] * factors[None, :] ** 2 - CANONICAL_AREA),
-                              axis=1, output_type=tf.int32)
-        scaled = proposals * tf.cast(tf.gather(factors, level), tf.float32)[:, None]
-        rois = tf.concat([tf.cast(level, tf.float32)[:, None], scaled], axis=1)
-        return images, rois, height, width
+        """(images [S, H, W, 3], rois [u, 5], inverse) of one RGB image and its clipped
+        proposals, as Detector.prepare."""
+        return graph.network_inputs(image[..., ::-1], proposals, self.scales, self.max_size,
+                                    self.preprocessing, self.flip, self.spatial_scale)
 
     def _detect(self, image, proposals):
         # A loaded signature does not enforce its shapes: [R, 5] proposals would be read
@@ -205,16 +132,17 @@ class DetectionModule(tf.Module):
                 tf.debugging.assert_equal(tf.shape(proposals)[-1], 4,
                                           "proposals must be [R, 4] (x1, y1, x2, y2)")]):
             image, proposals = tf.identity(image), tf.identity(proposals)
-        proposals = usable_proposals(proposals, tf.cast(tf.shape(image)[1], tf.float64),
-                                     tf.cast(tf.shape(image)[0], tf.float64))
-        images, rois, height, width = self._inputs(image, proposals)
+        height = tf.cast(tf.shape(image)[0], tf.float64)
+        width = tf.cast(tf.shape(image)[1], tf.float64)
+        proposals, _ = graph.clip_proposals(proposals, width, height)
+        images, rois, inverse = self._inputs(image, proposals)
         scores, deltas = self._network(images, rois)
-        scores = tf.cast(scores, tf.float32)
-        deltas = tf.cast(deltas, tf.float64)
-        boxes = tf.cast(_decode_clip(tf.cast(proposals, tf.float64), deltas, width, height),
-                        tf.float32)
-        boxes, scores, classes = postprocess_detections(boxes, scores, self.num_classes,
-                                                        self.postprocess)
+        scores = tf.gather(tf.cast(scores, tf.float32), inverse)
+        deltas = tf.gather(deltas, inverse)
+        boxes, scores = graph.detection_outputs(proposals, scores, deltas, width, height,
+                                                self.flip, self.bbox_reg)
+        boxes, scores, classes = postprocess_detections(tf.cast(boxes, tf.float32), scores,
+                                                        self.num_classes, self.postprocess)
         classes = tf.cast(classes, tf.int32)
         return {"detection_boxes": boxes, "detection_scores": scores,
                 "detection_classes": classes,
@@ -224,7 +152,8 @@ class DetectionModule(tf.Module):
 
 def export_saved_model(model, classes, export_dir, scales=(600,), max_size=1000,
                        preprocessing="caffe", postprocess=PostprocessConfig(mode="default"),
-                       roi_pool="composite", score_empty_rois=False):
+                       roi_pool="composite", score_empty_rois=False, flip=False,
+                       bbox_reg=True, deduplicate=True):
     """Writes a SavedModel of ``model`` (a FastRCNN emitting raw deltas) to
     ``export_dir`` (a temporary directory renamed into place); returns the module."""
     if roi_pool not in ("composite", "custom_op"):
@@ -234,7 +163,8 @@ def export_saved_model(model, classes, export_dir, scales=(600,), max_size=1000,
         raise ValueError(f"{export_dir} exists; TF Serving expects one new numbered directory "
                          "per version (e.g. exports/demo/2): choose a new one")
     module = DetectionModule(with_roi_pool(model, roi_pool), classes, scales, max_size,
-                             preprocessing, postprocess, score_empty_rois)
+                             preprocessing, postprocess, score_empty_rois, flip, bbox_reg,
+                             deduplicate)
     export_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=export_dir.name + ".tmp", dir=export_dir.parent))
     try:
@@ -243,7 +173,8 @@ def export_saved_model(model, classes, export_dir, scales=(600,), max_size=1000,
         (tmp / "assets.extra" / "keras_frcnn.json").write_text(json.dumps(
             {"classes": list(classes), "scales": list(scales), "max_size": max_size,
              "preprocessing": preprocessing, "roi_pool": roi_pool,
-             "score_empty_rois": score_empty_rois,
+             "score_empty_rois": score_empty_rois, "flip": flip, "bbox_reg": bbox_reg,
+             "deduplicate": deduplicate,
              "postprocess": postprocess.__dict__}, indent=2) + "\n")
         tmp.rename(export_dir)
     except BaseException:
@@ -384,17 +315,12 @@ def export_workdir(config, workdir=None, model_path=None, export_dir=None, roi_p
     from keras_frcnn.workdirs import load_inference_model
 
     t = config.test
-    if t.flip:
-        raise ValueError("test.flip (the mirrored-image test) is not part of the exported "
-                         "graph; export with --config.test.flip=False")
-    if not t.get("bbox_reg", True):
-        raise ValueError("test.bbox_reg=False (proposals as the boxes, Table 6) is not part "
-                         "of the exported graph; export with --config.test.bbox_reg=True")
     model = load_inference_model(model_path or workdir)
     postprocess = PostprocessConfig.from_test_config(t, mode=mode)
     module = export_saved_model(model, _classes(config, workdir, model_path), export_dir,
                                 tuple(t.scales), t.max_size, config.pipeline.preprocessing,
-                                postprocess, roi_pool, t.score_empty_rois)
+                                postprocess, roi_pool, t.score_empty_rois, t.flip,
+                                t.get("bbox_reg", True), t.get("deduplicate", True))
     result = {"module": module, "verified": None, "signature": None}
     if verify:
         image, proposals = verification_inputs(config)
@@ -409,4 +335,4 @@ def export_workdir(config, workdir=None, model_path=None, export_dir=None, roi_p
 
 __all__ = ["DetectionModule", "ExportError", "OUTPUTS", "check_graph", "export_saved_model",
            "export_workdir", "next_version_dir", "run_in_fresh_process", "saved_model_cli_show",
-           "usable_proposals", "verify_export", "with_roi_pool"]
+           "verify_export", "with_roi_pool"]

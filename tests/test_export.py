@@ -1,15 +1,15 @@
 """SavedModel export: the serving graph, its checks, and parity with the Python detector."""
 
+import json
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from keras_frcnn.compress import compress_model
-from keras_frcnn.configs import base_config
 from keras_frcnn.detection import Detector, DetectorConfig, PostprocessConfig
 from keras_frcnn.export import (OUTPUTS, DetectionModule, ExportError, check_graph,
-                                export_saved_model, export_workdir, graph_ops, next_version_dir,
+                                export_saved_model, graph_ops, next_version_dir,
                                 run_in_fresh_process, saved_model_cli_show, verify_export)
 from keras_frcnn.model.fast_rcnn import FastRCNN
 from keras_frcnn.ops import loader
@@ -67,9 +67,10 @@ def test_export_matches_the_python_detector(model, tmp_path, scales, postprocess
         expected_rois = np.concatenate(
             [np.array(levels, np.float32)[:, None],
              proposals * np.array([2.0, 3.0], np.float32)[levels][:, None]], axis=1)
-        images, graph_rois, _, _ = module._inputs(tf.constant(image), tf.constant(proposals))
+        images, graph_rois, graph_inverse = module._inputs(tf.constant(image),
+                                                           tf.constant(proposals))
         assert images.shape == (2, 288, 384, 3)
-        np.testing.assert_array_equal(graph_rois.numpy(), expected_rois)
+        np.testing.assert_array_equal(graph_rois.numpy()[graph_inverse.numpy()], expected_rois)
         _, rois, inverse = detector.prepare(image[..., ::-1], proposals)
         np.testing.assert_array_equal(rois[inverse], expected_rois)
     if len(scales) == 1:
@@ -90,12 +91,34 @@ def test_export_matches_the_python_detector(model, tmp_path, scales, postprocess
         names[c] for c in out["detection_classes"]]
 
 
+@pytest.mark.parametrize("options", [dict(flip=True), dict(bbox_reg=False),
+                                     dict(flip=True, deduplicate=False)])
+def test_export_runs_the_detector_s_test_options(model, tmp_path, options):
+    # The mirrored-image test, the proposals as boxes (Table 6) and the de-duplication
+    # are the Detector's options and the graph's, through the same functions
+    # (detection/graph.py): at factor 1 the two give the same detections.
+    image, proposals = scene()
+    common = dict(scales=(96,), max_size=1000, preprocessing="tf", postprocess=ALL_SCORES)
+    module = export_saved_model(model, ["red", "green"], tmp_path / "1", **common, **options)
+    out = module(image, proposals)
+    expected = Detector(model, DetectorConfig(**common, **options)).detect(image[..., ::-1],
+                                                                           proposals)
+    plain = Detector(model, DetectorConfig(**common)).detect(image[..., ::-1], proposals)
+    assert int(out["num_detections"]) == len(expected) > 2
+    assert not np.array_equal(expected.scores, plain.scores) or not options.get("bbox_reg", 1)
+    np.testing.assert_array_equal(out["detection_classes"], expected.classes)
+    np.testing.assert_allclose(out["detection_scores"], expected.scores, rtol=1e-5)
+    np.testing.assert_allclose(out["detection_boxes"], expected.boxes, atol=1e-3)
+    recorded = json.loads((tmp_path / "1" / "assets.extra" / "keras_frcnn.json").read_text())
+    assert {k: recorded[k] for k in options} == options
+
+
 def test_export_resizes_with_the_detector_s_factor(model):
     # Scale 100 on a 96 x 128 image: factor 100/96, output 100 x 133. OpenCV maps pixels
     # with the factor (cv2.resize fx), not with 133/128; so must the graph.
     image, proposals = scene()
     module = DetectionModule(model, ["red", "green"], scales=(100,), preprocessing="tf")
-    images, _, _, _ = module._inputs(tf.constant(image), tf.constant(proposals))
+    images, _, _ = module._inputs(tf.constant(image), tf.constant(proposals))
     expected = Detector(model, DetectorConfig(scales=(100,), preprocessing="tf")).prepare(
         image[..., ::-1], proposals)[0]
     assert images.shape == expected.shape == (1, 100, 133, 3)
@@ -166,11 +189,6 @@ def test_bad_arguments_and_inputs(model, tmp_path):
         export_saved_model(model, ["a", "b"], tmp_path / "3", roi_pool="fast")
     assert not (tmp_path / "2").exists() and not (tmp_path / "3").exists()
     assert next_version_dir(tmp_path) == tmp_path / "2"
-    config = base_config()
-    config.test.flip = True  # a Detector option the graph does not have: refused up front
-    with pytest.raises(ValueError, match="--config.test.flip=False"):
-        export_workdir(config, tmp_path / "no_workdir", export_dir=tmp_path / "4")
-    assert not (tmp_path / "4").exists()
     served = tf.saved_model.load(str(tmp_path / "1")).signatures["serving_default"]
     # A proposal with a NaN coordinate is dropped, as the Detector drops it (docs/serving.md).
     out = served(image=tf.zeros((96, 128, 3), tf.uint8),

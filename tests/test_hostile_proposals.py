@@ -18,7 +18,8 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from keras_frcnn import boxes as box_ops
 from keras_frcnn.data.records import Dataset, ImageRecord
 from keras_frcnn.detection import Detector, DetectorConfig
-from keras_frcnn.export import DetectionModule, export_saved_model, usable_proposals
+from keras_frcnn.detection.graph import clip_proposals
+from keras_frcnn.export import DetectionModule, export_saved_model
 from keras_frcnn.serving import ServingClient
 # ALL_SCORES (score threshold 0: a proposal scored or dropped by mistake changes the
 # detections) and the module's model fixture: tests/test_export.py's.
@@ -111,11 +112,13 @@ def test_graph_clipping_is_the_numpy_clipping(rng):
     hostile, _ = hostile_set()
     corners = rng.uniform(-200, 300, (500, 4)).astype(np.float32)  # all kinds, fractional
     proposals = np.concatenate([hostile, corners])
-    graph = usable_proposals(tf.constant(proposals), tf.constant(float(WIDTH), tf.float64),
-                             tf.constant(float(HEIGHT), tf.float64))
+    graph, graph_keep = clip_proposals(tf.constant(proposals),
+                                       tf.constant(float(WIDTH), tf.float64),
+                                       tf.constant(float(HEIGHT), tf.float64))
     expected, keep = box_ops.clip_proposals(proposals, WIDTH, HEIGHT)
     assert 0 < keep[len(hostile):].sum() < len(corners)
     np.testing.assert_array_equal(graph.numpy(), expected)
+    np.testing.assert_array_equal(graph_keep.numpy(), keep)
 
 
 def assert_same_detections(out, detections, exact):
@@ -176,13 +179,13 @@ def test_the_pyramid_sees_the_clipped_proposals(model):
     hostile, clean = hostile_set()
     scales = (192, 288)
     module = DetectionModule(model, ["red", "green"], scales=scales, preprocessing="tf")
-    kept = usable_proposals(tf.constant(hostile), tf.constant(float(WIDTH), tf.float64),
-                            tf.constant(float(HEIGHT), tf.float64))
-    _, graph_rois, _, _ = module._inputs(tf.constant(image), kept)
+    kept, _ = clip_proposals(tf.constant(hostile), tf.constant(float(WIDTH), tf.float64),
+                             tf.constant(float(HEIGHT), tf.float64))
+    _, graph_rois, graph_inverse = module._inputs(tf.constant(image), kept)
     detector = Detector(model, DetectorConfig(scales=scales, preprocessing="tf"))
     _, rois, inverse = detector.prepare(image[..., ::-1], detector.usable_proposals(
         hostile, WIDTH, HEIGHT))
-    np.testing.assert_array_equal(graph_rois.numpy(), rois[inverse])
+    np.testing.assert_array_equal(graph_rois.numpy()[graph_inverse.numpy()], rois[inverse])
     assert rois[inverse][4].tolist() == [0, 0, 0, 254, 190]  # the 1e30 box, at factor 2
 
 

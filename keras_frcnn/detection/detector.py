@@ -1,5 +1,10 @@
 """Detection with a trained FastRCNN: scales, forward pass, decoding, clipping, NMS.
 
+The arithmetic is detection/graph.py's, the same TensorFlow functions the exported
+SavedModel runs (export.py); this module adds reading images and proposals, the
+tf.data pipeline that prepares the next image while the network runs, logging, and
+the dataset-level cap of post-processing mode "frcnn", which needs every image.
+
 Single-scale test: the image resized as in training (shortest side ``scales[0]``,
 longest capped at ``max_size``). Multi-scale test (paper sections 3 and 5.2): one
 image per scale in the batch, and each RoI goes to the scale where its scaled
@@ -51,22 +56,19 @@ import dataclasses
 import logging
 import time
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_frcnn import boxes as box_ops
 from keras_frcnn.data import transforms
 from keras_frcnn.data.images import read_image_bgr
 from keras_frcnn.data.records import dataset_error
+from keras_frcnn.detection import graph
+from keras_frcnn.detection.graph import make_network
 from keras_frcnn.detection.postprocess import (Detections, PostprocessConfig, apply_set_cap,
                                                frcnn_candidates, make_postprocess,
                                                set_cap_thresholds, soft_nms_candidates)
-from keras_frcnn.ops.roi_pool_composite import round_half_away_from_zero
 
 logger = logging.getLogger("keras_frcnn.detection")
-
-CANONICAL_AREA = 224 * 224
 
 
 def dataset_errors(stream):
@@ -95,57 +97,6 @@ class DetectorConfig:
     bbox_reg: bool = True  # decode bbox_pred; False: every class's box is the proposal
 
 
-def pyramid_levels(proposals, scale_factors):
-    """[n] index of the scale whose scaled RoI area is closest to 224^2 (paper 5.2)."""
-    if len(scale_factors) == 1:
-        return np.zeros(len(proposals), np.int64)
-    w, h = box_ops.widths_heights(np.asarray(proposals, np.float64).reshape(-1, 4))
-    scaled = (w * h)[:, None] * np.asarray(scale_factors, np.float64)[None, :] ** 2
-    return np.abs(scaled - CANONICAL_AREA).argmin(axis=1)
-
-
-def feature_cells(rois, spatial_scale):
-    """[n, 5] integer keys (level, cells) of [n, 5] RoIs, as the op rounds them."""
-    scaled = rois[:, 1:].astype(np.float32) * np.float32(spatial_scale)
-    whole = np.floor(np.abs(scaled))  # |x| - floor(|x|) is exact: roundf even at 0.49999997
-    cells = np.sign(scaled) * (whole + (np.abs(scaled) - whole >= 0.5))
-    return np.concatenate([rois[:, :1], cells], axis=1).astype(np.int64)
-
-
-def empty_rois(rois, feature_height, feature_width, spatial_scale):
-    """[R] bool (TensorFlow): the RoI's rounded start corner lies at or beyond the last
-    feature column or row, so RoI pooling finds every bin empty. The start cell is
-    computed as the composite op computes it; proposals are clipped to the image, so it
-    is never below zero."""
-    start = round_half_away_from_zero(rois[:, 1:3] * tf.constant(spatial_scale, tf.float32))
-    return (start[:, 0] >= feature_width) | (start[:, 1] >= feature_height)
-
-
-def make_network(model, score_empty_rois=False):
-    """(images, rois) -> (cls_prob, bbox_pred) of ``model`` in inference mode, with RoIs
-    that pool no feature cell scored as background (probability 1, zero deltas) unless
-    ``score_empty_rois``. Shared by the Detector and the exported serving graph."""
-    spatial_scale = float(model.get_layer("roi_pool").spatial_scale)
-    num_classes = int(model.get_layer("cls_score").units)
-    network = keras.Model(model.input, {"cls_prob": model.get_layer("cls_prob").output,
-                                        "bbox_pred": model.get_layer("bbox_pred").output,
-                                        "features": model.get_layer("roi_pool").input[0]})
-
-    def run(images, rois):
-        out = network({"images": images, "rois": rois}, training=False)
-        scores, deltas = out["cls_prob"], out["bbox_pred"]
-        if not score_empty_rois:
-            size = tf.shape(out["features"])
-            empty = empty_rois(rois, size[1], size[2], spatial_scale)[:, None]
-            background = tf.one_hot(tf.zeros_like(rois[:, 0], tf.int32), num_classes,
-                                    dtype=scores.dtype)
-            scores = tf.where(empty, background, scores)
-            deltas = tf.where(empty, tf.zeros_like(deltas), deltas)
-        return scores, deltas
-
-    return run
-
-
 class Detector:
     """Runs a FastRCNN on images and their proposals.
 
@@ -167,19 +118,25 @@ class Detector:
             make_network(model, config.score_empty_rois),
             input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32),
                              tf.TensorSpec([None, 5], tf.float32)])
+        self._prepare = tf.function(self._network_inputs, input_signature=[
+            tf.TensorSpec([None, None, 3], tf.float32), tf.TensorSpec([None, 4], tf.float32)])
         self._postprocess = make_postprocess(self.num_classes, config.postprocess)
+
+    def _network_inputs(self, image_bgr, proposals):
+        c = self.config
+        return graph.network_inputs(image_bgr, proposals, c.scales, c.max_size,
+                                    c.preprocessing, c.flip,
+                                    self.spatial_scale if c.deduplicate else None)
 
     def usable_proposals(self, proposals, width, height, image_id="image"):
         """[m, 4] float32: the proposals clipped to the ``width`` x ``height`` image,
-        without the non-finite, inverted and outside ones (boxes.clip_proposals); logs
+        without the non-finite, inverted and outside ones (graph.clip_proposals); logs
         how many were dropped, since a proposal source that emits them has a bug."""
         proposals = np.asarray(proposals, np.float32).reshape(-1, 4)
-        kept, keep = box_ops.clip_proposals(proposals, width, height)
-        if not keep.all():
-            logger.warning("%s: %d of %d proposals dropped (non-finite, x2 < x1 or y2 < y1, "
-                           "or outside the %dx%d image)", image_id, len(keep) - len(kept),
-                           len(keep), width, height)
-        return kept
+        kept, keep = graph.clip_proposals(proposals, width, height)
+        _log_dropped(image_id, len(proposals) - int(tf.shape(kept)[0]), len(proposals),
+                     width, height)
+        return kept.numpy()
 
     def prepare(self, image_bgr, proposals):
         """Network inputs of one image: (images [S, H, W, 3], rois [u, 5], inverse [n]).
@@ -188,30 +145,10 @@ class Detector:
         With ``flip`` the batch holds the S mirrored images after the S plain ones,
         and ``inverse`` has 2n entries: the n proposals, then their mirrors.
         """
-        height, width = image_bgr.shape[:2]
-        factors = [transforms.image_scale(height, width, s, self.config.max_size)
-                   for s in self.config.scales]
-        versions = [image_bgr]
-        proposals = np.asarray(proposals, np.float32).reshape(-1, 4)
-        per_version = [proposals]
-        if self.config.flip:
-            versions.append(np.ascontiguousarray(image_bgr[:, ::-1]))
-            per_version.append(box_ops.flip_horizontally(proposals, width))
-        images = transforms.pad_images([
-            transforms.preprocess(transforms.resize(image, f), self.config.preprocessing)
-            for image in versions for f in factors])
-        levels = pyramid_levels(proposals, factors)  # a mirror keeps each box's area
-        scaled = np.asarray(factors, np.float32)[levels][:, None]
-        rois = np.concatenate([
-            np.concatenate([(levels + v * len(factors))[:, None].astype(np.float32),
-                            boxes * scaled], axis=1)
-            for v, boxes in enumerate(per_version)]).astype(np.float32)
-        inverse = np.arange(len(rois))
-        if self.config.deduplicate and len(rois):
-            _, first, inverse = np.unique(feature_cells(rois, self.spatial_scale), axis=0,
-                                          return_index=True, return_inverse=True)
-            rois = rois[first]
-        return images, rois, inverse.reshape(-1)
+        images, rois, inverse = self._prepare(
+            np.asarray(image_bgr, np.float32),
+            np.asarray(proposals, np.float32).reshape(-1, 4))
+        return images.numpy(), rois.numpy(), inverse.numpy()
 
     def _raw(self, images, rois, inverse):
         """(scores, deltas) per proposal; images and rois are arrays or tensors."""
@@ -220,19 +157,10 @@ class Detector:
 
     def _outputs(self, proposals, scores, deltas, width, height):
         """(boxes [n, 4K] clipped, scores [n, K + 1]) of the n proposals."""
-        n = len(proposals)
-        if self.config.flip:  # the mirrored pass's deltas apply to the mirrored proposals
-            proposals = np.concatenate([proposals, box_ops.flip_horizontally(proposals, width)])
-        if self.config.bbox_reg:
-            with np.errstate(over="ignore"):  # exp of a huge delta: inf, clipped below
-                boxes = box_ops.decode(proposals, deltas)
-        else:  # test.py with TEST.BBOX_REG off: the proposal, once per class
-            boxes = np.tile(np.asarray(proposals, np.float64), (1, deltas.shape[1] // 4))
-        boxes = box_ops.clip(boxes, width, height)
-        if self.config.flip:
-            boxes = 0.5 * (boxes[:n] + box_ops.flip_horizontally(boxes[n:], width))
-            scores = 0.5 * (scores[:n] + scores[n:])
-        return boxes, scores
+        boxes, scores = graph.detection_outputs(proposals, tf.convert_to_tensor(scores),
+                                                deltas, width, height, self.config.flip,
+                                                self.config.bbox_reg)
+        return boxes.numpy(), scores.numpy()
 
     def _finish(self, boxes, scores):
         b, s, c = self._postprocess(tf.constant(boxes, tf.float32), tf.constant(scores))
@@ -263,22 +191,26 @@ class Detector:
             raise ValueError(f"no proposals for {len(missing)} images of {dataset.name} "
                              f"(first: {missing[:3]})")
 
-        def load(index):
+        def read(index):
             record = records[int(index)]
             image = read_image_bgr(record.image_path, dataset.max_image_pixels)
-            # The record's size, which also clips the output boxes (_outputs below).
-            boxes = self.usable_proposals(proposals[record.image_id], record.width,
-                                          record.height, record.image_id)
-            images, rois, inverse = self.prepare(image, boxes)
-            return images, rois, inverse.astype(np.int64), boxes
+            boxes = np.asarray(proposals[record.image_id], np.float32).reshape(-1, 4)
+            # The record's size clips the proposals and the output boxes (_outputs).
+            return image, boxes, np.array([record.width, record.height], np.float64)
 
-        def load_tf(index):
-            return tf.numpy_function(load, [index],
-                                     [tf.float32, tf.float32, tf.int64, tf.float32],
-                                     stateful=False)
+        def load(index):
+            image, raw, size = tf.numpy_function(read, [index],
+                                                 [tf.uint8, tf.float32, tf.float64],
+                                                 stateful=False)
+            image = tf.ensure_shape(image, [None, None, 3])
+            raw = tf.ensure_shape(raw, [None, 4])
+            size = tf.ensure_shape(size, [2])
+            boxes, _ = graph.clip_proposals(raw, size[0], size[1])
+            images, rois, inverse = self._network_inputs(tf.cast(image, tf.float32), boxes)
+            return images, rois, inverse, boxes, tf.shape(raw)[0]
 
         stream = tf.data.Dataset.range(len(records)).map(
-            load_tf, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(4)
+            load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(4)
         bar = None
         if progress:
             from tqdm import tqdm
@@ -288,8 +220,11 @@ class Detector:
         post = self.config.postprocess
         cap = post.mode == "frcnn"
         defer = cap and post.soft_nms_sigma > 0  # Soft-NMS after the set cap (below)
-        for record, (images, rois, inverse, boxes) in zip(records, dataset_errors(stream)):
+        for record, (images, rois, inverse, boxes, count) in zip(records,
+                                                                  dataset_errors(stream)):
             boxes = boxes.numpy()
+            _log_dropped(record.image_id, int(count) - len(boxes), int(count), record.width,
+                         record.height)
             start = time.perf_counter()
             if len(boxes) == 0:
                 logger.warning("%s: no proposals inside the image, no detections",
@@ -328,3 +263,9 @@ class Detector:
         timing = {"images": len(records),
                   "network_seconds_per_image": network_seconds / max(len(records), 1)}
         return results, timing
+
+
+def _log_dropped(image_id, dropped, count, width, height):
+    if dropped:
+        logger.warning("%s: %d of %d proposals dropped (non-finite, x2 < x1 or y2 < y1, or "
+                       "outside the %dx%d image)", image_id, dropped, count, width, height)
