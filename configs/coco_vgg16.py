@@ -14,21 +14,27 @@ from keras_frcnn.configs import voc07_config
 
 
 def get_config():
+    # The release's VOC settings (docs/fidelity.md) with the changes of its COCO commits (row
+    # 42): experiments/scripts/coco_vgg16.sh trains VGG16 from ImageNet (VGG16.v2.caffemodel).
     config = voc07_config("vgg16")
-    config.dataset.kind = "coco"
-    config.dataset.root = ""
+    config.dataset.kind = "coco"  # the instances JSON reader (docs/data.md)
+    config.dataset.root = ""  # no devkit root: COCO is found by its annotations and images
+    # coco_vgg16.sh trains on coco_2014_train: its instances file ...
     config.dataset.annotations = "data/coco/annotations/instances_train2014.json"
-    config.dataset.images = "data/coco/train2014"
-    config.proposals.method = "selective_search"
-    config.proposals.top_k = 2000  # computed proposals: the base filters, not the .mat rules
-    config.proposals.unique = True
+    config.dataset.images = "data/coco/train2014"  # ... and its images
+    config.proposals.method = "selective_search"  # the release's COCO proposals do not ship
+    config.proposals.top_k = 2000  # the release's coco.py keeps the top 2000 (row 42)
+    config.proposals.unique = True  # ... and drops duplicates, as coco.py (after its top 2000)
+    # Computed proposals keep the base filter (docs/data.md#object-proposals); coco.py has none.
     config.proposals.min_size = 2
     config.model.dropout = 0.0  # the release's COCO prototxt has no dropout
-    config.train.steps = 240000
+    config.train.steps = 240000  # coco_vgg16.sh: --iters 240000 (row 42)
     config.train.step_size = 160000  # one drop, at 160k (the release's COCO solver)
-    config.dataset.test_split = "val"  # point dataset.annotations at the val JSON to evaluate
-    config.test.metric = "coco"
-    config.test.use_07_metric = False
-    config.test.devkit_ge = False
-    config.test.mode = "default"
+    # coco_vgg16.sh tests on coco_2014_minival, 5000 images of val2014: point
+    # dataset.annotations at the val JSON to evaluate.
+    config.dataset.test_split = "val"
+    config.test.metric = "coco"  # COCOeval's AP, as the release's coco.py and paper 5.6
+    config.test.use_07_metric = False  # undo voc07_config's VOC 2007 11-point AP
+    config.test.devkit_ge = False  # ... and its MATLAB devkit match rule (VOC only)
+    config.test.mode = "default"  # the last test.py, with the COCO commits (fidelity note 4)
     return config

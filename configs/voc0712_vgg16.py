@@ -15,11 +15,14 @@ from keras_frcnn.configs import voc07_config
 
 
 def get_config():
-    config = voc07_config("vgg16")
+    config = voc07_config("vgg16")  # model L from ImageNet: Table 1's 07+12 row (docs/voc07.md)
+    # VOC07 trainval + VOC12 trainval (paper 5.3, 16,551 images); "+" joins devkit roots.
     config.dataset.root = "data/VOCdevkit/VOC2007+data/VOCdevkit/VOC2012"
     config.dataset.test_root = "data/VOCdevkit/VOC2007"  # Table 1's 07+12 is tested on VOC07
+    # The release's selective-search files of both years (boxes matched to images by id).
     config.proposals.mat_file = ("data/selective_search_data/voc_2007_{split}.mat+"
                                  "data/selective_search_data/voc_2012_{split}.mat")
+    # Tested on VOC07 test (Table 1), so that split's release boxes, as dataset.test_root.
     config.proposals.test_mat_file = "data/selective_search_data/voc_2007_test.mat"
     config.train.steps = 60000  # paper 5.3: "60k mini-batch iterations instead of 40k"
     config.train.step_size = 30000  # the release's solver.prototxt stepsize (docs/fidelity.md)

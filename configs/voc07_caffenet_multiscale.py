@@ -8,5 +8,7 @@ from keras_frcnn.configs import voc07_config
 
 
 def get_config():
+    # Model S with the five-scale pyramid of section 5.2 (Table 7); weights "" since no
+    # ImageNet weights ship for it (docs/model.md): pass a converted file.
     config = voc07_config("caffenet", weights="", multiscale=True)
     return config

@@ -8,5 +8,7 @@ from keras_frcnn.configs import voc07_config
 
 
 def get_config():
+    # Model M (paper 4.1) at the paper's single scale 600 (section 5.2); weights "" since no
+    # ImageNet weights ship for it (docs/model.md): pass a converted file.
     config = voc07_config("vgg_cnn_m_1024", weights="", multiscale=False)
     return config
