@@ -16,7 +16,8 @@ truth G: ``tx = (Gx - Px) / Pw``, ``ty = (Gy - Py) / Ph``, ``tw = log(Gw / Pw)``
 
 At test time proposals are clipped to the image and those left without a pixel
 (inverted, wholly outside, non-finite) are dropped before scoring
-(``clip_proposals``; docs/model.md, "Which proposals are scored").
+(detection/graph.py ``clip_proposals``; ``clip_proposals`` here is the numpy
+reference it is tested against; docs/model.md, "Which proposals are scored").
 """
 
 import numpy as np
@@ -111,8 +112,9 @@ def clip_proposals(proposals, width, height):
     raised to 0, x2, y2 lowered to width - 1, height - 1); a proposal is dropped when
     a coordinate is not finite or when the clipped box has x2 < x1 or y2 < y1, which
     is the case exactly for inverted proposals and those wholly outside the image.
-    The arithmetic is in the proposals' dtype (float32 in the detector), as the
-    serving graph does it (export.py), so both keep the same boxes bit for bit.
+    The arithmetic is in the proposals' dtype; in float32 it is, bit for bit, what
+    detection/graph.py's ``clip_proposals`` (the Detector's and the serving graph's)
+    computes, which tests/test_hostile_proposals.py checks against this reference.
 
     Returns (boxes [m, 4], keep [n] bool): the clipped boxes of the kept proposals,
     in their order, and which of the n proposals were kept.

@@ -7,9 +7,11 @@ import pytest
 import tensorflow as tf
 
 from keras_frcnn.compress import compress_model
+from keras_frcnn.configs import base_config
+from keras_frcnn.data import transforms
 from keras_frcnn.detection import Detector, DetectorConfig, PostprocessConfig
 from keras_frcnn.export import (OUTPUTS, DetectionModule, ExportError, check_graph,
-                                export_saved_model, graph_ops, next_version_dir,
+                                export_saved_model, export_workdir, graph_ops, next_version_dir,
                                 run_in_fresh_process, saved_model_cli_show, verify_export)
 from keras_frcnn.model.fast_rcnn import FastRCNN
 from keras_frcnn.ops import loader
@@ -113,16 +115,48 @@ def test_export_runs_the_detector_s_test_options(model, tmp_path, options):
     assert {k: recorded[k] for k in options} == options
 
 
+def test_export_workdir_exports_the_config_s_test_section(model, tmp_path):
+    # bin/export.py takes scales, flip, bbox_reg and de-duplication from config.test, as
+    # bin/evaluate.py does: a kangaroo-style config (flip test on) exports its flip pass.
+    model.save(tmp_path / "model.keras")
+    (tmp_path / "classes.json").write_text(json.dumps(["red", "green"]))
+    config = base_config()
+    config.pipeline.preprocessing = "tf"
+    config.test.scales = (96,)
+    config.test.flip = True
+    config.test.soft_nms_sigma = 0.0
+    config.test.score_threshold = 0.0
+    export_workdir(config, model_path=tmp_path / "model.keras", export_dir=tmp_path / "1",
+                   verify=False)
+    recorded = json.loads((tmp_path / "1" / "assets.extra" / "keras_frcnn.json").read_text())
+    assert recorded["flip"] is True and recorded["deduplicate"] is True
+    assert recorded["scales"] == [96] and recorded["preprocessing"] == "tf"
+    image, proposals = scene()
+    served = tf.saved_model.load(str(tmp_path / "1")).signatures["serving_default"]
+    out = served(image=tf.constant(image), proposals=tf.constant(proposals))
+    expected = Detector(model, DetectorConfig(
+        scales=(96,), preprocessing="tf", flip=True,
+        postprocess=PostprocessConfig.from_test_config(config.test, mode="default"))).detect(
+        image[..., ::-1], proposals)
+    assert int(out["num_detections"]) == len(expected) > 2
+    np.testing.assert_allclose(out["detection_scores"].numpy(), expected.scores, rtol=1e-5)
+    np.testing.assert_allclose(out["detection_boxes"].numpy(), expected.boxes, atol=1e-3)
+
+
 def test_export_resizes_with_the_detector_s_factor(model):
     # Scale 100 on a 96 x 128 image: factor 100/96, output 100 x 133. OpenCV maps pixels
     # with the factor (cv2.resize fx), not with 133/128; so must the graph.
     image, proposals = scene()
     module = DetectionModule(model, ["red", "green"], scales=(100,), preprocessing="tf")
     images, _, _ = module._inputs(tf.constant(image), tf.constant(proposals))
-    expected = Detector(model, DetectorConfig(scales=(100,), preprocessing="tf")).prepare(
-        image[..., ::-1], proposals)[0]
+    expected = transforms.preprocess(transforms.resize(image[..., ::-1], 100 / 96), "tf")[None]
     assert images.shape == expected.shape == (1, 100, 133, 3)
-    np.testing.assert_allclose(images.numpy(), expected, atol=1e-4)
+    np.testing.assert_allclose(images.numpy(), expected, atol=0.02 / 127.5)  # 0.02 grey level
+    detector = Detector(model, DetectorConfig(scales=(100,), preprocessing="tf"))
+    # The Detector runs the same function (traced, where the arithmetic may be fused
+    # differently than eagerly: the last float32 bit).
+    np.testing.assert_allclose(images.numpy(), detector.prepare(image[..., ::-1], proposals)[0],
+                               rtol=0, atol=1e-6)
 
 
 def test_default_export_runs_in_stock_tensorflow(model, tmp_path):

@@ -189,7 +189,7 @@ def test_the_pyramid_sees_the_clipped_proposals(model):
     assert rois[inverse][4].tolist() == [0, 0, 0, 254, 190]  # the 1e30 box, at factor 2
 
 
-def test_detect_dataset_drops_the_same_proposals(detector, tmp_path):
+def test_detect_dataset_drops_the_same_proposals(detector, tmp_path, caplog):
     image = scene()
     hostile, clean = hostile_set()
     path = tmp_path / "scene.png"
@@ -198,9 +198,15 @@ def test_detect_dataset_drops_the_same_proposals(detector, tmp_path):
                ImageRecord.create("clean", str(path), WIDTH, HEIGHT),
                ImageRecord.create("unusable", str(path), WIDTH, HEIGHT))
     dataset = Dataset("scene", ("red", "green"), records)
-    results, _ = detector.detect_dataset(
-        dataset, {"hostile": hostile, "clean": clean, "unusable": UNUSABLE}, progress=False)
+    with caplog.at_level(logging.WARNING, logger="keras_frcnn.detection"):
+        results, _ = detector.detect_dataset(
+            dataset, {"hostile": hostile, "clean": clean, "unusable": UNUSABLE},
+            progress=False)
     assert len(results["hostile"]) == len(results["clean"]) > 4
+    assert "hostile: 11 of 18 proposals dropped" in caplog.text
+    assert "clean:" not in caplog.text
+    assert f"unusable: {len(UNUSABLE)} of {len(UNUSABLE)} proposals dropped" in caplog.text
+    assert "unusable: no proposals inside the image, no detections" in caplog.text
     np.testing.assert_array_equal(results["hostile"].scores, results["clean"].scores)
     np.testing.assert_array_equal(results["hostile"].boxes, results["clean"].boxes)
     assert len(results["unusable"]) == 0

@@ -1,4 +1,8 @@
-"""Image transforms of training and testing: scale, flip, crop, colour, preprocessing, padding.
+"""Image transforms of training: scale, flip, crop, colour, preprocessing, padding.
+
+At test time the Detector and the exported graph scale, preprocess and pad with the
+TensorFlow functions of detection/graph.py (one implementation for both), which follow
+image_scale and preprocess here; tests/detection/test_graph.py holds them together.
 
 Scale (the release): resize so the shorter side is the target size unless the
 longer side would exceed ``max_size``, in which case the longer side is

@@ -17,7 +17,7 @@ from zero), so the copy is exact.
 Proposals (decision, shared with the serving graph of export.py, which must give
 the same detections): each proposal is clipped to the image and dropped when a
 coordinate is not finite or when nothing of it is left (inverted, x2 < x1, or
-wholly outside), before anything is scored (boxes.clip_proposals). Without
+wholly outside), before anything is scored (graph.clip_proposals). Without
 proposals left the result is zero detections. The release projects the
 proposals unclipped and clips only the output boxes; a proposal far outside then
 pools an all-empty grid and is scored from the biases, and an inverted one
@@ -61,7 +61,7 @@ import tensorflow as tf
 
 from keras_frcnn.data import transforms
 from keras_frcnn.data.images import read_image_bgr
-from keras_frcnn.data.records import dataset_error
+from keras_frcnn.data.records import DatasetError, dataset_error
 from keras_frcnn.detection import graph
 from keras_frcnn.detection.graph import make_network
 from keras_frcnn.detection.postprocess import (Detections, PostprocessConfig, apply_set_cap,
@@ -128,6 +128,16 @@ class Detector:
                                     c.preprocessing, c.flip,
                                     self.spatial_scale if c.deduplicate else None)
 
+    def check_size(self, height, width, name="image"):
+        """DatasetError naming ``name`` if a side of the image scales to 0 pixels at a test
+        scale (graph.network_inputs would stop on it with an anonymous assertion)."""
+        for target in self.config.scales:
+            factor = transforms.image_scale(height, width, target, self.config.max_size)
+            if round(height * factor) < 1 or round(width * factor) < 1:
+                raise DatasetError(f"{name}: a {width}x{height} image scales to 0 pixels at "
+                                   f"test scale {target} (max_size {self.config.max_size}); "
+                                   "pad or crop it, or leave it out")
+
     def usable_proposals(self, proposals, width, height, image_id="image"):
         """[m, 4] float32: the proposals clipped to the ``width`` x ``height`` image,
         without the non-finite, inverted and outside ones (graph.clip_proposals); logs
@@ -139,7 +149,8 @@ class Detector:
         return kept.numpy()
 
     def prepare(self, image_bgr, proposals):
-        """Network inputs of one image: (images [S, H, W, 3], rois [u, 5], inverse [n]).
+        """Network inputs of one image: (images [V*S, H, W, 3], rois [u, 5], inverse [V*n]),
+        V = 2 with ``flip``, else 1 (graph.network_inputs).
 
         ``proposals`` [n, 4] lie inside the image, as usable_proposals returns them.
         With ``flip`` the batch holds the S mirrored images after the S plain ones,
@@ -170,6 +181,7 @@ class Detector:
         """Detections of one image (BGR uint8) with its proposals ([n, 4], 0-based);
         proposals are clipped to the image first (usable_proposals), and none left
         means no detections."""
+        self.check_size(*image_bgr.shape[:2])
         proposals = self.usable_proposals(proposals, image_bgr.shape[1], image_bgr.shape[0])
         if len(proposals) == 0:
             return Detections.empty()
@@ -194,6 +206,7 @@ class Detector:
         def read(index):
             record = records[int(index)]
             image = read_image_bgr(record.image_path, dataset.max_image_pixels)
+            self.check_size(*image.shape[:2], record.image_path)
             boxes = np.asarray(proposals[record.image_id], np.float32).reshape(-1, 4)
             # The record's size clips the proposals and the output boxes (_outputs).
             return image, boxes, np.array([record.width, record.height], np.float64)

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from keras_frcnn import boxes as box_ops
 from keras_frcnn.data import transforms
-from keras_frcnn.data.records import Dataset, ImageRecord
+from keras_frcnn.data.records import Dataset, DatasetError, ImageRecord
 from keras_frcnn.detection import Detector, DetectorConfig, PostprocessConfig, pyramid_levels
 from keras_frcnn.detection.graph import empty_rois, feature_cells
 from keras_frcnn.model.fast_rcnn import FastRCNN
@@ -153,7 +153,7 @@ def test_multiscale_uses_one_image_per_scale(model):
     images, rois, inverse = detector.prepare(image, proposals)
     assert images.shape == (3, 288, 384, 3)
     for k, factor in enumerate(factors):  # image k is the image at factor k, zero-padded
-        # (TensorFlow's bilinear resize; training's OpenCV one agrees to 0.004 grey levels)
+        # (TensorFlow's bilinear resize; training's OpenCV one agrees to 0.02 grey levels)
         resized = transforms.preprocess(transforms.resize(image, float(factor)), "tf")
         height, width = resized.shape[:2]
         assert (height, width) == (72 * factor, 96 * factor)
@@ -272,11 +272,16 @@ def _tiny_dataset(tmp_path, count=3):
     return Dataset("tiny", ("a", "b"), tuple(records)), proposals
 
 
-def test_detect_dataset_with_soft_nms_and_no_set_cap_equals_detect(model, tmp_path):
+@pytest.mark.parametrize("options", [
+    dict(scales=(72,), preprocessing="tf"),
+    dict(scales=(72, 144), preprocessing="caffe", flip=True),  # the kangaroo config's path
+    dict(scales=(100,), preprocessing="none", deduplicate=False)])
+def test_detect_dataset_with_soft_nms_and_no_set_cap_equals_detect(model, tmp_path, options):
+    # detect_dataset prepares images inside a tf.data pipeline, detect in a tf.function:
+    # the same graph.py functions, so the same detections.
     dataset, proposals = _tiny_dataset(tmp_path)
     post = PostprocessConfig(mode="frcnn", soft_nms_sigma=0.5, max_per_class=20)
-    detector = Detector(model, DetectorConfig(scales=(72,), preprocessing="tf",
-                                              postprocess=post))
+    detector = Detector(model, DetectorConfig(postprocess=post, **options))
     results, _ = detector.detect_dataset(dataset, proposals, progress=False)
     assert list(results) == ["im0", "im1", "im2"]
     for record in dataset.records:  # 3 x 20 candidates per class, under 40 x 3: no cap
@@ -323,3 +328,17 @@ def test_set_cap_with_soft_nms_thresholds_the_candidates_first(model, tmp_path):
             expected = np.lexsort(theirs.boxes.T)
             np.testing.assert_array_equal(ours.boxes[order], theirs.boxes[expected])
             assert np.all(ours.scores[order] <= theirs.scores[expected] * (1 + 1e-6))
+
+
+def test_an_image_that_scales_to_nothing_is_named(model, tmp_path):
+    # 1 x 4000 at scale 72 / max 1000: factor 0.25, a height of 0.25 pixels -> 0.
+    detector = Detector(model, DetectorConfig(scales=(72,), max_size=1000, preprocessing="tf"))
+    thin = np.zeros((1, 4000, 3), np.uint8)
+    with pytest.raises(DatasetError, match="a 4000x1 image scales to 0 pixels at test scale 72"):
+        detector.detect(thin, [[0, 0, 10, 0]])
+    path = tmp_path / "thin.png"
+    cv2.imwrite(str(path), thin)
+    dataset = Dataset("thin", ("a", "b"), (ImageRecord.create("thin", str(path), 4000, 1),))
+    with pytest.raises(DatasetError, match="thin.png: a 4000x1 image scales to 0 pixels"):
+        detector.detect_dataset(dataset, {"thin": np.array([[0, 0, 10, 0]], np.float32)},
+                                progress=False)
