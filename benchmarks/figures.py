@@ -168,9 +168,8 @@ def pick_roi(record, proposals):
 
 def roi_pooling_figure(config, workdir, output_dir, split):
     from keras_frcnn import roi_pool, workdirs
-    from keras_frcnn.data import transforms
     from keras_frcnn.data.images import read_image_bgr
-    from keras_frcnn.detection import pyramid_levels
+    from keras_frcnn.detection import graph
 
     pairs = [(r, p) for r, p in test_images(config, split, 5) if len(r.boxes) and len(p)]
     if not pairs:
@@ -184,16 +183,20 @@ def roi_pooling_figure(config, workdir, output_dir, split):
     layer = model.get_layer("roi_pool")
     pooled_size, spatial_scale = tuple(layer.pooled_size), float(layer.spatial_scale)
 
-    # The image at the scale where the Detector would pool this RoI (the test scale, or
-    # the pyramid level its area picks).
+    # The image at the scale where the Detector pools this RoI (the test scale, or the
+    # pyramid level its area picks), prepared by the Detector's own function.
     image = read_image_bgr(record.image_path, config.dataset.max_image_pixels)
-    factors = [transforms.image_scale(*image.shape[:2], s, config.test.max_size)
-               for s in config.test.scales]
-    factor = factors[int(pyramid_levels(box[None], factors)[0])]
-    scaled = transforms.resize(image, factor)
-    inputs = transforms.preprocess(scaled, config.pipeline.preprocessing)[None]
+    test = config.test
+    _, rois, _ = graph.network_inputs(image, box[None], test.scales, test.max_size, "none")
+    level = int(rois[0, 0])
+    inputs, _, _ = graph.network_inputs(image, box[None], (test.scales[level],),
+                                        test.max_size, config.pipeline.preprocessing)
+    shown, rois, _ = graph.network_inputs(image, box[None], (test.scales[level],),
+                                          test.max_size, "none")  # RGB, [0, 255]
     features = features_model(inputs, training=False)
-    roi = np.concatenate([[0.0], box * np.float32(factor)]).astype(np.float32)
+    roi = rois.numpy()[0]
+    factor = float(graph.scale_factor(float(image.shape[0]), float(image.shape[1]),
+                                      float(test.scales[level]), float(test.max_size)))
     pooled = roi_pool(features, roi[None], pooled_size, spatial_scale,
                       implementation=layer.implementation, training=False).numpy()[0]
     features = features.numpy()[0]
@@ -210,7 +213,7 @@ def roi_pooling_figure(config, workdir, output_dir, split):
     fig, axes = plt.subplots(1, 3, figsize=(WIDTH_INCHES, 3.4),
                              gridspec_kw={"width_ratios": [1.2, 1.2, 0.8]})
     ax = axes[0]
-    ax.imshow(bgr_to_rgb(np.clip(scaled, 0, 255).astype(np.uint8)))
+    ax.imshow(np.clip(np.rint(shown.numpy()[0]), 0, 255).astype(np.uint8))
     draw_boxes(ax, gt[None] * factor, GROUND_TRUTH, width=1.5, style="dashed")
     draw_boxes(ax, roi[None, 1:], FOREGROUND, width=2)
     ax.set_title(f"{Path(record.image_path).name}: RoI and ground truth", fontsize=9)
@@ -278,9 +281,9 @@ def minibatch_figure(config, output_dir):
     fig.legend([Line2D([], [], color=FOREGROUND, lw=2), Line2D([], [], color=BACKGROUND, lw=2)],
                ["foreground (IoU >= fg_threshold)", "background"], loc="lower center", ncol=2,
                fontsize=8, frameon=False)
-    fig.suptitle(f"{dataset.name}: first training minibatch, {len(images)} images x "
-                 f"{config.sampling.rois_per_batch // len(images)} RoIs (scaled, padded)",
-                 fontsize=10)
+    fig.suptitle(f"{dataset.name}: first training minibatch, {len(images)} images, up to "
+                 f"{config.sampling.rois_per_batch // len(images)} RoIs each (fewer when an "
+                 "image has too few background candidates)", fontsize=10)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     path = save(fig, Path(output_dir) / "minibatch.png")
     return {"path": path, "images": len(images), "fg_bg_per_image": counts}

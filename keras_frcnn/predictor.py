@@ -26,10 +26,6 @@ from keras_frcnn.configs import base_config, load_config_file
 from keras_frcnn.data.images import read_image_bgr
 from keras_frcnn.files import read_json
 
-# The methods that need the image's file or data-set id: an array must come with proposals.
-FILE_METHODS = ("mat", "demo_mat")
-
-
 @dataclasses.dataclass(frozen=True)
 class Prediction:
     """The detections of one image, best first.
