@@ -26,6 +26,7 @@ from keras_frcnn.configs import base_config, load_config_file
 from keras_frcnn.data.images import read_image_bgr
 from keras_frcnn.files import read_json
 
+
 @dataclasses.dataclass(frozen=True)
 class Prediction:
     """The detections of one image, best first.
