@@ -73,7 +73,7 @@ def run_detection(model, paths, config, folder, overlap, workers):
     """(wall seconds, CPU seconds here, CPU seconds of the workers) of one
     detect_images run into ``folder`` (out/ and a fresh cache/). The workers have
     ended when it returns, so their time is counted."""
-    from keras_frcnn.detection.images import detect_images
+    from keras_frcnn.detection.run import detect_images
     from keras_frcnn.evaluation.run import detector_config
 
     proposals = config.proposals.copy_and_resolve_references()

@@ -51,7 +51,7 @@ def main(argv):
         sys.exit("error: give --workdir or --model")
     logging.getLogger("keras_frcnn").setLevel(logging.INFO)
     from keras_frcnn.data.records import DatasetError
-    from keras_frcnn.detection.images import detect_images
+    from keras_frcnn.detection.run import detect_images
     from keras_frcnn.evaluation.run import detector_config
     from keras_frcnn.workdirs import load_inference_model
 

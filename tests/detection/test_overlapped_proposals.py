@@ -11,7 +11,7 @@ from keras_frcnn.configs import base_config
 from keras_frcnn.data.folder import load_images
 from keras_frcnn.data.records import DatasetError
 from keras_frcnn.detection import Detector, DetectorConfig
-from keras_frcnn.detection.images import detect_images
+from keras_frcnn.detection.run import detect_images
 from keras_frcnn.model.fast_rcnn import FastRCNN
 from keras_frcnn.proposals import selective_search
 from keras_frcnn.proposals.sources import ProposalStream, proposals_for_dataset

@@ -1,5 +1,6 @@
-"""Detection on image files: proposals computed (and cached) as configured,
-detections drawn into pictures and listed in a JSON file (bin/detect.py)."""
+"""The detection run behind bin/detect.py: image files in, proposals computed (and
+cached) as configured, detections drawn into pictures and listed in a JSON file.
+(evaluation/run.py is its counterpart for bin/evaluate.py.)"""
 
 import contextlib
 import json
