@@ -266,6 +266,23 @@ def test_two_replicas_train_as_one_device_and_mixed_precision_trains(tmp_path):
     assert model(x)["cls_prob"].dtype == tf.float32
 
 
+def test_the_head_computes_in_float16_under_mixed_precision():
+    # Training builds the model under train.precision's policy (training.precision_policy):
+    # the head's ImageNet layers then compute in float16 like the backbone's, with float32
+    # variables; the losses cast the siblings' float16 outputs to float32 (losses.py).
+    with training.precision_policy("mixed_float16"):
+        model = blocks_model()
+    head = model.get_layer("mobilenet_v2_head")
+    for name in ("block_14_project", "Conv_1"):
+        layer = head.get_layer(name)
+        assert layer.compute_dtype == "float16" and layer.variable_dtype == "float32", name
+    x, _ = rois_batch()
+    out = model(x, training=True)
+    assert out["cls_score"].dtype == tf.float16
+    assert np.isfinite(out["cls_prob"].numpy()).all() and np.isfinite(out["bbox_pred"].numpy()).all()
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
+
+
 def test_backbone_and_head_builder_refuses_other_backbones():
     with pytest.raises(ValueError, match="head 'imagenet_blocks' exists for backbones"):
         build_backbone_and_head("vgg16", None, HEAD)
