@@ -337,7 +337,8 @@ def svd_rows(config, workdir, settings, split, max_images=0):
     and post-processing, each model's tracing on its first image included). An untimed
     evaluation of one image first keeps the process's warm-up out of the first row."""
     from keras_frcnn import workdirs
-    from keras_frcnn.compress import compress_model, count_params, parse_ranks
+    from keras_frcnn.compress import compress_model, count_params
+    from keras_frcnn.configs import parse_ranks
     from keras_frcnn.evaluation.run import evaluate
 
     config = config.copy_and_resolve_references()

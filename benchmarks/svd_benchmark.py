@@ -28,7 +28,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_frcnn.compress import compress_model, format_ranks, parse_ranks
+from keras_frcnn.compress import compress_model
+from keras_frcnn.configs import format_ranks, parse_ranks
 from keras_frcnn.detection import Detector, DetectorConfig, PostprocessConfig
 from keras_frcnn.model.backbones import SPECS
 from keras_frcnn.model.fast_rcnn import FastRCNN

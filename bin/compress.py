@@ -38,7 +38,8 @@ def main(argv):
     if _MODEL.value and not _OUTPUT.value:
         sys.exit("error: --model needs --output_workdir")
     logging.getLogger("keras_frcnn").setLevel(logging.INFO)
-    from keras_frcnn.compress import compress_workdir, format_report, parse_ranks
+    from keras_frcnn.compress import compress_workdir, format_report
+    from keras_frcnn.configs import parse_ranks
     from keras_frcnn.data.records import DatasetError
 
     source = _WORKDIR.value or _MODEL.value

@@ -23,7 +23,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_frcnn.configs import format_ranks, parse_ranks  # noqa: F401  (bin/compress.py)
+from keras_frcnn.configs import format_ranks
 from keras_frcnn.files import atomic_write, read_json
 from keras_frcnn.model.fast_rcnn import FastRCNN, factorizable
 

@@ -104,8 +104,9 @@ class DetectionModule(tf.Module):
         self.score_empty_rois = score_empty_rois
         self.flip = bool(flip)
         self.bbox_reg = bool(bbox_reg)
-        self.spatial_scale = (float(model.get_layer("roi_pool").spatial_scale) if deduplicate
-                              else None)
+        # RoI pooling's spatial scale groups the RoIs on the same cells; None: no grouping.
+        self.dedup_scale = (float(model.get_layer("roi_pool").spatial_scale) if deduplicate
+                            else None)
         self._network = graph.make_network(model, score_empty_rois)
         self.detect = tf.function(self._detect, input_signature=[
             tf.TensorSpec([None, None, 3], tf.uint8, name="image"),
@@ -121,7 +122,7 @@ class DetectionModule(tf.Module):
         """(images [S, H, W, 3], rois [u, 5], inverse) of one RGB image and its clipped
         proposals, as Detector.prepare."""
         return graph.network_inputs(image[..., ::-1], proposals, self.scales, self.max_size,
-                                    self.preprocessing, self.flip, self.spatial_scale)
+                                    self.preprocessing, self.flip, self.dedup_scale)
 
     def _detect(self, image, proposals):
         # A loaded signature does not enforce its shapes: [R, 5] proposals would be read

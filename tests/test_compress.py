@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from keras_frcnn import training, workdirs
-from keras_frcnn.compress import (compress_model, compress_workdir, format_ranks, format_report,
-                                  parse_ranks, truncated_svd)
+from keras_frcnn.compress import compress_model, compress_workdir, format_report, truncated_svd
+from keras_frcnn.configs import format_ranks, parse_ranks
 from keras_frcnn.model.fast_rcnn import FastRCNN
 
 

@@ -135,16 +135,16 @@ def network_inputs(image_bgr, proposals, scales, max_size, preprocessing, flip=F
     proposals = tf.reshape(tf.convert_to_tensor(proposals, tf.float32), [-1, 4])
     per_version = [proposals] + ([flip_horizontally(proposals, tf.cast(width, tf.float32))]
                                  if flip else [])
-    levels = []
+    batch = []
     for version in versions:
         for k in range(len(scales)):
             factor = tf.cast(tf.fill([2], factors[k]), tf.float32)
             resized = tf.raw_ops.ScaleAndTranslate(
                 images=version[None], size=sizes[k], scale=factor, translation=tf.zeros([2]),
                 kernel_type="triangle", antialias=False)[0]
-            levels.append(preprocess(resized, preprocessing))
+            batch.append(preprocess(resized, preprocessing))
     max_h, max_w = tf.reduce_max(sizes[:, 0]), tf.reduce_max(sizes[:, 1])
-    images = tf.stack([tf.image.pad_to_bounding_box(x, 0, 0, max_h, max_w) for x in levels])
+    images = tf.stack([tf.image.pad_to_bounding_box(x, 0, 0, max_h, max_w) for x in batch])
     level = pyramid_levels(proposals, factors)  # a mirror keeps each box's area
     scaled = tf.cast(tf.gather(factors, level), tf.float32)[:, None]
     rois = tf.concat([tf.concat([tf.cast(level + v * len(scales), tf.float32)[:, None],
@@ -229,8 +229,8 @@ def detection_outputs(proposals, scores, deltas, width, height, flip=False, bbox
     proposals = tf.reshape(tf.convert_to_tensor(proposals, tf.float32), [-1, 4])
     n = tf.shape(proposals)[0]
     if flip:  # the mirrored pass's deltas apply to the mirrored (float32) proposals
-        proposals = tf.concat([proposals, flip_horizontally(
-            proposals, tf.cast(tf.cast(width, tf.float64), tf.float32))], axis=0)
+        proposals = tf.concat([proposals, flip_horizontally(proposals, tf.cast(width, tf.float32))],
+                              axis=0)
     proposals = tf.cast(proposals, tf.float64)
     width = tf.cast(width, tf.float64)
     if bbox_reg:
