@@ -129,8 +129,12 @@ def network_inputs(image_bgr, proposals, scales, max_size, preprocessing, flip=F
     width = tf.cast(tf.shape(image)[1], tf.float64)
     factors = tf.stack([scale_factor(height, width, float(s), float(max_size)) for s in scales])
     sizes = tf.cast(tf.round(tf.stack([height * factors, width * factors], axis=1)), tf.int32)
-    tf.debugging.assert_positive(sizes, "image too thin: a side scales to 0 pixels at a test "
-                                 "scale; pad it or send a larger crop")
+    # The resize must wait for the check: in a graph nothing else orders the two, and
+    # the resize would otherwise fail first with an error that names no cause.
+    with tf.control_dependencies([tf.debugging.assert_positive(
+            sizes, "image too thin: a side scales to 0 pixels at a test scale; pad it or "
+            "send a larger crop")]):
+        sizes = tf.identity(sizes)
     versions = [image] + ([image[:, ::-1]] if flip else [])
     proposals = tf.reshape(tf.convert_to_tensor(proposals, tf.float32), [-1, 4])
     per_version = [proposals] + ([flip_horizontally(proposals, tf.cast(width, tf.float32))]
