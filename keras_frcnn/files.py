@@ -1,25 +1,127 @@
 """Writing files so that nobody ever reads a half-written one, reading them back with
-errors that name the file, and locking a workdir against a second writer."""
+errors that name the file, and locking a workdir against a second writer.
 
+Modes: every file and folder written here gets the mode the process's umask gives a
+newly created one (0644 and 0755 under the usual umask 022), as ``open`` and
+``mkdir`` would. ``tempfile`` creates its files 0600 and folders 0700 whatever the
+umask says, which would keep other users (a TF Serving account, a colleague sharing
+a proposal cache) out of outputs renamed from them.
+"""
+
+import contextlib
+import errno
 import fcntl
 import json
 import os
+import re
+import shutil
 import tempfile
+import threading
 from pathlib import Path
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask():
+    """The process's umask, read without changing it where Linux reports it
+    (/proc/self/status, kernel 4.7+); elsewhere set and restored under a lock."""
+    try:
+        match = re.search(r"^Umask:\s*([0-7]+)$", Path("/proc/self/status").read_text(), re.M)
+    except OSError:
+        match = None
+    if match:
+        return int(match.group(1), 8)
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def make_temp_dir(parent, prefix):
+    """A new uniquely named folder in ``parent``, with the mode ``mkdir`` would give it
+    (tempfile.mkdtemp makes it 0700), for building something to rename into place."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(path, 0o777 & ~current_umask())
+    return path
 
 
 def atomic_write(path, data):
     """Writes ``data`` (bytes or str) to a unique temporary file beside ``path``, then
-    renames it over ``path``; on any error the temporary file is removed."""
+    renames it over ``path``; on any error the temporary file is removed. The file gets
+    the mode ``open`` would give a new one (0644 under umask 022). An OSError names
+    ``path``, not the temporary file."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    except OSError as err:
+        raise _naming(err, path) from None
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise _naming(err, path) from None
         raise
+
+
+def _naming(err, path):
+    """The OSError ``err`` of writing ``path`` through a temporary file, naming ``path``."""
+    reason = err.strerror or str(err)
+    if err.errno == errno.ENOENT and not path.parent.is_dir():
+        reason = f"its folder {path.parent} does not exist"
+    elif err.errno == errno.ENOTDIR:
+        reason = f"{path.parent} is not a folder"
+    return type(err)(err.errno, f"cannot write {path}: {reason}")
+
+
+@contextlib.contextmanager
+def run_folder(target):
+    """Builds a folder that holds one run's outputs, never two: yields a fresh folder
+    beside ``target`` to write into; when the block completes it replaces ``target``
+    (an earlier run's folder moves aside, the new one is renamed in, the old one is
+    deleted), and when it fails it is deleted, leaving ``target`` as it was. A kill
+    leaves ``target`` whole (old or new) or missing, never mixed, plus a leftover
+    ``<name>.tmp-<pid>-*`` or ``.old-<pid>-*`` folder that the next run removes."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(target)
+    staging = make_temp_dir(target.parent, f"{target.name}.tmp-{os.getpid()}-")
+    try:
+        yield staging
+        old = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f"{target.name}.old-{os.getpid()}-",
+                                        dir=target.parent))
+            os.replace(target, old)  # onto the empty folder just made
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_leftovers(target):
+    """Deletes ``<name>.tmp-<pid>-*`` and ``<name>.old-<pid>-*`` folders of run_folder
+    calls whose process has ended (killed mid-way)."""
+    pattern = re.compile(re.escape(target.name) + r"\.(?:tmp|old)-(\d+)-")
+    for path in target.parent.glob(f"{target.name}.*-*"):
+        match = pattern.match(path.name)
+        if match and path.is_dir() and not _alive(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 class CorruptFile(ValueError):

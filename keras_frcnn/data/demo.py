@@ -15,7 +15,6 @@ so any image can be regenerated alone and the set does not depend on order.
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -24,6 +23,7 @@ from PIL import Image
 
 from keras_frcnn.data.records import ImageRecord
 from keras_frcnn.data.voc import load_voc, write_voc_xml
+from keras_frcnn.files import make_temp_dir
 
 DEMO_CLASSES = ("disc", "ring", "square", "triangle", "cross")
 DEFAULT_SPLITS = (("train", 400), ("val", 60), ("test", 120))
@@ -164,7 +164,7 @@ def demo_root(cache_dir=None, seed=0, splits=DEFAULT_SPLITS):
     if (root / "DONE").is_file():
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=root.name + ".tmp-", dir=root.parent))
+    tmp = make_temp_dir(root.parent, root.name + ".tmp-")
     try:
         for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
             (tmp / sub).mkdir(parents=True)

@@ -4,7 +4,9 @@ report (``format_report``) and the pictures. The metrics themselves live beside 
 this package: evaluation/voc.py (VOC AP), evaluation/evaluator.py (VOC over a dataset,
 detection files) and evaluation/coco.py (COCO AP).
 
-Output folder (default ``<workdir>/eval/<split>``):
+Output folder (default ``<workdir>/eval/<split>``), one run's files and no others:
+written into a fresh folder beside it that replaces it when the run is complete
+(files.run_folder), so a killed run leaves the previous results whole:
   detections.npz        every detection, for re-scoring without the network
   results/              VOC result files comp4_det_<split>_<class>.txt (1-based)
   metrics.json          AP per class, mAP, COCO numbers, timing, settings
@@ -27,7 +29,7 @@ from keras_frcnn.data.images import read_image_bgr
 from keras_frcnn.data.sources import load_dataset
 from keras_frcnn.evaluation import (evaluate_voc, load_detections, reapply_nms, save_detections,
                                     write_voc_results)
-from keras_frcnn.files import CorruptFile, atomic_write
+from keras_frcnn.files import CorruptFile, atomic_write, run_folder
 
 logger = logging.getLogger("keras_frcnn.evaluation.run")
 METRICS = ("voc", "coco", "both")
@@ -72,6 +74,26 @@ def load_model(config, workdir=None, model_path=None, checkpoint=None, num_class
     return workdirs.load_inference_model(model_path or workdir)
 
 
+# What an evaluation writes into its output folder (module docstring).
+RUN_FILES = ("detections.npz", "results", "metrics.json", "pr_curves.png", "detections.png",
+             "coco_results.json")
+
+
+def check_run_folder(output_dir):
+    """``output_dir`` as a Path, after refusing a file, or a folder holding anything an
+    evaluation does not write (the run replaces the folder: files.run_folder)."""
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"output folder {output_dir} is a file; give a folder (--output_dir)")
+    if output_dir.is_dir():
+        foreign = sorted(p.name for p in output_dir.iterdir() if p.name not in RUN_FILES)
+        if foreign:
+            raise ValueError(f"output folder {output_dir} holds files an evaluation does not "
+                             f"write ({', '.join(foreign[:5])}); the run replaces the folder, "
+                             "so give an empty or new one (--output_dir)")
+    return output_dir
+
+
 def draw_examples(dataset, detections, path, count, threshold):
     """detections.png: the first ``count`` images with detections >= threshold, each
     scaled to one height (draw.tile_scale) with its boxes drawn at that scale."""
@@ -97,6 +119,7 @@ def _detect(config, dataset, proposals_config, split, workdir, model_path, check
     time when not overlapped; about 0 when cached) and the model's loading."""
     from keras_frcnn.detection import Detector
     from keras_frcnn.proposals.sources import ProposalStream, proposals_for_dataset
+    from keras_frcnn.workdirs import check_model_config
 
     images = max(len(dataset.records), 1)
     start = time.perf_counter()
@@ -107,6 +130,7 @@ def _detect(config, dataset, proposals_config, split, workdir, model_path, check
         stream = contextlib.nullcontext()
     with stream:
         model = load_model(config, workdir, model_path, checkpoint, dataset.num_classes)
+        check_model_config(model, config, dataset.classes, model_path or workdir)
         detector = Detector(model, detector_config(config))
         if detector.num_classes != dataset.num_classes:
             raise ValueError(f"the model has {detector.num_classes - 1} object classes but "
@@ -146,8 +170,7 @@ def evaluate(config, workdir=None, split=None, model_path=None, checkpoint=None,
         if workdir is None:
             raise ValueError("give an output directory or a workdir")
         output_dir = Path(workdir) / "eval" / split
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = check_run_folder(output_dir)
     timing = {}
     if rescore:
         detections = load_detections(rescore)
@@ -156,7 +179,16 @@ def evaluate(config, workdir=None, split=None, model_path=None, checkpoint=None,
     else:
         detections, timing = _detect(config, dataset, proposals_config, split, workdir,
                                      model_path, checkpoint, progress, overlap)
-        save_detections(detections, output_dir / "detections.npz")
+    with run_folder(output_dir) as folder:
+        metrics = _write_results(config, dataset, split, detections, timing, folder)
+    metrics["output_dir"] = str(output_dir)
+    return metrics
+
+
+def _write_results(config, dataset, split, detections, timing, folder):
+    """Writes the run's files into ``folder``; returns the metrics."""
+    t = config.test
+    save_detections(detections, folder / "detections.npz")
     metrics = {"dataset": dataset.name, "split": split, "images": len(dataset.records),
                "detections": int(sum(len(d) for d in detections.values())), "timing": timing,
                "test": config.test.to_dict()}
@@ -164,23 +196,22 @@ def evaluate(config, workdir=None, split=None, model_path=None, checkpoint=None,
     if t.metric in ("voc", "both"):
         result = evaluate_voc(dataset, detections, t.iou_threshold, t.use_07_metric,
                               t.devkit_ge)
-        write_voc_results(detections, dataset.classes, output_dir / "results", split)
+        write_voc_results(detections, dataset.classes, folder / "results", split)
         from keras_frcnn.evaluation.plots import plot_pr_curves
 
-        plot_pr_curves(result, output_dir / "pr_curves.png")
+        plot_pr_curves(result, folder / "pr_curves.png")
         metrics["table"] = result.table()
     if t.metric in ("coco", "both"):
         from keras_frcnn.evaluation.coco import evaluate_coco
 
         metrics["coco"], metrics["coco_summary"] = evaluate_coco(
-            dataset, detections, output_dir / "coco_results.json")
+            dataset, detections, folder / "coco_results.json")
     if t.picture_images > 0:
-        draw_examples(dataset, detections, output_dir / "detections.png", t.picture_images,
+        draw_examples(dataset, detections, folder / "detections.png", t.picture_images,
                       t.picture_threshold)
     if result is not None:
         metrics = {**result.to_dict(), **metrics}
-    atomic_write(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    metrics["output_dir"] = str(output_dir)
+    atomic_write(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 
