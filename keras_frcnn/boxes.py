@@ -25,6 +25,28 @@ import numpy as np
 EPS = 1e-14  # the release's cfg.EPS, added to the coder's widths and heights
 
 
+def as_proposals(proposals, name="proposals"):
+    """``proposals`` as an [n, 4] float32 array of (x1, y1, x2, y2) boxes, checked and
+    never reshaped: anything but [n, 4] (or an empty list, meaning none) is a ValueError
+    naming the shape. Reshaping would read [n, 5] RoIs (a batch-index column first) as
+    5n / 4 other boxes, and a transposed (4, n) array as n boxes of mixed coordinates."""
+    array = np.asarray(proposals)
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be numbers, got an array of dtype {array.dtype}")
+    if array.ndim == 1 and array.size == 0:
+        return np.zeros((0, 4), np.float32)
+    if array.ndim != 2 or array.shape[1] != 4:
+        hint = ""
+        if array.ndim == 2 and array.shape[1] == 5:
+            hint = ("; rows of 5 are RoIs with a batch index first: pass rows[:, 1:] of one "
+                    "image's")
+        elif array.ndim == 2 and array.shape[0] == 4:
+            hint = "; a (4, n) array holds the boxes as columns: pass its transpose"
+        raise ValueError(f"{name} must be [n, 4] boxes (x1, y1, x2, y2), got shape "
+                         f"{array.shape}{hint}")
+    return array.astype(np.float32, copy=False)
+
+
 def widths_heights(boxes):
     """(widths, heights) of [n, 4] boxes, inclusive convention."""
     boxes = np.asarray(boxes)

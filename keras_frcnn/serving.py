@@ -18,6 +18,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from keras_frcnn.boxes import as_proposals
+
 SIGNATURE = "serving_default"
 
 
@@ -31,9 +33,10 @@ def make_request(image, proposals, model_name, signature=SIGNATURE, version=None
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be uint8 [H, W, 3] (RGB), got {image.dtype} "
                          f"{image.shape}")
-    # Sent as they are: the served graph drops the non-finite, inverted and
-    # outside ones as the Python Detector does, so the client's answer is the model's.
-    proposals = np.asarray(proposals, np.float32).reshape(-1, 4)
+    # Checked, never reshaped (the served graph refuses other shapes too), and otherwise
+    # sent as they are: the served graph drops the non-finite, inverted and outside
+    # ones as the Python Detector does, so the client's answer is the model's.
+    proposals = as_proposals(proposals)
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model_name
     request.model_spec.signature_name = signature
