@@ -68,7 +68,7 @@ def base_config():
     config.dataset.val_fraction = 0.0  # voc_folder: last share of "trainval" held out as "val"
     config.dataset.val_fold = 0  # voc_folder: which val share, counted from the end (0: last)
     config.dataset.use_difficult = True  # train on VOC "difficult" objects too (the release loads all)
-    config.dataset.on_error = "raise"  # bad records: raise | skip (with a warning)
+    config.dataset.on_error = ""  # bad records: raise | skip (warn); "": raise, bin/detect.py skips
     config.dataset.max_image_pixels = 50_000_000  # refuse larger images before decoding (0: no limit)
     config.dataset.seed = 0  # demo: generator seed
     config.dataset.demo_sizes = (400, 60, 120)  # demo: images in train, val, test
@@ -153,6 +153,9 @@ def base_config():
     config.test.devkit_ge = False  # VOC: the MATLAB devkit's rules (IoU >= threshold, 0:0.1:1)
     config.test.picture_images = 6  # images drawn into detections.png by evaluate
     config.test.picture_threshold = 0.5  # score threshold of drawn detections
+
+    config.export = ml_collections.ConfigDict()
+    config.export.max_proposals = 20000  # proposals one serving request may carry (0: no limit)
     return config
 
 

@@ -53,12 +53,16 @@ from keras_frcnn.configs import split_sections
 from keras_frcnn.data.transforms import PREPROCESSING
 from keras_frcnn.detection import graph
 from keras_frcnn.detection.postprocess import PostprocessConfig, postprocess_detections
-from keras_frcnn.files import read_json
+from keras_frcnn.files import make_temp_dir, read_json
 from keras_frcnn.model.fast_rcnn import FastRCNN
 
 logger = logging.getLogger("keras_frcnn.export")
 
 SIGNATURE = "serving_default"
+# Default of config.export.max_proposals: a request with more is refused (InvalidArgument)
+# before any work. Ten times the release's 2000 selective-search boxes; peak memory at the
+# limit in docs/serving.md, "Bounded requests".
+MAX_PROPOSALS = 20000
 OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "detection_class_names",
            "num_detections")
 PYTHON_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
@@ -80,12 +84,23 @@ def with_roi_pool(model, implementation):
 
 
 class DetectionModule(tf.Module):
-    """The serving graph: ``module.detect(image, proposals)`` -> dict of OUTPUTS."""
+    """The serving graph: ``module.detect(image, proposals)`` -> dict of OUTPUTS.
+
+    ``max_proposals``: requests with more proposals are refused before any work (0: no
+    limit); ``roi_batch``: RoIs pooled and run through the head at a time
+    (graph.make_network), which bounds the memory of a request at the limit.
+    """
 
     def __init__(self, model, classes, scales=(600,), max_size=1000, preprocessing="caffe",
                  postprocess=PostprocessConfig(mode="default"), score_empty_rois=False,
-                 flip=False, bbox_reg=True, deduplicate=True):
+                 flip=False, bbox_reg=True, deduplicate=True, max_proposals=MAX_PROPOSALS,
+                 roi_batch=graph.ROI_BATCH):
         super().__init__(name="keras_frcnn_detector")
+        if isinstance(max_proposals, bool) or not isinstance(max_proposals, int) \
+                or max_proposals < 0:
+            raise ValueError(f"max_proposals must be a whole number of proposals (0: no "
+                             f"limit), got {max_proposals!r}")
+        self.max_proposals = max_proposals
         if preprocessing not in PREPROCESSING:
             raise ValueError(f"preprocessing must be one of {PREPROCESSING}, "
                              f"got {preprocessing!r}")
@@ -107,7 +122,7 @@ class DetectionModule(tf.Module):
         # RoI pooling's spatial scale groups the RoIs on the same cells; None: no grouping.
         self.dedup_scale = (float(model.get_layer("roi_pool").spatial_scale) if deduplicate
                             else None)
-        self._network = graph.make_network(model, score_empty_rois)
+        self._network = graph.make_network(model, score_empty_rois, roi_batch)
         self.detect = tf.function(self._detect, input_signature=[
             tf.TensorSpec([None, None, 3], tf.uint8, name="image"),
             tf.TensorSpec([None, 4], tf.float32, name="proposals")])
@@ -124,18 +139,44 @@ class DetectionModule(tf.Module):
         return graph.network_inputs(image[..., ::-1], proposals, self.scales, self.max_size,
                                     self.preprocessing, self.flip, self.dedup_scale)
 
+    def _checked(self, image, proposals):
+        """The inputs, once checked. A loaded signature does not enforce its declared
+        shapes: [R, 5] proposals would read as their first four columns, and a request
+        of another rank would fail deep inside with "slice index -1 of dimension 0 out
+        of bounds". The ranks are checked first, on the shape vectors' lengths (a rank
+        op would be folded to the declared rank), then the sizes, then the number of
+        proposals against ``max_proposals``, before any work that grows with it."""
+        image_shape, proposals_shape = tf.shape(image), tf.shape(proposals)
+        image_rank, proposals_rank = _run_time_length(image_shape), _run_time_length(
+            proposals_shape)
+        checks = [tf.debugging.Assert(tf.equal(image_rank, 3), [
+            "image must be [H, W, 3] uint8 RGB; got shape", image_shape]),
+            tf.debugging.Assert(tf.equal(proposals_rank, 2), [
+                "proposals must be [R, 4] float32 (x1, y1, x2, y2); got shape",
+                proposals_shape])]
+        with tf.control_dependencies(checks):
+            last = image_rank - 1  # a valid index once the rank is checked
+            checks = [tf.debugging.Assert(tf.equal(image_shape[last], 3), [
+                "image must be [H, W, 3] uint8 RGB; got shape", image_shape]),
+                tf.debugging.Assert(tf.equal(proposals_shape[1], 4), [
+                    "proposals must be [R, 4] float32 (x1, y1, x2, y2); got shape",
+                    proposals_shape])]
+        if self.max_proposals:
+            with tf.control_dependencies(checks):
+                checks.append(tf.debugging.Assert(
+                    proposals_shape[0] <= self.max_proposals,
+                    ["a request may carry at most", self.max_proposals,
+                     "proposals (this export's export.max_proposals) and this one has",
+                     proposals_shape[0], "; send them in several requests, or export again "
+                     "with a larger --config.export.max_proposals"]))
+        with tf.control_dependencies(checks):
+            return tf.identity(image), tf.identity(proposals)
+
     def _detect(self, image, proposals):
-        # A loaded signature does not enforce its shapes: [R, 5] proposals would be read
-        # as their first four columns. (A rank cannot be checked here: the traced one is
-        # the declared one. An image of another rank fails in the resize.)
-        with tf.control_dependencies([
-                tf.debugging.assert_equal(tf.shape(image)[-1], 3, "image must be [H, W, 3]"),
-                tf.debugging.assert_equal(tf.shape(proposals)[-1], 4,
-                                          "proposals must be [R, 4] (x1, y1, x2, y2)")]):
-            image, proposals = tf.identity(image), tf.identity(proposals)
+        image, proposals = self._checked(image, proposals)
         height = tf.cast(tf.shape(image)[0], tf.float64)
         width = tf.cast(tf.shape(image)[1], tf.float64)
-        proposals, _ = graph.clip_proposals(proposals, width, height)
+        proposals = graph.usable_proposals(proposals, width, height)
         images, rois, inverse = self._inputs(image, proposals)
         scores, deltas = self._network(images, rois)
         scores = tf.gather(tf.cast(scores, tf.float32), inverse)
@@ -151,12 +192,20 @@ class DetectionModule(tf.Module):
                 "num_detections": tf.shape(scores)[0]}
 
 
+def _run_time_length(vector):
+    """The length of a 1-D tensor, computed when the graph runs. tf.size and tf.shape of
+    a tensor whose length the trace knows are constants, and Grappler folds a Size op
+    too; a loaded signature may still be fed a tensor of another rank."""
+    return tf.shape(tf.boolean_mask(vector, tf.greater_equal(vector, 0)))[0]
+
+
 def export_saved_model(model, classes, export_dir, scales=(600,), max_size=1000,
                        preprocessing="caffe", postprocess=PostprocessConfig(mode="default"),
                        roi_pool="composite", score_empty_rois=False, flip=False,
-                       bbox_reg=True, deduplicate=True):
+                       bbox_reg=True, deduplicate=True, max_proposals=MAX_PROPOSALS):
     """Writes a SavedModel of ``model`` (a FastRCNN emitting raw deltas) to
-    ``export_dir`` (a temporary directory renamed into place); returns the module."""
+    ``export_dir`` (a temporary directory renamed into place); returns the module.
+    Requests with more than ``max_proposals`` proposals are refused (0: no limit)."""
     if roi_pool not in ("composite", "custom_op"):
         raise ValueError(f"roi_pool must be 'composite' or 'custom_op', got {roi_pool!r}")
     export_dir = Path(export_dir)
@@ -165,9 +214,9 @@ def export_saved_model(model, classes, export_dir, scales=(600,), max_size=1000,
                          "per version (e.g. exports/demo/2): choose a new one")
     module = DetectionModule(with_roi_pool(model, roi_pool), classes, scales, max_size,
                              preprocessing, postprocess, score_empty_rois, flip, bbox_reg,
-                             deduplicate)
+                             deduplicate, max_proposals)
     export_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=export_dir.name + ".tmp", dir=export_dir.parent))
+    tmp = make_temp_dir(export_dir.parent, export_dir.name + ".tmp")
     try:
         tf.saved_model.save(module, str(tmp), signatures={SIGNATURE: module.detect})
         (tmp / "assets.extra").mkdir(exist_ok=True)
@@ -175,7 +224,7 @@ def export_saved_model(model, classes, export_dir, scales=(600,), max_size=1000,
             {"classes": list(classes), "scales": list(scales), "max_size": max_size,
              "preprocessing": preprocessing, "roi_pool": roi_pool,
              "score_empty_rois": score_empty_rois, "flip": flip, "bbox_reg": bbox_reg,
-             "deduplicate": deduplicate,
+             "deduplicate": deduplicate, "max_proposals": max_proposals,
              "postprocess": postprocess.__dict__}, indent=2) + "\n")
         tmp.rename(export_dir)
     except BaseException:
@@ -313,15 +362,18 @@ def export_workdir(config, workdir=None, model_path=None, export_dir=None, roi_p
     """bin/export.py: exports the model of a workdir (or a .keras file) with the
     config's test settings, then (``verify``) checks it. Returns {"module",
     "verified", "signature"}."""
-    from keras_frcnn.workdirs import load_inference_model
+    from keras_frcnn.workdirs import check_model_config, load_inference_model
 
     t = config.test
     model = load_inference_model(model_path or workdir)
+    classes = _classes(config, workdir, model_path)
+    check_model_config(model, config, classes, model_path or workdir)
     postprocess = PostprocessConfig.from_test_config(t, mode=mode)
-    module = export_saved_model(model, _classes(config, workdir, model_path), export_dir,
+    module = export_saved_model(model, classes, export_dir,
                                 tuple(t.scales), t.max_size, config.pipeline.preprocessing,
                                 postprocess, roi_pool, t.score_empty_rois, t.flip,
-                                t.get("bbox_reg", True), t.get("deduplicate", True))
+                                t.get("bbox_reg", True), t.get("deduplicate", True),
+                                config.get("export", {}).get("max_proposals", MAX_PROPOSALS))
     result = {"module": module, "verified": None, "signature": None}
     if verify:
         image, proposals = verification_inputs(config)

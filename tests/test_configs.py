@@ -17,7 +17,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
 def test_config_is_complete_and_consistent(path):
     config = load_config_file(path)
     assert set(config) == {"dataset", "proposals", "sampling", "pipeline", "model", "train",
-                           "test"}
+                           "test", "export"}
     assert config.test.mode in ("frcnn", "default") and config.test.metric in (
         "voc", "coco", "both")
     assert config.model.backbone in SPECS

@@ -121,6 +121,7 @@ def test_export_workdir_exports_the_config_s_test_section(model, tmp_path):
     model.save(tmp_path / "model.keras")
     (tmp_path / "classes.json").write_text(json.dumps(["red", "green"]))
     config = base_config()
+    config.model.backbone = "small"
     config.pipeline.preprocessing = "tf"
     config.test.scales = (96,)
     config.test.flip = True

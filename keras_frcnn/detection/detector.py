@@ -59,6 +59,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from keras_frcnn.boxes import as_proposals
 from keras_frcnn.data import transforms
 from keras_frcnn.data.images import read_image_bgr
 from keras_frcnn.data.records import DatasetError, dataset_error
@@ -140,10 +141,11 @@ class Detector:
 
     def usable_proposals(self, proposals, width, height, image_id="image"):
         """[m, 4] float32: the proposals clipped to the ``width`` x ``height`` image,
-        without the non-finite, inverted and outside ones (graph.clip_proposals); logs
-        how many were dropped, since a proposal source that emits them has a bug."""
-        proposals = np.asarray(proposals, np.float32).reshape(-1, 4)
-        kept, keep = graph.clip_proposals(proposals, width, height)
+        without the non-finite, inverted and outside ones, in canonical order
+        (graph.usable_proposals); logs how many were dropped, since a proposal source
+        that emits them has a bug. ValueError for anything but [n, 4] proposals."""
+        proposals = as_proposals(proposals)
+        kept = graph.usable_proposals(proposals, width, height)
         _log_dropped(image_id, len(proposals) - int(tf.shape(kept)[0]), len(proposals),
                      width, height)
         return kept.numpy()
@@ -158,7 +160,7 @@ class Detector:
         """
         images, rois, inverse = self._prepare(
             np.asarray(image_bgr, np.float32),
-            np.asarray(proposals, np.float32).reshape(-1, 4))
+            as_proposals(proposals))
         return images.numpy(), rois.numpy(), inverse.numpy()
 
     def _raw(self, images, rois, inverse):
@@ -207,7 +209,11 @@ class Detector:
             record = records[int(index)]
             image = read_image_bgr(record.image_path, dataset.max_image_pixels)
             self.check_size(*image.shape[:2], record.image_path)
-            boxes = np.asarray(proposals[record.image_id], np.float32).reshape(-1, 4)
+            try:
+                boxes = as_proposals(proposals[record.image_id],
+                                     f"proposals of {record.image_id}")
+            except ValueError as err:  # raised in tf.data: comes out as a DatasetError
+                raise DatasetError(str(err)) from None
             # The record's size clips the proposals and the output boxes (_outputs).
             return image, boxes, np.array([record.width, record.height], np.float64)
 
@@ -218,7 +224,7 @@ class Detector:
             image = tf.ensure_shape(image, [None, None, 3])
             raw = tf.ensure_shape(raw, [None, 4])
             size = tf.ensure_shape(size, [2])
-            boxes, _ = graph.clip_proposals(raw, size[0], size[1])
+            boxes = graph.usable_proposals(raw, size[0], size[1])
             images, rois, inverse = self._network_inputs(tf.cast(image, tf.float32), boxes)
             return images, rois, inverse, boxes, tf.shape(raw)[0]
 
@@ -226,8 +232,8 @@ class Detector:
             load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(4)
         bar = None
         if progress:
-            from tqdm import tqdm
-            bar = tqdm(total=len(records), desc="detecting", unit="image")
+            from keras_frcnn.progress import progress_bar
+            bar = progress_bar(len(records), "detecting", "image")
         results, candidate_scores, pending = {}, [], {}
         network_seconds = 0.0
         post = self.config.postprocess

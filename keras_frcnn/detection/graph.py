@@ -4,7 +4,8 @@ The Detector (``bin/evaluate.py``, ``bin/detect.py``, the Predictor) and the exp
 SavedModel (export.py, what TF Serving runs) both call these functions, so what a user
 evaluates is, op for op, what they serve:
 
-  clip_proposals      proposals clipped to the image, the unusable ones dropped
+  usable_proposals    proposals clipped to the image, the unusable ones dropped
+                      (clip_proposals), in a canonical order
   network_inputs      test scale(s), resize, preprocessing, padding, the pyramid
                       level of each RoI, the optional mirrored copy, and the grouping
                       of RoIs that pool the same feature cells
@@ -61,6 +62,27 @@ def clip_proposals(proposals, width, height):
     y2 = tf.minimum(proposals[:, 3], y_max)
     keep = finite & (x2 >= x1) & (y2 >= y1)
     return tf.boolean_mask(tf.stack([x1, y1, x2, y2], axis=1), keep), keep
+
+
+def canonical_order(boxes):
+    """[n] int32 order of [n, 4] boxes sorted by (x1, y1, x2, y2), lexicographically,
+    equal boxes in their given order."""
+    boxes = tf.convert_to_tensor(boxes)
+    order = tf.range(tf.shape(boxes)[0])
+    for column in (3, 2, 1, 0):  # stable sorts, last key first
+        order = tf.gather(order, tf.argsort(tf.gather(boxes[:, column], order), stable=True))
+    return order
+
+
+def usable_proposals(proposals, width, height):
+    """The proposals the detector scores: [R, 4] float32 proposals of a ``width`` x
+    ``height`` image clipped, the unusable ones dropped (clip_proposals), and sorted
+    into canonical_order. The order makes detections a function of the set of
+    proposals: NMS, top-k and the output order break ties of equal scores by position,
+    and two proposals that pool the same feature cells tie exactly (the Detector and the
+    serving graph call this; docs/robustness.md)."""
+    kept, _ = clip_proposals(proposals, width, height)
+    return tf.gather(kept, canonical_order(kept))
 
 
 def pyramid_levels(proposals, factors):
@@ -169,21 +191,54 @@ def empty_rois(rois, feature_height, feature_width, spatial_scale):
     return (start[:, 0] >= feature_width) | (start[:, 1] >= feature_height)
 
 
-def make_network(model, score_empty_rois=False):
-    """(images, rois) -> (cls_prob, bbox_pred) of ``model`` in inference mode, with RoIs
-    that pool no feature cell scored as background (probability 1, zero deltas) unless
-    ``score_empty_rois`` (detector.py's docstring says why)."""
-    spatial_scale = float(model.get_layer("roi_pool").spatial_scale)
+# RoIs per pass of RoI pooling and the per-RoI layers (make_network): a detection's
+# peak memory grows with this, not with the number of proposals. 2048 covers the
+# release's 2000 selective-search boxes in one pass; at VGG16's 7 x 7 x 512 pooled
+# features it is 0.2 GB of pooled output (docs/serving.md, "Bounded requests").
+ROI_BATCH = 2048
+
+
+def make_network(model, score_empty_rois=False, roi_batch=ROI_BATCH):
+    """(images, rois) -> (cls_prob, bbox_pred) float32 of ``model`` in inference mode,
+    with RoIs that pool no feature cell scored as background (probability 1, zero
+    deltas) unless ``score_empty_rois`` (detector.py's docstring says why).
+
+    The backbone runs once; RoI pooling and the layers after it run on ``roi_batch``
+    RoIs at a time, one batch after the other, so that memory is bounded whatever the
+    number of RoIs (a serving request, a dense-box test with tens of thousands).
+    """
+    if int(roi_batch) < 1:
+        raise ValueError(f"roi_batch must be a positive number of RoIs, got {roi_batch}")
+    roi_batch = int(roi_batch)
+    pool = model.get_layer("roi_pool")
+    spatial_scale = float(pool.spatial_scale)
     num_classes = int(model.get_layer("cls_score").units)
-    network = keras.Model(model.input, {"cls_prob": model.get_layer("cls_prob").output,
-                                        "bbox_pred": model.get_layer("bbox_pred").output,
-                                        "features": model.get_layer("roi_pool").input[0]})
+    features = pool.input[0]
+    backbone = keras.Model(model.input["images"], features)
+    # From the feature map on: a functional model whose inputs are the backbone's output
+    # and the RoIs (Keras copies the graph from those tensors).
+    head = keras.Model([features, model.input["rois"]],
+                       [model.get_layer("cls_prob").output, model.get_layer("bbox_pred").output])
 
     def run(images, rois):
-        out = network({"images": images, "rois": rois}, training=False)
-        scores, deltas = out["cls_prob"], out["bbox_pred"]
+        feature_map = backbone(images, training=False)
+        count = tf.shape(rois)[0]
+        batches = tf.maximum((count + roi_batch - 1) // roi_batch, 1)  # one even for none
+
+        def step(k, all_scores, all_deltas):
+            batch = rois[k * roi_batch:(k + 1) * roi_batch]
+            scores, deltas = head([feature_map, batch], training=False)
+            return (k + 1, all_scores.write(k, tf.cast(scores, tf.float32)),
+                    all_deltas.write(k, tf.cast(deltas, tf.float32)))
+
+        _, scores, deltas = tf.while_loop(
+            lambda k, *_: k < batches, step,
+            (tf.constant(0), tf.TensorArray(tf.float32, batches, element_shape=[None, num_classes]),
+             tf.TensorArray(tf.float32, batches, element_shape=[None, 4 * (num_classes - 1)])),
+            parallel_iterations=1)  # one batch in memory at a time
+        scores, deltas = scores.concat(), deltas.concat()
         if not score_empty_rois:
-            size = tf.shape(out["features"])
+            size = tf.shape(feature_map)
             empty = empty_rois(rois, size[1], size[2], spatial_scale)[:, None]
             background = tf.one_hot(tf.zeros_like(rois[:, 0], tf.int32), num_classes,
                                     dtype=scores.dtype)
@@ -248,6 +303,7 @@ def detection_outputs(proposals, scores, deltas, width, height, flip=False, bbox
     return boxes, scores
 
 
-__all__ = ["CANONICAL_AREA", "clip_boxes", "clip_proposals", "decode_boxes", "deduplicate",
-           "detection_outputs", "empty_rois", "feature_cells", "flip_horizontally",
-           "make_network", "network_inputs", "preprocess", "pyramid_levels", "scale_factor"]
+__all__ = ["CANONICAL_AREA", "ROI_BATCH", "canonical_order", "clip_boxes", "clip_proposals",
+           "decode_boxes", "deduplicate", "detection_outputs", "empty_rois", "feature_cells",
+           "flip_horizontally", "make_network", "network_inputs", "preprocess",
+           "pyramid_levels", "scale_factor", "usable_proposals"]
