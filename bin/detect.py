@@ -8,6 +8,8 @@ cached; worker processes search the next images while the network runs on
 the current one), or read from the release's demo files with
 --config.proposals.method=demo_mat --config.proposals.mat_dir=<folder>.
 Writes <name>.detections.jpg per image and detections.json into --output_dir.
+Images that cannot be read are skipped with a warning each and counted at the end
+(--config.dataset.on_error=raise stops at the first; what was done is written).
 """
 
 import logging
@@ -29,6 +31,7 @@ _OUTPUT = flags.DEFINE_string("output_dir", "detections", "where pictures and JS
 _THRESHOLD = flags.DEFINE_float("score_threshold", 0.5, "draw and list detections above this")
 _OVERLAP = flags.DEFINE_bool("overlap", True, "compute proposals while the network runs on the "
                              "images before them (--nooverlap: every image's first)")
+_RECURSIVE = flags.DEFINE_bool("recursive", False, "also the images in subfolders of --images")
 
 
 def class_names(workdir, classes):
@@ -53,21 +56,24 @@ def main(argv):
     from keras_frcnn.data.records import DatasetError
     from keras_frcnn.detection.run import detect_images
     from keras_frcnn.evaluation.run import detector_config
-    from keras_frcnn.workdirs import load_inference_model
+    from keras_frcnn.workdirs import check_model_config, load_inference_model
 
+    config = _CONFIG.value
     names = class_names(_WORKDIR.value, _CLASSES.value)
     try:
         model = load_inference_model(_MODEL.value or _WORKDIR.value)
-        found = detect_images(model, _IMAGES.value, names, detector_config(_CONFIG.value),
-                              _CONFIG.value.proposals, _OUTPUT.value, _THRESHOLD.value,
-                              max_image_pixels=_CONFIG.value.dataset.max_image_pixels,
-                              overlap=_OVERLAP.value)
+        check_model_config(model, config, names, _MODEL.value or _WORKDIR.value)
+        run = detect_images(model, _IMAGES.value, names, detector_config(config),
+                            config.proposals, _OUTPUT.value, _THRESHOLD.value,
+                            max_image_pixels=config.dataset.max_image_pixels,
+                            overlap=_OVERLAP.value, on_error=config.dataset.on_error or "skip",
+                            recursive=_RECURSIVE.value)
     except (DatasetError, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
-    for path, rows in found.items():
+    for path, rows in run.found.items():
         listed = ", ".join(f"{r['class']} {r['score']:.2f}" for r in rows) or "nothing"
         print(f"{path}: {listed}")
-    print(f"pictures and detections.json in {_OUTPUT.value}")
+    print(run.summary(_OUTPUT.value))
 
 
 def run():

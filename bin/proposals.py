@@ -33,7 +33,7 @@ def main(argv):
         dataset_config, proposals_config = split_sections(config, split)
         dataset = load_dataset(dataset_config, split)
         proposals, seconds = timed_proposals(dataset, proposals_config, split=split)
-    except DatasetError as err:
+    except (DatasetError, FileNotFoundError, ValueError) as err:  # e.g. --split=bogus
         sys.exit(f"error: {err}")
     print(f"{dataset.name}: {summarize(proposals, seconds)}")
 

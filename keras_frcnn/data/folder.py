@@ -1,5 +1,6 @@
 """A plain folder (or list) of images with no annotations, for detection."""
 
+import logging
 from pathlib import Path
 
 from keras_frcnn.data.images import probe_image
@@ -7,31 +8,54 @@ from keras_frcnn.data.records import (MAX_IMAGE_PIXELS, Dataset, DatasetError, I
                                       check_on_error, handle_error)
 from keras_frcnn.data.voc import IMAGE_SUFFIXES
 
+logger = logging.getLogger("keras_frcnn.data")
+
+
+def _is_image(path):
+    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+
+
+def image_files(folder, recursive=False):
+    """The image files of ``folder`` (by suffix), sorted; with ``recursive``, those of
+    its subfolders too (sorted by path). Without it, subfolders holding images are
+    named in one warning, so that nobody takes them for processed."""
+    folder = Path(folder)
+    if recursive:
+        return sorted(p for p in folder.rglob("*") if _is_image(p))
+    nested = sorted(sub.name for sub in folder.iterdir()
+                    if sub.is_dir() and any(_is_image(p) for p in sub.rglob("*")))
+    if nested:
+        shown = ", ".join(nested[:5]) + (f" and {len(nested) - 5} more" if len(nested) > 5 else "")
+        logger.warning("%s: left out %d subfolder%s holding images (%s); pass --recursive "
+                       "to include them", folder, len(nested), "s" * (len(nested) > 1), shown)
+    return sorted(p for p in folder.iterdir() if _is_image(p))
+
 
 def load_images(paths, classes=(), name="images", on_error="raise",
-                max_image_pixels=MAX_IMAGE_PIXELS):
+                max_image_pixels=MAX_IMAGE_PIXELS, recursive=False):
     """Image files, or folders of them (sorted), -> Dataset of records without boxes.
 
     Only the image header is read here (its size; data/images.py ``probe_image``);
     decoding happens later. An unreadable image, or one above ``max_image_pixels``
-    (0: no limit), is a bad record. Image ids are the file names without suffix,
-    made unique with ``_2``, ``_3``, ... (two folders may both hold ``photo.jpg``:
-    their proposals and pictures must not be mixed up).
+    (0: no limit), is a bad record: raised, or with ``on_error="skip"`` left out with
+    a warning and listed in ``metadata["skipped"]`` (its message). ``recursive``
+    takes the images in subfolders of the folders given too (image_files). Image ids
+    are the file names without suffix, made unique with ``_2``, ``_3``, ... (two
+    folders may both hold ``photo.jpg``: their proposals and pictures must not be
+    mixed up).
     """
     check_on_error(on_error)
     files = []
     for path in ([paths] if isinstance(paths, (str, Path)) else paths):
         path = Path(path)
-        if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            files.append(path)
-    records, ids = [], set()
+        files += image_files(path, recursive) if path.is_dir() else [path]
+    records, ids, skipped = [], set(), []
     for path in files:
         try:
             width, height = probe_image(path, max_image_pixels)
         except DatasetError as err:
             handle_error(err, on_error)
+            skipped.append(str(err))
             continue
         image_id, copy = path.stem, 1
         while image_id in ids:
@@ -40,5 +64,7 @@ def load_images(paths, classes=(), name="images", on_error="raise",
         ids.add(image_id)
         records.append(ImageRecord.create(image_id, path, width, height))
     if not records:
-        raise DatasetError(f"no readable images in {paths}")
-    return Dataset(name, tuple(classes), tuple(records), max_image_pixels=max_image_pixels)
+        reason = f" ({len(skipped)} unreadable)" if skipped else ""
+        raise DatasetError(f"no readable images in {paths}{reason}")
+    return Dataset(name, tuple(classes), tuple(records), metadata={"skipped": skipped},
+                   max_image_pixels=max_image_pixels)

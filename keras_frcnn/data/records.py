@@ -74,12 +74,14 @@ class Dataset:
 
 
 def check_on_error(on_error):
-    if on_error not in ON_ERROR:
+    """ValueError unless ``on_error`` is "raise", "skip" or "" (the program's default:
+    config.dataset.on_error; the readers raise)."""
+    if on_error not in ON_ERROR + ("",):
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
 
 
 def handle_error(error, on_error):
-    """Raises ``error`` or, with on_error="skip", logs it as a warning."""
-    if on_error == "raise":
+    """Logs ``error`` as a warning with on_error="skip"; raises it otherwise."""
+    if on_error != "skip":
         raise error
     logger.warning("skipping: %s", error)

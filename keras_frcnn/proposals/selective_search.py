@@ -23,6 +23,12 @@ whose state is shared by the whole process: without a reset, an image's box orde
 ran before it, i.e. on which worker took it. The state is reset before every search,
 so an image's boxes are the same whichever process computes them, in whatever order
 (what a fresh process gives for it first); the two ways of running agree exactly.
+Within a process, searches take turns (a lock around the reset and the search), so
+threads sharing a Predictor get the boxes a lone call gets.
+
+Workers never outlive the process that started them: each watches its parent and
+exits when it is gone, however it ended (SIGKILL and the OOM killer included), so no
+search goes on for nobody (``_watch_parent``).
 """
 
 import collections
@@ -36,6 +42,8 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -43,7 +51,7 @@ import numpy as np
 
 from keras_frcnn.data.images import (check_image_pixels, downscale, image_size,
                                      read_image_bgr_within)
-from keras_frcnn.data.records import MAX_IMAGE_PIXELS, DatasetError
+from keras_frcnn.data.records import MAX_IMAGE_PIXELS, DatasetError, handle_error
 from keras_frcnn.files import atomic_write
 
 logger = logging.getLogger("keras_frcnn.proposals")
@@ -98,6 +106,9 @@ def _c_srand():
 
 
 _SRAND = _c_srand()
+# rand()'s state is the process's: a search in another thread between this one's reset
+# and its ranking would draw from the same sequence and change both images' box order.
+_SEARCH_LOCK = threading.Lock()
 
 
 def _search(image_bgr, mode):
@@ -108,9 +119,10 @@ def _search(image_bgr, mode):
         search.switchToSelectiveSearchFast()
     else:
         search.switchToSelectiveSearchQuality()
-    if _SRAND is not None:
-        _SRAND(1)  # rand()'s state at process start (C standard)
-    rects = np.asarray(search.process(), np.float32).reshape(-1, 4)  # x, y, w, h
+    with _SEARCH_LOCK:
+        if _SRAND is not None:
+            _SRAND(1)  # rand()'s state at process start (C standard)
+        rects = np.asarray(search.process(), np.float32).reshape(-1, 4)  # x, y, w, h
     return np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:] - 1], axis=1)
 
 
@@ -166,10 +178,24 @@ def _worker_context():
     return multiprocessing.get_context("spawn" if "tensorflow" in sys.modules else "fork")
 
 
-def _worker_init():
+def _worker_init(parent):
     cv2.setNumThreads(1)
     # Ctrl-C reaches the whole process group: the parent stops the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(parent,), name="watch-parent",
+                     daemon=True).start()
+
+
+def _watch_parent(parent, interval=0.5):
+    """Ends this worker once ``parent`` (a PID) is no longer its parent: a process whose
+    parent dies is handed to init or a subreaper. A killed parent cannot stop its
+    workers, and the pool's own exit on a broken pipe waits for the running search,
+    which can take minutes. OpenCV releases the GIL while it searches, so this thread
+    runs meanwhile. (Linux's parent-death signal is tied to the creating thread, which
+    may be a short-lived one here: polling is the portable way.)"""
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(1)
 
 
 def _compute_one(path, mode, max_size, max_pixels):
@@ -201,14 +227,15 @@ def _plan(image_paths, cache_dir, mode, max_size, max_pixels):
 def _progress_bar(progress, count, mode):
     if not (progress and count):
         return None
-    from tqdm import tqdm
+    from keras_frcnn.progress import progress_bar
 
-    return tqdm(total=count, desc=f"selective search ({mode})", unit="image")
+    return progress_bar(count, f"selective search ({mode})", "image")
 
 
 def _start_pool(workers):
     return concurrent.futures.ProcessPoolExecutor(
-        workers, mp_context=_worker_context(), initializer=_worker_init)
+        workers, mp_context=_worker_context(), initializer=_worker_init,
+        initargs=(os.getpid(),))
 
 
 def _worker_result(future):
@@ -224,19 +251,21 @@ def _worker_result(future):
 
 
 def compute_selective_search(image_paths, cache_dir, mode="fast", workers=None, progress=True,
-                             max_size=MAX_SIZE, max_pixels=MAX_IMAGE_PIXELS):
+                             max_size=MAX_SIZE, max_pixels=MAX_IMAGE_PIXELS, on_error="raise"):
     """Selective search for many images, cached; returns a list of [n, 4] arrays in
-    each image's own coordinates.
+    each image's own coordinates (None for an image skipped under ``on_error``).
 
     Args:
       image_paths: image files.
       cache_dir: root of the proposal cache.
       mode: "fast" or "quality" (OpenCV's two strategies).
       workers: processes (default: all cores); 0 computes in this process.
-      progress: show a tqdm progress bar.
+      progress: show a progress bar (log lines off a terminal: keras_frcnn.progress).
       max_size: longest side (pixels) the search runs at; larger images are downscaled.
       max_pixels: images with more pixels are refused (DatasetError) before anything
         is decoded or computed; 0: no limit (config.dataset.max_image_pixels).
+      on_error: "skip" logs an image that cannot be decoded and leaves it None;
+        "raise" (or "") raises its DatasetError.
     """
     paths, caches, digests, results = _plan(image_paths, cache_dir, mode, max_size, max_pixels)
     todo = [k for k, r in enumerate(results) if r is None]
@@ -245,8 +274,12 @@ def compute_selective_search(image_paths, cache_dir, mode="fast", workers=None, 
     try:
         if workers == 0 or len(todo) <= 1:
             for k in todo:
-                results[k] = _finish(caches[k], digests[k],
-                                     _compute_one(paths[k], mode, max_size, max_pixels), bar)
+                try:
+                    boxes = _compute_one(paths[k], mode, max_size, max_pixels)
+                except DatasetError as err:
+                    _skip(err, on_error, bar)
+                    continue
+                results[k] = _finish(caches[k], digests[k], boxes, bar)
         else:
             pool = _start_pool(workers)
             try:
@@ -254,7 +287,12 @@ def compute_selective_search(image_paths, cache_dir, mode="fast", workers=None, 
                            for k in todo}
                 for future in concurrent.futures.as_completed(futures):
                     k = futures[future]
-                    results[k] = _finish(caches[k], digests[k], _worker_result(future), bar)
+                    try:
+                        boxes = _worker_result(future)
+                    except DatasetError as err:
+                        _skip(err, on_error, bar)
+                        continue
+                    results[k] = _finish(caches[k], digests[k], boxes, bar)
             finally:
                 # On an error, do not wait for the images still queued (they
                 # are computed again on the next run; finished ones are cached).
@@ -276,8 +314,9 @@ class SelectiveSearchStream:
     anything runs), and the workers start then. Cached images need no worker; a
     computed image is written to the cache when it is handed out. At most ``ahead``
     images (default: twice the workers) are queued or running, which bounds the
-    boxes held when the consumer is the slower side. A worker's error (a
-    DatasetError naming an undecodable image) is raised when its image's turn comes.
+    boxes held when the consumer is the slower side. A worker's DatasetError (an
+    undecodable image) is raised when its image's turn comes, and iterating again
+    goes on with the next image; any other error stops the stream.
     Use it as a context manager, or call ``close``: leaving early cancels the
     queued images and waits for the running ones, whose boxes are cached.
 
@@ -325,6 +364,10 @@ class SelectiveSearchStream:
                 _, future = self._running.popleft()  # submitted in image order: image k
                 self._submit()  # keep the workers busy while this image is finished
                 boxes = _worker_result(future)
+        except DatasetError:  # this image's fault (undecodable): the next ones go on
+            if self._bar is not None:
+                self._bar.update(1)
+            raise
         except BaseException:
             self.close()
             raise
@@ -357,6 +400,13 @@ class SelectiveSearchStream:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _skip(error, on_error, bar):
+    """An image's DatasetError: raised, or with on_error "skip" logged as a warning."""
+    handle_error(error, on_error)
+    if bar is not None:
+        bar.update(1)
 
 
 def _finish(cache, digest, boxes, bar):

@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from keras_frcnn.data.records import DatasetError
+from keras_frcnn.data.records import DatasetError, handle_error
 from keras_frcnn.proposals import dense, mat, postprocess, selective_search
 
 METHODS = ("selective_search", "dense", "mat", "demo_mat")
@@ -20,8 +20,11 @@ def default_cache_dir():
     return cache_root() / "proposals"
 
 
-def proposals_for_dataset(dataset, proposals_config, progress=True, split=""):
+def proposals_for_dataset(dataset, proposals_config, progress=True, split="", on_error="raise"):
     """{image_id: [n, 4] boxes} after post-processing (unique, min size, top-k).
+
+    ``on_error="skip"``: an image selective search cannot decode is logged and left
+    out of the result (the caller skips it); otherwise its DatasetError is raised.
 
     methods: "selective_search" (OpenCV, ``mode`` fast|quality, cached; run on images
     downscaled to ``selective_search.MAX_SIZE`` on the longest side; images above
@@ -35,7 +38,8 @@ def proposals_for_dataset(dataset, proposals_config, progress=True, split=""):
     if cfg.method == "selective_search":
         paths, cache, mode, workers = _selective_search_arguments(dataset, cfg)
         raw = selective_search.compute_selective_search(paths, cache, mode, workers, progress,
-                                                        max_pixels=dataset.max_image_pixels)
+                                                        max_pixels=dataset.max_image_pixels,
+                                                        on_error=on_error)
     elif cfg.method == "dense":
         raw = [dense.dense_boxes(r.width, r.height) for r in records]
     elif cfg.method == "mat":
@@ -53,7 +57,8 @@ def proposals_for_dataset(dataset, proposals_config, progress=True, split=""):
         raw = [mat.load_demo_boxes(Path(cfg.mat_dir) / f"{r.image_id}_boxes.mat") for r in records]
     else:
         raise ValueError(f"proposals.method must be one of {METHODS}, got {cfg.method!r}")
-    return {r.image_id: postprocess_proposals(cfg, r, boxes) for r, boxes in zip(records, raw)}
+    return {r.image_id: postprocess_proposals(cfg, r, boxes) for r, boxes in zip(records, raw)
+            if boxes is not None}
 
 
 def postprocess_proposals(cfg, record, boxes):
@@ -92,9 +97,11 @@ class ProposalStream(Mapping):
     ask for the images about in order. Other methods are read at construction.
 
     Construction refuses missing and oversized images, as ``proposals_for_dataset``
-    does, and starts the workers; a worker's DatasetError is raised when its image is
-    asked for (again for every later image). Use it as a context manager (or call
-    ``close``) so that the workers stop when the caller leaves early.
+    does, and starts the workers. A worker's DatasetError (an image it cannot decode)
+    is raised whenever that image is asked for, and the other images go on; any other
+    failure of the stream is raised for that image and every later one. Use it as a
+    context manager (or call ``close``) so that the workers stop when the caller
+    leaves early.
     """
 
     def __init__(self, dataset, proposals_config, progress=True, split=""):
@@ -105,11 +112,12 @@ class ProposalStream(Mapping):
         self._position = {}  # image_id -> its record's position (the first, if repeated)
         for k, record in enumerate(self._records):
             self._position.setdefault(record.image_id, k)
-        self._ready = {}  # record position -> proposals, until handed out by pairs()
+        self._ready = {}  # record position -> proposals (or its DatasetError), until handed out
         self._taken = 0  # records whose boxes came out of the stream
         self._lock = threading.Lock()  # detect_dataset asks from several threads
         self._error = None
         self._stream = None
+        self.skipped = []  # messages of the images pairs() left out
         if proposals_config.method == "selective_search":
             paths, cache, mode, workers = _selective_search_arguments(dataset, proposals_config)
             self._stream = SelectiveSearchStream(paths, cache, mode, workers, progress,
@@ -132,24 +140,38 @@ class ProposalStream(Mapping):
                     boxes = next(self._stream)
                 except StopIteration:
                     raise ValueError("the proposal stream was closed") from None
+                except DatasetError as err:  # this image's own: the stream goes on
+                    boxes = err
                 except Exception as err:  # the stream is closed: every later image fails
                     self._error = err
                     raise
-                self._ready[self._taken] = postprocess_proposals(
-                    self._config, self._records[self._taken], boxes)
+                if not isinstance(boxes, DatasetError):
+                    boxes = postprocess_proposals(self._config, self._records[self._taken], boxes)
+                self._ready[self._taken] = boxes
                 self._taken += 1
-            return self._ready[position]
+            result = self._ready[position]
+        if isinstance(result, DatasetError):
+            raise result
+        return result
 
     def __getitem__(self, image_id):
         return self._at(self._position[image_id])
 
-    def pairs(self):
+    def pairs(self, on_error="raise"):
         """(record, proposals) of every image in record order, each dropped from here
-        once handed out (a folder of photos is not held twice)."""
+        once handed out (a folder of photos is not held twice). An image whose
+        proposals failed with a DatasetError is raised, or with ``on_error="skip"``
+        logged and left out (and its message appended to ``skipped``)."""
         for position, record in enumerate(self._records):
-            boxes = self._at(position)
-            with self._lock:
-                del self._ready[position]
+            try:
+                boxes = self._at(position)
+            except DatasetError as err:
+                handle_error(err, on_error)
+                self.skipped.append(str(err))
+                continue
+            finally:
+                with self._lock:
+                    self._ready.pop(position, None)
             yield record, boxes
 
     def __contains__(self, image_id):

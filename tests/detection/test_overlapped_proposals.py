@@ -1,6 +1,7 @@
 """Proposals computed while the network runs (issue 34): the same proposals, detections,
 files and cache entries as computing every image's proposals first, and the same errors."""
 
+import json
 import multiprocessing
 
 import keras
@@ -85,7 +86,7 @@ def test_detect_images_overlapped_writes_what_the_sequential_path_writes(model, 
         runs[name] = detect_images(model, paths, ["thing"], DETECTOR,
                                    proposals_config(tmp_path / name / "cache"),
                                    tmp_path / name / "out", score_threshold=0.0,
-                                   progress=False, overlap=overlap)
+                                   progress=False, overlap=overlap).found
     assert list(runs["overlapped"]) == [str(p) for p in paths]  # the images' order
     assert runs["overlapped"] == runs["sequential"]
     assert sum(len(rows) for rows in runs["sequential"].values()) > 0
@@ -109,7 +110,7 @@ def test_detect_images_overlapped_writes_what_the_sequential_path_writes(model, 
     monkeypatch.setattr(selective_search, "_start_pool", no_workers)
     again = detect_images(model, paths, ["thing"], DETECTOR,
                           proposals_config(tmp_path / "overlapped" / "cache"),
-                          tmp_path / "again", score_threshold=0.0, progress=False)
+                          tmp_path / "again", score_threshold=0.0, progress=False).found
     assert again == runs["sequential"]
     assert [p.stat().st_mtime_ns
             for p in (tmp_path / "overlapped" / "cache").rglob("*.npz")] == stamps
@@ -153,10 +154,14 @@ def test_a_worker_error_is_the_same_one_line_dataset_error(model, tmp_path):
         with pytest.raises(DatasetError) as raised:
             detect_images(model, paths, ["thing"], DETECTOR,
                           proposals_config(tmp_path / f"cache_{overlap}"),
-                          tmp_path / f"out_{overlap}", progress=False, overlap=overlap)
+                          tmp_path / f"out_{overlap}", progress=False, overlap=overlap,
+                          on_error="raise")
         messages.append(str(raised.value))
     assert messages[0] == messages[1] == f"{paths[2]}: missing or not a decodable image"
-    assert not (tmp_path / "out_True" / "detections.json").exists()
+    # What was done before the error is listed (issue 42): the overlapped run had
+    # detected the two images before the broken one.
+    done = json.loads((tmp_path / "out_True" / "detections.json").read_text())
+    assert list(done) == [str(p) for p in paths[:2]]
     # The images before it were handed out, hence cached for the next run.
     assert len(cached_boxes(tmp_path / "cache_True")) >= 2
 
