@@ -3,7 +3,9 @@
     python bin/train.py --config=configs/demo.py --workdir=workdirs/demo
     python bin/train.py --config=configs/voc07_vgg16.py --workdir=... --config.train.base_lr=0.002
 
-Running again with the same --workdir resumes from its latest checkpoint.
+Running again with the same --workdir resumes from its latest checkpoint (with
+the settings it recorded; a larger train.steps trains further). Other settings are
+refused, naming them; --overwrite starts over.
 See keras_frcnn/workdirs.py for what the workdir holds, docs/training.md for
 stopping, resuming and damaged files.
 """
@@ -19,6 +21,8 @@ from keras_frcnn import cli
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config (configs/*.py)",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, logs and the model go")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "delete what an earlier training wrote in "
+                               "--workdir (checkpoints, model, record) and start over")
 
 
 def main(argv):
@@ -31,7 +35,7 @@ def main(argv):
     config = _CONFIG.value
     print(config)
     try:
-        result = train(config, _WORKDIR.value)
+        result = train(config, _WORKDIR.value, overwrite=_OVERWRITE.value)
     except (DatasetError, NoUsableCheckpoint, TrainingDiverged, ValueError, WorkdirBusy) as err:
         sys.exit(f"error: {err}")
     except KeyboardInterrupt:  # before the first step: nothing to save (proposals are cached)

@@ -22,6 +22,7 @@ import cv2
 import ml_collections
 import numpy as np
 
+from keras_frcnn.boxes import as_proposals
 from keras_frcnn.configs import base_config, load_config_file
 from keras_frcnn.data.images import read_image_bgr
 from keras_frcnn.files import read_json
@@ -73,10 +74,13 @@ class Prediction:
         """Writes ``draw(score_threshold)`` to an image file (format from its suffix)."""
         from keras_frcnn.files import atomic_write
 
-        ok, data = cv2.imencode(Path(path).suffix or ".png",
-                                self.draw(score_threshold)[..., ::-1])
+        suffix = Path(path).suffix or ".png"
+        try:
+            ok, data = cv2.imencode(suffix, self.draw(score_threshold)[..., ::-1])
+        except cv2.error:  # a suffix OpenCV has no encoder for
+            ok = False
         if not ok:
-            raise ValueError(f"{path}: OpenCV cannot write this image format; use .jpg or .png")
+            raise ValueError(f"{path}: cannot write a {suffix!r} image; use .jpg or .png")
         atomic_write(path, data.tobytes())
 
 
@@ -117,10 +121,12 @@ class Predictor:
     def __init__(self, model, class_names, config):
         from keras_frcnn.detection import Detector
         from keras_frcnn.evaluation.run import detector_config
+        from keras_frcnn.workdirs import check_model_config
 
         self.config = experiment_config(config)
-        self.detector = Detector(model, detector_config(self.config))
         self.class_names = tuple(class_names)
+        check_model_config(model, self.config, self.class_names)
+        self.detector = Detector(model, detector_config(self.config))
         if len(self.class_names) != self.detector.num_classes - 1:
             raise ValueError(f"{len(self.class_names)} class names given for a model with "
                              f"{self.detector.num_classes - 1} object classes")
@@ -132,6 +138,17 @@ class Predictor:
         from keras_frcnn.workdirs import REWRITE, load_inference_model
 
         workdir = Path(workdir)
+        if workdir.is_file():
+            raise ValueError(f"{workdir} is a file; from_workdir takes a training workdir "
+                             "(a folder). For a .keras file use Predictor.from_model(path, "
+                             "config, class_names)")
+        if not workdir.is_dir():
+            raise FileNotFoundError(f"{workdir}: no such workdir (the folder bin/train.py "
+                                    "trained in, holding model.keras and classes.json)")
+        if not (workdir / "classes.json").is_file():
+            raise FileNotFoundError(f"{workdir}/classes.json: not found; {workdir} is not a "
+                                    "training workdir, or its training has not started (run "
+                                    "bin/train.py in it)")
         names = read_json(workdir / "classes.json", REWRITE, expect=list)
         if config is None:
             config = workdir / "config.json"
@@ -162,7 +179,7 @@ class Predictor:
             image_bgr = _as_bgr(image, rgb)
         if proposals is None:
             proposals = self.proposals(image_bgr, path)
-        dets = self.detector.detect(image_bgr, np.asarray(proposals, np.float32).reshape(-1, 4))
+        dets = self.detector.detect(image_bgr, as_proposals(proposals))
         names = tuple(self.class_names[int(k) - 1] for k in dets.classes)
         return Prediction(dets.boxes, dets.scores, dets.classes, names, image_bgr)
 

@@ -30,9 +30,11 @@ from keras_frcnn.data.sampling import SamplingConfig, trainable_entries
 from keras_frcnn.data.sources import load_dataset
 from keras_frcnn.files import WorkdirLock, atomic_write
 from keras_frcnn.model.fast_rcnn import FastRCNN, fold_target_stats, sgd, step_schedule
+from keras_frcnn.progress import training_bar
 from keras_frcnn.proposals.sources import proposals_for_dataset
-from keras_frcnn.workdirs import (fc_units, lock_name, model_head, restore_latest, save_model,
-                                  svd_ranks, training_state)
+from keras_frcnn.workdirs import (clear_training_outputs, fc_units, lock_name, model_head,
+                                  restore_latest, save_model, svd_ranks, training_state,
+                                  workdir_conflicts)
 
 logger = logging.getLogger("keras_frcnn.training")
 
@@ -41,8 +43,9 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-def build_model(config, num_classes, workdir=None):
-    """The FastRCNN a config describes (factored as svd_ranks(config, workdir) says)."""
+def build_model(config, num_classes, workdir=None, class_names=None):
+    """The FastRCNN a config describes (factored as svd_ranks(config, workdir) says),
+    recording ``class_names`` and the config's preprocessing."""
     m, t = config.model, config.train
     return FastRCNN(num_classes=num_classes, backbone=m.backbone,
                     backbone_weights=m.weights or None,
@@ -51,7 +54,8 @@ def build_model(config, num_classes, workdir=None):
                     fc_units=fc_units(config, workdir),
                     loss_lambda=t.loss_lambda, weight_decay=t.weight_decay,
                     bias_lr_mult=t.bias_lr_mult, roi_pool_implementation=m.roi_pool or None,
-                    factorized=svd_ranks(config, workdir), head=model_head(config, workdir))
+                    factorized=svd_ranks(config, workdir), head=model_head(config, workdir),
+                    class_names=class_names, preprocessing=config.pipeline.preprocessing)
 
 
 STRATEGIES = ("", "mirrored", "multi_worker")
@@ -222,13 +226,27 @@ def interrupt_after_step():
         signal.signal(signal.SIGINT, previous)
 
 
-def train(config, workdir, progress=True):
+class WorkdirConflict(ValueError):
+    """Training again in a workdir with settings other than those it recorded."""
+
+
+def train(config, workdir, progress=True, overwrite=False):
     """Trains (or resumes) per ``config`` in ``workdir``, holding the workdir's lock;
-    returns {"step", "history", "interrupted"} and, when interrupted, "checkpoint"."""
+    returns {"step", "history", "interrupted"} and, when interrupted, "checkpoint".
+
+    A workdir trained (or being trained) with other settings is refused
+    (WorkdirConflict naming them; workdirs.workdir_conflicts), so its config.json
+    stays the record of its model; ``overwrite`` deletes what training wrote there
+    and starts over.
+    """
     check_step_counts(config)
     workdir = Path(workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise ValueError(f"--workdir={workdir} is a file, not a folder; give a folder")
     workdir.mkdir(parents=True, exist_ok=True)
     with WorkdirLock(workdir, lock_name(config)):
+        if overwrite:
+            clear_training_outputs(workdir)
         return _train(config, workdir, progress)
 
 
@@ -244,6 +262,13 @@ def _train(config, workdir, progress):
         config.model.fc_units = widths
         logger.info("%s was trained with fc6/fc7 widths %s: keeping them", workdir, widths)
     model_head(config, workdir)  # resuming: the same head, before config.json is rewritten
+    conflicts = workdir_conflicts(config, workdir)
+    if conflicts:
+        listed = ", ".join(f"{key} {old!r} -> {new!r}" for key, old, new in conflicts)
+        raise WorkdirConflict(
+            f"{workdir} was trained with other settings ({listed}); train with the settings "
+            f"of its config.json, give another --workdir, or pass --overwrite to delete its "
+            f"checkpoints and model and start over")
     atomic_write(workdir / "config.json", config.to_json_best_effort(indent=2))
     dataset, roidb, stats = prepare_training_data(config, progress)
     atomic_write(workdir / "target_stats.json", json.dumps(stats.to_dict()))
@@ -261,7 +286,7 @@ def _train(config, workdir, progress):
     if t.seed >= 0:  # same config, same initial weights (the data order has pipeline.seed)
         keras.utils.set_random_seed(t.seed)
     with strategy.scope(), precision_policy(t.precision):
-        model = build_model(config, dataset.num_classes, workdir)
+        model = build_model(config, dataset.num_classes, workdir, dataset.classes)
         optimizer, steps_done, (required, optional), manager = _checkpointing(
             config, model, state_dir)
     if replicas > 1 or t.precision != "float32":
@@ -302,8 +327,7 @@ def _train(config, workdir, progress):
                 return logs
         writer = (tf.summary.create_file_writer(str(workdir / "logs")) if chief
                   else tf.summary.create_noop_writer())
-        bar = keras.utils.Progbar(t.steps, verbose=1 if progress and chief else 0,
-                                  stateful_metrics=list(history))
+        bar = training_bar(t.steps, t.log_every, progress and chief, history)
         bar.update(step)
         try:
             with interrupt_after_step() as interrupted:

@@ -104,6 +104,81 @@ def model_head(config, workdir=None):
     return head
 
 
+# Settings that change how a run is carried out, not what it trains: they may differ
+# when training runs again in a workdir (workdir_conflicts). Keys under "export." too.
+OPERATIONAL_KEYS = ("train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
+                    "train.devices", "proposals.workers")
+# What --overwrite deletes before training starts over (the layout above, and eval/).
+TRAINING_OUTPUTS = ("checkpoints", "logs", "model.keras", "config.json", "target_stats.json",
+                    "classes.json", "compress.json", "eval")
+
+
+def _flatten(node, prefix=""):
+    flat = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _comparable(key, value):
+    if key == "dataset.on_error" and value in ("", None):
+        return "raise"  # "" is the programs' default, which for training raises
+    return value
+
+
+def trained_in(workdir):
+    """True if training has made progress in ``workdir``: a checkpoint after step 0, or
+    a model.keras that training saved (bin/compress.py's output workdir holds a
+    compressed model and a step-0 checkpoint, from which training starts)."""
+    workdir = Path(workdir)
+    steps = [int(m.group(1)) for p in (workdir / "checkpoints").glob("ckpt-*.index")
+             if (m := re.fullmatch(r"ckpt-(\d+)\.index", p.name))]
+    return any(steps) or ((workdir / "model.keras").is_file()
+                          and not (workdir / "compress.json").is_file())
+
+
+def workdir_conflicts(config, workdir):
+    """[(key, recorded, given)] of the settings where ``config`` differs from the
+    workdir's config.json: what a training run in it must not change, for its model
+    was trained with the recorded ones. Empty when nothing was trained there yet
+    (trained_in). Not compared: OPERATIONAL_KEYS, and ``train.steps`` when raised
+    (training further from the last checkpoint). A key the workdir predates is
+    compared with its default."""
+    from keras_frcnn.configs import base_config
+
+    saved = Path(workdir) / "config.json"
+    if not saved.is_file() or not trained_in(workdir):
+        return []
+    recorded = _flatten(read_json(saved, REWRITE))
+    given = _flatten(json.loads(config.to_json_best_effort()))
+    defaults = _flatten(json.loads(base_config().to_json_best_effort()))
+    conflicts = []
+    for key, value in given.items():
+        old = recorded.get(key, defaults.get(key, value))
+        if (key in OPERATIONAL_KEYS or key.startswith("export.")
+                or _comparable(key, old) == _comparable(key, value)):
+            continue
+        if key == "train.steps" and isinstance(old, int) and value > old:
+            continue
+        conflicts.append((key, old, value))
+    return conflicts
+
+
+def clear_training_outputs(workdir):
+    """Deletes what training wrote in ``workdir`` (TRAINING_OUTPUTS), for --overwrite."""
+    import shutil
+
+    for name in TRAINING_OUTPUTS:
+        path = Path(workdir) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
 def random_states(model):
     """The model's random-number states: the dropout layers' seed generators, whose
     counters advance every step. tf.train.Checkpoint does not reach them through the
@@ -134,7 +209,11 @@ def _restore(prefix, required, optional):
     saved = {name.split("/")[0] for name, _ in tf.train.list_variables(str(prefix))}
     if not all(name in saved for name in optional):
         return False
-    tf.train.Checkpoint(**optional).restore(str(prefix)).assert_existing_objects_matched()
+    # expect_partial: this part alone is asked for; without it TensorFlow warns, once the
+    # status object is collected, about every value of the other parts ("Value in
+    # checkpoint could not be found": 69 lines on a MobileNetV2 resume, all false).
+    tf.train.Checkpoint(**optional).restore(
+        str(prefix)).assert_existing_objects_matched().expect_partial()
     return True
 
 
@@ -178,11 +257,16 @@ def restore_latest(directory, required, optional=None):
 
 
 def save_model(model, path):
-    """model.save to a temporary name, then rename."""
+    """model.save to a temporary name, then rename; a failed save leaves no temporary
+    file (Keras writes the zip in place, so a full disk would leave half of one)."""
     path = Path(path)
     tmp = path.with_name(path.stem + ".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def lock_name(config):
@@ -224,6 +308,62 @@ def load_inference_model(workdir_or_path):
     except (OSError, zipfile.BadZipFile, KeyError, EOFError) as err:
         raise CorruptFile(f"{path}: corrupt or truncated ({str(err).splitlines()[0]}); "
                           f"{fix}") from None
+
+
+def model_record(model):
+    """What a FastRCNN records of itself: {"model.backbone", "model.head", "model.fc_units"
+    (effective widths, fc head only), "model.svd" (ranks), "pipeline.preprocessing" and
+    "classes"}, the last two None where the model predates them; {} for another model."""
+    from keras_frcnn.model.backbones import SPECS
+
+    config = model.get_config() if hasattr(model, "get_config") else {}
+    if "backbone" not in config or config["backbone"] not in SPECS:
+        return {}
+    head = config.get("head", "fc")
+    widths = config.get("fc_units") or SPECS[config["backbone"]].fc_units
+    names = config.get("class_names")
+    return {"model.backbone": config["backbone"], "model.head": head,
+            "model.fc_units": tuple(widths) if head == "fc" else None,
+            "model.svd": dict(config.get("factorized") or {}),
+            "pipeline.preprocessing": config.get("preprocessing"),
+            "classes": None if names is None else tuple(names),
+            "num_classes": config.get("num_classes")}
+
+
+def check_model_config(model, config, class_names=None, source="the model"):
+    """ValueError naming every setting where ``config`` (an experiment config) or
+    ``class_names`` contradict what ``model`` records (model_record): its backbone,
+    head, fc widths, truncated-SVD ranks (when the config names any), preprocessing
+    and class names. A model run with another backbone's preprocessing, or read with
+    another dataset's class names, gives confident nonsense rather than an error."""
+    from keras_frcnn.model.backbones import SPECS
+
+    record = model_record(model)
+    if not record:
+        return
+    m = config.model
+    head = m.get("head", "fc")
+    given = {"model.backbone": m.backbone, "model.head": head,
+             "pipeline.preprocessing": config.pipeline.preprocessing}
+    if head == "fc" and m.backbone in SPECS:
+        given["model.fc_units"] = tuple(m.fc_units or SPECS[m.backbone].fc_units)
+    if parse_ranks(m.get("svd", "")):
+        given["model.svd"] = parse_ranks(m.svd)
+    problems = [f"{key}={record[key]!r} in the model but {value!r} in the config"
+                for key, value in given.items()
+                if record.get(key) is not None and record[key] != value]
+    if class_names is not None:
+        names = tuple(class_names)
+        if record["classes"] is not None and names != record["classes"]:
+            problems.append(f"classes {list(record['classes'])} in the model but "
+                            f"{list(names)} given")
+        elif record["num_classes"] is not None and len(names) != record["num_classes"] - 1:
+            problems.append(f"{record['num_classes'] - 1} object classes in the model but "
+                            f"{len(names)} class names given")
+    if problems:
+        raise ValueError(f"{source} does not match its config: {'; '.join(problems)}. Use the "
+                         "config it was trained with (the workdir's config.json) and its "
+                         "classes.json, or another model")
 
 
 def load_target_stats(workdir):

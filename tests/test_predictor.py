@@ -101,7 +101,7 @@ def test_bad_inputs(workdir, tmp_path):
     predictor = Predictor.from_workdir(workdir)
     with pytest.raises(ValueError, match=r"\[H, W, 3\] uint8 array"):
         predictor(np.zeros((10, 10, 3), np.float32))
-    with pytest.raises(ValueError, match="3 class names given for a model with 2 object"):
+    with pytest.raises(ValueError, match="2 object classes in the model but 3 class names given"):
         Predictor.from_model(workdir / "model.keras", workdir / "config.json", ["a", "b", "c"])
     with pytest.raises(FileNotFoundError):
         Predictor.from_workdir(tmp_path / "nothing")

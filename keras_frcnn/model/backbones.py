@@ -36,6 +36,7 @@ Weights (``build_backbone(name, weights)``):
 
 import dataclasses
 import re
+import zipfile
 from pathlib import Path
 
 import keras
@@ -306,8 +307,7 @@ def load_npz(model, path, spec):
     our Flatten of the pooled [P, P, C] map: row (h * P + w) * C + c, not
     Caffe's (c * P + h) * P + w (caffe_to_keras converts).
     """
-    with np.load(path) as file:
-        arrays = {key: file[key] for key in file.files}
+    arrays = _read_npz(path)
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     wanted = [f"{layer.name}/{v}" for layer in convs for v in ("kernel", "bias")]
     fc_keys = [f"{n}/{v}" for n in ("fc6", "fc7") for v in ("kernel", "bias")]
@@ -329,6 +329,49 @@ def load_npz(model, path, spec):
     _check_shapes(path, "fc6", fc6, [(rows, fc6[0].shape[-1]), (fc6[0].shape[-1],)])
     _check_shapes(path, "fc7", fc7, [(fc6[0].shape[-1], fc7[0].shape[-1]), (fc7[0].shape[-1],)])
     return {"fc6": fc6, "fc7": fc7}
+
+
+def _read_npz(path):
+    """{name: array} of a weights ``.npz``; ValueError naming the file if it is not one
+    (never read with pickle: a pickled object can run code) or holds NaN or inf."""
+    try:
+        file = np.load(path, allow_pickle=False)
+        if not isinstance(file, np.lib.npyio.NpzFile):
+            raise ValueError("it holds one array, not named arrays")
+        with file:
+            arrays = {key: file[key] for key in file.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        reason = ("numpy reads it only as pickled objects" if "pickle" in str(err)
+                  else str(err).splitlines()[0] if str(err) else type(err).__name__)
+        raise ValueError(f"weights file {path}: not a weights .npz ({reason}); it must hold "
+                         "named float arrays <layer>/kernel and <layer>/bias "
+                         "(backbones.caffe_to_keras writes them)") from None
+    for key, value in arrays.items():
+        if value.dtype.kind != "f":
+            raise ValueError(f"weights file {path}: {key} holds {value.dtype} values, not "
+                             "floats")
+        check_finite(value, f"weights file {path}: {key}")
+    return arrays
+
+
+def check_finite(values, name):
+    """ValueError naming ``name`` if the float array ``values`` holds NaN or inf: weights
+    that are not numbers train into a model that scores every box alike."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise ValueError(f"{name} holds {int(bad.sum())} non-finite values (NaN or inf) of "
+                         f"{values.size}; the file is damaged: get it again")
+
+
+def check_model_weights_finite(model, source):
+    """check_finite for every weight of ``model`` after loading ``source``, naming the
+    layer whose weights are not numbers."""
+    for layer in model.layers:
+        for weight in layer.weights:
+            value = keras.ops.convert_to_numpy(weight)
+            if value.dtype.kind == "f":
+                check_finite(value, f"weights file {source}: layer {layer.name} "
+                             f"({weight.name})")
 
 
 def _check_shapes(path, name, values, shapes):
@@ -362,6 +405,7 @@ def _copy_from_applications_vgg16(model, weights):
     else:
         base = keras.applications.VGG16(include_top=False, weights=None)
         base.load_weights(weights)
+        check_model_weights_finite(base, weights)
         fc_init = None
     for layer in model.layers:
         if layer.weights:
@@ -408,6 +452,7 @@ def build_backbone_and_head(name, weights=None, head="fc"):
             weights="imagenet" if weights == "imagenet" else None)
         if weights not in (None, "imagenet"):
             base.load_weights(weights)
+            check_model_weights_finite(base, weights)
         pooling_point = base.get_layer("block_13_expand_relu").output
         model = keras.Model(images, pooling_point, name=f"{name}_features")
         for layer in base.layers:  # 2-image batches: keep ImageNet BN statistics
@@ -428,6 +473,7 @@ def build_backbone_and_head(name, weights=None, head="fc"):
         fc_init = _copy_from_applications_vgg16(model, weights)
     elif weights is not None:
         model.load_weights(weights)
+        check_model_weights_finite(model, weights)
     return model, None, spec, fc_init
 
 

@@ -89,14 +89,25 @@ class FastRCNN(keras.Model):
       factorized: {layer name: rank} of truncated-SVD layers (fc6, fc7,
         cls_score, bbox_pred; the siblings only with head "imagenet_blocks");
         None or {}: none.
+      class_names: the K object class names, recorded (not used by the network) so
+        that a saved model says what its outputs are; None: not recorded.
+      preprocessing: the input preprocessing the weights were trained for
+        (data/transforms.py), recorded likewise; None: not recorded.
+      A saved model's config holds these with the architecture; workdirs.py
+      ``check_model_config`` refuses an experiment config that contradicts them.
     """
 
     def __init__(self, num_classes, backbone="small", backbone_weights=None, frozen=None,
                  freeze_backbone=False, loss_lambda=1.0, weight_decay=5e-4, bias_lr_mult=2.0,
                  dropout=0.5, fc_units=None, roi_pool_implementation=None, factorized=None,
-                 head="fc", **kwargs):
+                 head="fc", class_names=None, preprocessing=None, **kwargs):
         if num_classes < 2:
             raise ValueError(f"num_classes counts background too and must be >= 2, got {num_classes}")
+        if class_names is not None:
+            class_names = tuple(str(name) for name in class_names)
+            if len(class_names) != num_classes - 1:
+                raise ValueError(f"{len(class_names)} class names for {num_classes - 1} object "
+                                 f"classes (num_classes={num_classes} counts background)")
         if fc_units is not None:
             fc_units = tuple(int(u) for u in fc_units)
             if len(fc_units) != 2 or min(fc_units) < 1:
@@ -165,7 +176,8 @@ class FastRCNN(keras.Model):
                             weight_decay=weight_decay, bias_lr_mult=bias_lr_mult,
                             dropout=dropout, fc_units=fc_units,
                             roi_pool_implementation=roi_pool_implementation,
-                            factorized=factorized, head=head)
+                            factorized=factorized, head=head, class_names=class_names,
+                            preprocessing=preprocessing)
         self.loss_lambda = loss_lambda
         self.weight_decay = weight_decay
         self.bias_lr_mult = bias_lr_mult
