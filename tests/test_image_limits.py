@@ -54,8 +54,8 @@ def test_the_default_limit_is_the_config_key_and_the_message_names_the_fix():
         images.check_image_pixels("big.jpg", 12000, 12000)
     assert str(error.value) == (
         "big.jpg: image is 12000x12000 (144 megapixels), above the limit of 50 megapixels; "
-        "downscale it, or raise the limit with --config.dataset.max_image_pixels=144000000 "
-        "(0: no limit)")
+        "downscale it, or raise the limit: dataset.max_image_pixels=144000000 in the config "
+        "(0: no limit; --config.dataset.max_image_pixels on the command line)")
     images.check_image_pixels("big.jpg", 12000, 12000, max_pixels=0)  # 0: no limit
     with pytest.raises(ValueError, match="max_image_pixels must be 0 .* got -1"):
         images.check_image_pixels("big.jpg", 10, 10, max_pixels=-1)

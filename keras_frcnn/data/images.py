@@ -69,8 +69,9 @@ def check_image_pixels(path, width, height, max_pixels=MAX_IMAGE_PIXELS):
     if max_pixels and width * height > max_pixels:
         raise DatasetError(
             f"{path}: image is {width}x{height} ({width * height / 1e6:.3g} megapixels), above "
-            f"the limit of {max_pixels / 1e6:g} megapixels; downscale it, or raise the limit "
-            f"with --config.dataset.max_image_pixels={width * height} (0: no limit)")
+            f"the limit of {max_pixels / 1e6:g} megapixels; downscale it, or raise the limit: "
+            f"dataset.max_image_pixels={width * height} in the config (0: no limit; "
+            f"--config.dataset.max_image_pixels on the command line)")
 
 
 def probe_image(path, max_pixels=MAX_IMAGE_PIXELS, expected_size=None, source=None):
