@@ -15,6 +15,7 @@ from keras_frcnn.evaluation.run import load_model
 from keras_frcnn.export import export_saved_model, run_in_fresh_process, verify_export
 from keras_frcnn.model.backbones import build_backbone_and_head
 from keras_frcnn.model.fast_rcnn import FastRCNN, sgd
+from tests.model.mobilenet_weights import calibrated_mobilenet_v2_weights, structured_images
 from tests.test_export import scene
 from tests.test_training import tiny_config
 
@@ -160,15 +161,31 @@ def test_bad_head_arguments():
         FastRCNN(num_classes=3, backbone="mobilenet_v2", head=HEAD, factorized={"fc6": 8})
 
 
-def test_svd_factors_the_siblings_only():
-    model = blocks_model()
+@pytest.fixture(scope="module")
+def calibrated_file(tmp_path_factory):
+    """MobileNetV2 weights under which every RoI gets its own head output (random
+    weights give all RoIs one constant Conv_1 map: tests/model/mobilenet_weights.py)."""
+    return calibrated_mobilenet_v2_weights(tmp_path_factory.mktemp("calibrated") /
+                                           "mobilenet_v2.weights.h5")
+
+
+def calibrated_batch():
+    x, targets = rois_batch()
+    return {**x, "images": structured_images()}, targets
+
+
+def test_svd_factors_the_siblings_only(calibrated_file):
+    model = blocks_model(calibrated_file, dropout=0.0)
     with pytest.raises(ValueError, match="choose from \\['cls_score', 'bbox_pred'\\]; under head"):
         compress_model(model, {"fc6": 64})
-    x, _ = rois_batch()
+    x, _ = calibrated_batch()
+    full = model(x)["bbox_pred"].numpy()
+    assert np.ptp(full, axis=0).max() > 1e-3  # the RoIs' deltas differ: the check can fail
     compressed, report = compress_model(model, {"bbox_pred": 8})  # full rank: same outputs
     assert report["layers"]["bbox_pred"]["params_after"] > 0
-    np.testing.assert_allclose(compressed(x)["bbox_pred"].numpy(), model(x)["bbox_pred"].numpy(),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(compressed(x)["bbox_pred"].numpy(), full, rtol=1e-4, atol=1e-5)
+    truncated, _ = compress_model(model, {"bbox_pred": 1})  # rank 1: other outputs
+    assert np.abs(truncated(x)["bbox_pred"].numpy() - full).max() > 1e-4
 
 
 def test_export_matches_the_detector_in_a_tensorflow_only_process(tmp_path, imagenet_file):
@@ -266,21 +283,28 @@ def test_two_replicas_train_as_one_device_and_mixed_precision_trains(tmp_path):
     assert model(x)["cls_prob"].dtype == tf.float32
 
 
-def test_the_head_computes_in_float16_under_mixed_precision():
+def test_the_head_computes_in_float16_under_mixed_precision(calibrated_file):
     # Training builds the model under train.precision's policy (training.precision_policy):
     # the head's ImageNet layers then compute in float16 like the backbone's, with float32
     # variables; the losses cast the siblings' float16 outputs to float32 (losses.py).
     with training.precision_policy("mixed_float16"):
-        model = blocks_model()
+        model = blocks_model(calibrated_file, dropout=0.0)
     head = model.get_layer("mobilenet_v2_head")
     for name in ("block_14_project", "Conv_1"):
         layer = head.get_layer(name)
         assert layer.compute_dtype == "float16" and layer.variable_dtype == "float32", name
-    x, _ = rois_batch()
+    x, _ = calibrated_batch()
     out = model(x, training=True)
     assert out["cls_score"].dtype == tf.float16
     assert np.isfinite(out["cls_prob"].numpy()).all() and np.isfinite(out["bbox_pred"].numpy()).all()
     assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
+    # The same network in float32: float16's numbers, per RoI, and RoIs that differ.
+    full = blocks_model(calibrated_file, dropout=0.0)
+    full.set_weights(model.get_weights())
+    want = full(x, training=True)["cls_score"].numpy()
+    assert np.ptp(want, axis=0).max() > 1e-2
+    np.testing.assert_allclose(out["cls_score"].numpy().astype(np.float32), want, atol=0.05,
+                               rtol=0.02)
 
 
 def test_backbone_and_head_builder_refuses_other_backbones():
