@@ -10,6 +10,7 @@ the current one), or read from the release's demo files with
 Writes <name>.detections.jpg per image and detections.json into --output_dir.
 Images that cannot be read are skipped with a warning each and counted at the end
 (--config.dataset.on_error=raise stops at the first; what was done is written).
+Exit status 1 if no image could be detected.
 """
 
 import logging
@@ -73,6 +74,8 @@ def main(argv):
     for path, rows in run.found.items():
         listed = ", ".join(f"{r['class']} {r['score']:.2f}" for r in rows) or "nothing"
         print(f"{path}: {listed}")
+    if not run.found:  # every image skipped: nothing a batch job can use
+        sys.exit(f"error: {run.summary(_OUTPUT.value)}")
     print(run.summary(_OUTPUT.value))
 
 

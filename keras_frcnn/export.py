@@ -24,9 +24,11 @@ image). No ``py_function``.
 
 Proposals (decision, the Detector's): each is clipped to the image and dropped
 when a coordinate is not finite or nothing of it is left (inverted, x2 < x1, or
-wholly outside), before scoring (graph.clip_proposals); none left gives zero
-detections, not an error. Serving clients are not trusted to send
-selective-search boxes (docs/serving.md, "Proposals a client may send").
+wholly outside), before scoring, and the rest sorted by their coordinates
+(graph.usable_proposals); none left gives zero detections, not an error. Serving
+clients are not trusted to send selective-search boxes (docs/serving.md,
+"Proposals a client may send"), nor to send few: a request above
+``max_proposals`` is refused (docs/serving.md, "Bounded requests").
 
 RoI pooling: ``roi_pool="composite"`` (default) is the pure-TensorFlow twin,
 bit-identical to the op, so a stock ``tensorflow_model_server`` loads the
@@ -40,6 +42,7 @@ that the shared functions, and OpenCV's decoder in the Detector, use.
 
 import json
 import logging
+import numbers
 import shutil
 import subprocess
 import sys
@@ -96,11 +99,11 @@ class DetectionModule(tf.Module):
                  flip=False, bbox_reg=True, deduplicate=True, max_proposals=MAX_PROPOSALS,
                  roi_batch=graph.ROI_BATCH):
         super().__init__(name="keras_frcnn_detector")
-        if isinstance(max_proposals, bool) or not isinstance(max_proposals, int) \
+        if isinstance(max_proposals, bool) or not isinstance(max_proposals, numbers.Integral) \
                 or max_proposals < 0:
             raise ValueError(f"max_proposals must be a whole number of proposals (0: no "
                              f"limit), got {max_proposals!r}")
-        self.max_proposals = max_proposals
+        self.max_proposals = int(max_proposals)
         if preprocessing not in PREPROCESSING:
             raise ValueError(f"preprocessing must be one of {PREPROCESSING}, "
                              f"got {preprocessing!r}")
@@ -202,10 +205,12 @@ def _run_time_length(vector):
 def export_saved_model(model, classes, export_dir, scales=(600,), max_size=1000,
                        preprocessing="caffe", postprocess=PostprocessConfig(mode="default"),
                        roi_pool="composite", score_empty_rois=False, flip=False,
-                       bbox_reg=True, deduplicate=True, max_proposals=MAX_PROPOSALS):
+                       bbox_reg=True, deduplicate=True, max_proposals=MAX_PROPOSALS,
+                       roi_batch=graph.ROI_BATCH):
     """Writes a SavedModel of ``model`` (a FastRCNN emitting raw deltas) to
     ``export_dir`` (a temporary directory renamed into place); returns the module.
-    Requests with more than ``max_proposals`` proposals are refused (0: no limit)."""
+    Requests with more than ``max_proposals`` proposals are refused (0: no limit);
+    RoIs go through pooling and the head ``roi_batch`` at a time (DetectionModule)."""
     if roi_pool not in ("composite", "custom_op"):
         raise ValueError(f"roi_pool must be 'composite' or 'custom_op', got {roi_pool!r}")
     export_dir = Path(export_dir)
@@ -214,7 +219,7 @@ def export_saved_model(model, classes, export_dir, scales=(600,), max_size=1000,
                          "per version (e.g. exports/demo/2): choose a new one")
     module = DetectionModule(with_roi_pool(model, roi_pool), classes, scales, max_size,
                              preprocessing, postprocess, score_empty_rois, flip, bbox_reg,
-                             deduplicate, max_proposals)
+                             deduplicate, max_proposals, roi_batch)
     export_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(export_dir.parent, export_dir.name + ".tmp")
     try:
@@ -377,6 +382,8 @@ def export_workdir(config, workdir=None, model_path=None, export_dir=None, roi_p
     result = {"module": module, "verified": None, "signature": None}
     if verify:
         image, proposals = verification_inputs(config)
+        if module.max_proposals:  # the export's own limit (a small one is legitimate)
+            proposals = proposals[:module.max_proposals]
         outputs = verify_export(module, export_dir, image, proposals, roi_pool)
         ops = "no Python-function op" + ("" if roi_pool == "custom_op" else ", no keras_frcnn op")
         result["verified"] = (f"{ops}; a TensorFlow-only process gives the same "

@@ -24,7 +24,9 @@ _UMASK_LOCK = threading.Lock()
 
 def current_umask():
     """The process's umask, read without changing it where Linux reports it
-    (/proc/self/status, kernel 4.7+); elsewhere set and restored under a lock."""
+    (/proc/self/status, kernel 4.7+); elsewhere set and restored under a lock, which
+    guards only the callers of this function: a thread creating a file meanwhile
+    elsewhere would get umask 022 for that instant."""
     try:
         match = re.search(r"^Umask:\s*([0-7]+)$", Path("/proc/self/status").read_text(), re.M)
     except OSError:
@@ -80,47 +82,71 @@ def _naming(err, path):
 @contextlib.contextmanager
 def run_folder(target):
     """Builds a folder that holds one run's outputs, never two: yields a fresh folder
-    beside ``target`` to write into; when the block completes it replaces ``target``
-    (an earlier run's folder moves aside, the new one is renamed in, the old one is
-    deleted), and when it fails it is deleted, leaving ``target`` as it was. A kill
-    leaves ``target`` whole (old or new) or missing, never mixed, plus a leftover
-    ``<name>.tmp-<pid>-*`` or ``.old-<pid>-*`` folder that the next run removes."""
+    beside ``target`` to write into (made first, so an unwritable place fails before
+    the work); when the block completes it replaces ``target`` (an earlier run's
+    folder moves aside, the new one is renamed in, the old one is deleted), and when
+    the block fails it is deleted, leaving ``target`` as it was. If the final rename
+    fails, the earlier run goes back in place and the error names the folder holding
+    the new one. A kill leaves ``<name>.tmp-<pid>-*`` (an unfinished run) or, between
+    the two renames, ``<name>.old-<pid>-*`` (the earlier run, with ``target``
+    missing): the next run deletes the first and puts the second back
+    (_remove_leftovers)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(target)
     staging = make_temp_dir(target.parent, f"{target.name}.tmp-{os.getpid()}-")
     try:
         yield staging
-        old = None
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f"{target.name}.old-{os.getpid()}-",
-                                        dir=target.parent))
-            os.replace(target, old)  # onto the empty folder just made
-        os.replace(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = None
+    try:
+        if target.exists():
+            # rename(2) replaces an empty folder whole: target moves onto this one.
+            old = Path(tempfile.mkdtemp(prefix=f"{target.name}.old-{os.getpid()}-",
+                                        dir=target.parent))
+            os.replace(target, old)
+        os.replace(staging, target)
+    except BaseException as err:
+        if old is not None:
+            if target.exists():  # the first rename failed: old is the empty placeholder
+                old.rmdir()
+            else:
+                os.replace(old, target)
+        if isinstance(err, OSError):
+            raise type(err)(err.errno, f"cannot move the finished run into {target} "
+                                       f"({err.strerror}); its files are in {staging}") from None
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
 
 def _remove_leftovers(target):
-    """Deletes ``<name>.tmp-<pid>-*`` and ``<name>.old-<pid>-*`` folders of run_folder
-    calls whose process has ended (killed mid-way)."""
-    pattern = re.compile(re.escape(target.name) + r"\.(?:tmp|old)-(\d+)-")
-    for path in target.parent.glob(f"{target.name}.*-*"):
-        match = pattern.match(path.name)
-        if match and path.is_dir() and not _alive(int(match.group(1))):
+    """Cleans up after run_folder calls whose process has ended (killed mid-way): an
+    ``.old-<pid>-*`` folder goes back to ``target`` if that is missing (the kill fell
+    between the two renames; the earlier run was whole), every other leftover
+    (``.tmp-``: unfinished) is deleted."""
+    pattern = re.compile(re.escape(target.name) + r"\.(tmp|old)-(\d+)-")
+    leftovers = [(match.group(1), path) for path in target.parent.glob(f"{target.name}.*-*")
+                 if (match := pattern.match(path.name)) and path.is_dir()
+                 and not _alive(int(match.group(2)))]
+    for kind, path in sorted(leftovers, key=lambda item: item[0] != "old"):
+        if kind == "old" and not target.exists():
+            os.replace(path, target)
+        else:
             shutil.rmtree(path, ignore_errors=True)
 
 
 def _alive(pid):
+    """True if a process ``pid`` exists (on this machine: a folder shared between hosts
+    can hold another host's live run, which this cannot see)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's process
-        return True
+        pass
     return True
 
 

@@ -33,6 +33,7 @@ class LogProgress:
         logger.info("%s: %d %ss", desc, total, unit)
 
     def update(self, count=1):
+        """``count`` more done; logs a line at each tenth of the work or minute."""
         self.done += count
         now = time.monotonic()
         if self.done >= self._next or now - self._last >= self._min_seconds:
@@ -43,6 +44,7 @@ class LogProgress:
                             self.unit, 100 * self.done // max(self.total, 1))
 
     def close(self):
+        """Logs the last line (once)."""
         if self.total:
             logger.info("%s: %d of %d %ss done", self.desc, self.done, self.total, self.unit)
             self.total = 0
@@ -65,6 +67,7 @@ class TrainingLog:
         self.steps, self.every = steps, every
 
     def update(self, step, values=None):
+        """Logs ``values`` [(name, value)] if ``step`` is one to log."""
         if values and (step % self.every == 0 or step == self.steps):
             listed = ", ".join(f"{name} {value:.4f}" for name, value in values)
             logger.info("step %d of %d: %s", step, self.steps, listed)

@@ -341,7 +341,9 @@ def _train(config, workdir, progress):
                         raise TrainingDiverged(
                             f"loss became {logs['loss']} at step {step + 1}; stopped without "
                             f"saving. The last good checkpoint is {manager.latest_checkpoint}. "
-                            "Lower train.base_lr or check the data.")
+                            "Check the data, or train again with a lower train.base_lr "
+                            "(--overwrite, or another --workdir: the workdir records the "
+                            "settings its checkpoints were trained with).")
                     step += 1
                     bar.update(step, list(logs.items()))
                     if step % t.log_every == 0 or step == t.steps:

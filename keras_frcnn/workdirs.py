@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -104,10 +105,18 @@ def model_head(config, workdir=None):
     return head
 
 
-# Settings that change how a run is carried out, not what it trains: they may differ
-# when training runs again in a workdir (workdir_conflicts). Keys under "export." too.
-OPERATIONAL_KEYS = ("train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-                    "train.devices", "proposals.workers")
+# What a workdir's training must keep (workdir_conflicts): the settings that decide the
+# trained weights, i.e. these sections but for the keys below. Not compared: paths (data
+# and caches move), how the run goes (logging, checkpoints, devices, a RoI pooling that is
+# bit-identical either way), and what only testing and export read (test.*, export.*,
+# the test split), which the record then holds as given.
+TRAINED_SECTIONS = ("dataset", "proposals", "sampling", "pipeline", "model", "train")
+NOT_TRAINED = frozenset({
+    "dataset.root", "dataset.annotations", "dataset.images", "dataset.cache_dir",
+    "dataset.test_split", "dataset.test_root", "dataset.on_error", "dataset.max_image_pixels",
+    "proposals.cache_dir", "proposals.workers", "proposals.mat_file",
+    "proposals.test_mat_file", "proposals.mat_dir", "model.roi_pool", "train.log_every",
+    "train.checkpoint_every", "train.keep_checkpoints", "train.devices", "train.distribute"})
 # What --overwrite deletes before training starts over (the layout above, and eval/).
 TRAINING_OUTPUTS = ("checkpoints", "logs", "model.keras", "config.json", "target_stats.json",
                     "classes.json", "compress.json", "eval")
@@ -121,12 +130,6 @@ def _flatten(node, prefix=""):
         else:
             flat[f"{prefix}{key}"] = value
     return flat
-
-
-def _comparable(key, value):
-    if key == "dataset.on_error" and value in ("", None):
-        return "raise"  # "" is the programs' default, which for training raises
-    return value
 
 
 def trained_in(workdir):
@@ -143,10 +146,10 @@ def trained_in(workdir):
 def workdir_conflicts(config, workdir):
     """[(key, recorded, given)] of the settings where ``config`` differs from the
     workdir's config.json: what a training run in it must not change, for its model
-    was trained with the recorded ones. Empty when nothing was trained there yet
-    (trained_in). Not compared: OPERATIONAL_KEYS, and ``train.steps`` when raised
-    (training further from the last checkpoint). A key the workdir predates is
-    compared with its default."""
+    was trained with the recorded ones (TRAINED_SECTIONS but NOT_TRAINED). Empty when
+    nothing was trained there yet (trained_in). ``train.steps`` may grow (training
+    further from the last checkpoint). A key the workdir predates is compared with
+    its default."""
     from keras_frcnn.configs import base_config
 
     saved = Path(workdir) / "config.json"
@@ -158,8 +161,8 @@ def workdir_conflicts(config, workdir):
     conflicts = []
     for key, value in given.items():
         old = recorded.get(key, defaults.get(key, value))
-        if (key in OPERATIONAL_KEYS or key.startswith("export.")
-                or _comparable(key, old) == _comparable(key, value)):
+        if (key.split(".")[0] not in TRAINED_SECTIONS or key in NOT_TRAINED
+                or old == value):
             continue
         if key == "train.steps" and isinstance(old, int) and value > old:
             continue
@@ -168,9 +171,14 @@ def workdir_conflicts(config, workdir):
 
 
 def clear_training_outputs(workdir):
-    """Deletes what training wrote in ``workdir`` (TRAINING_OUTPUTS), for --overwrite."""
-    import shutil
-
+    """Deletes what training wrote in ``workdir`` (TRAINING_OUTPUTS), for --overwrite.
+    A workdir of bin/compress.py is refused: its compressed model and step-0
+    checkpoint are what training there starts from, and deleting them would start an
+    uncompressed model from scratch."""
+    if (Path(workdir) / "compress.json").is_file():
+        raise ValueError(f"{workdir} holds a model compressed by bin/compress.py, which "
+                         "--overwrite would delete; run bin/compress.py again into a new "
+                         "workdir to start over")
     for name in TRAINING_OUTPUTS:
         path = Path(workdir) / name
         if path.is_dir():

@@ -16,20 +16,12 @@ import pytest
 from keras_frcnn import Predictor, training, workdirs
 from keras_frcnn.model import backbones
 from tests.test_training import tiny_config
+from tests.test_training_faults import trained  # noqa: F401 (a finished 4-step run)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """(config, workdir) of a finished two-step training."""
-    root = tmp_path_factory.mktemp("record")
-    config = tiny_config(root, steps=2)
-    training.train(config, root / "work", progress=False)
-    return config, root / "work"
-
-
-def test_training_again_with_other_settings_is_refused_naming_them(trained):
+def test_training_again_with_other_settings_is_refused_naming_them(trained):  # noqa: F811
     config, workdir = trained
     before = {name: (workdir / name).read_bytes() for name in ("config.json", "model.keras")}
     other = config.copy_and_resolve_references()
@@ -38,16 +30,45 @@ def test_training_again_with_other_settings_is_refused_naming_them(trained):
         training.train(other, workdir, progress=False)
     assert str(refused.value).startswith(
         f"{workdir} was trained with other settings (model.dropout 0.0 -> 0.9, train.steps "
-        "2 -> 1, train.base_lr 0.001 -> 0.5); ")
+        "4 -> 1, train.base_lr 0.001 -> 0.5); ")
     assert "--overwrite" in str(refused.value)
     assert {name: (workdir / name).read_bytes() for name in before} == before
 
 
-def test_the_same_settings_and_operational_ones_run_as_before(trained):
+def test_the_same_settings_and_operational_ones_run_as_before(trained):  # noqa: F811
     config, workdir = trained
     same = config.copy_and_resolve_references()
     same.train.log_every, same.proposals.workers = 5, 1  # how the run goes, not what it trains
-    assert training.train(same, workdir, progress=False)["step"] == 2
+    assert training.train(same, workdir, progress=False)["step"] == 4
+
+
+def test_paths_test_settings_and_the_pooling_implementation_may_change(trained):  # noqa: F811
+    # Data and caches move, test and export settings are read at test time, and both RoI
+    # poolings compute the same numbers: none of them changes what was trained. The
+    # record then holds them as given.
+    config, workdir = trained
+    moved = workdir.parent / "VOC_moved"
+    (workdir.parent / "VOC").rename(moved)
+    try:
+        other = config.copy_and_resolve_references()
+        other.dataset.root = str(moved)
+        other.proposals.cache_dir = str(workdir.parent / "elsewhere")
+        other.test.scales, other.test.flip = (64,), True
+        other.model.roi_pool = "composite"
+        other.export.max_proposals = 10
+        assert training.train(other, workdir, progress=False)["step"] == 4
+        recorded = json.loads((workdir / "config.json").read_text())
+        assert recorded["test"]["scales"] == [64] and recorded["dataset"]["root"] == str(moved)
+    finally:
+        moved.rename(workdir.parent / "VOC")
+
+
+def test_overwrite_refuses_a_compressed_workdir(tmp_path):
+    (tmp_path / "compress.json").write_text("{}")
+    with pytest.raises(ValueError, match="compressed by bin/compress.py, which --overwrite "
+                                         "would delete"):
+        training.train(tiny_config(tmp_path, steps=1), tmp_path, progress=False,
+                       overwrite=True)
 
 
 def test_overwrite_starts_over_with_the_new_settings(tmp_path):
@@ -64,13 +85,13 @@ def test_overwrite_starts_over_with_the_new_settings(tmp_path):
     assert (tmp_path / "work" / "notes.txt").read_text() == "mine"
 
 
-def test_bin_train_refuses_in_one_line(trained):
+def test_bin_train_refuses_in_one_line(trained):  # noqa: F811
     config, workdir = trained
     script = workdir.parent / "config.py"
     script.write_text(
         "from tests.test_training import tiny_config\n"
         "from pathlib import Path\n\n\n"
-        f"def get_config():\n    return tiny_config(Path({str(workdir.parent)!r}), 2, "
+        f"def get_config():\n    return tiny_config(Path({str(workdir.parent)!r}), 4, "
         "write=False)\n")
     done = subprocess.run([sys.executable, "bin/train.py", f"--config={script}",
                            f"--workdir={workdir}", "--config.train.base_lr=0.5"],
@@ -81,7 +102,7 @@ def test_bin_train_refuses_in_one_line(trained):
         f"error: {workdir} was trained with other settings (train.base_lr 0.001 -> 0.5)")
 
 
-def test_the_saved_model_records_what_it_is(trained):
+def test_the_saved_model_records_what_it_is(trained):  # noqa: F811
     config, workdir = trained
     recorded = workdirs.load_inference_model(workdir).get_config()
     assert recorded["backbone"] == "small" and recorded["class_names"] == ("cat",)
@@ -95,7 +116,7 @@ def test_the_saved_model_records_what_it_is(trained):
     ("model.fc_units", (64, 64), "model.fc_units=(256, 256) in the model but (64, 64)"),
     ("model.svd", "fc6:8", "model.svd={} in the model but {'fc6': 8}"),
 ])
-def test_a_config_that_contradicts_the_model_is_refused(trained, key, value, named):
+def test_a_config_that_contradicts_the_model_is_refused(trained, key, value, named):  # noqa: F811
     from keras_frcnn.evaluation.run import evaluate
 
     config, workdir = trained
@@ -111,7 +132,7 @@ def test_a_config_that_contradicts_the_model_is_refused(trained, key, value, nam
         evaluate(other, workdir, split="train", progress=False)
 
 
-def test_other_class_names_are_refused(trained):
+def test_other_class_names_are_refused(trained):  # noqa: F811
     config, workdir = trained
     with pytest.raises(ValueError, match=r"classes \['cat'\] in the model but \['dog'\] given"):
         Predictor.from_model(workdir / "model.keras", workdir / "config.json", ["dog"])
@@ -146,8 +167,9 @@ def test_a_file_numpy_reads_only_with_pickle_is_not_a_weights_file(tmp_path):
     with pytest.raises(ValueError) as refused:
         backbones.build_backbone("caffenet", str(text))
     message = str(refused.value)
-    assert message.startswith(f"weights file {text}: not a weights .npz")
-    assert "pickle" not in message.replace("pickled objects", "")  # no allow_pickle advice
+    assert message.startswith(f"weights file {text}: not a weights .npz (neither a .npz "
+                              "nor a .npy file)")
+    assert "pickle" not in message  # no advice to allow pickle
     single = tmp_path / "single.npz"
     with open(single, "wb") as file:
         np.save(file, np.zeros(3))

@@ -15,15 +15,21 @@ def _is_image(path):
     return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
 
 
+def _hidden(path, folder):
+    return any(part.startswith(".") for part in path.relative_to(folder).parts)
+
+
 def image_files(folder, recursive=False):
     """The image files of ``folder`` (by suffix), sorted; with ``recursive``, those of
-    its subfolders too (sorted by path). Without it, subfolders holding images are
-    named in one warning, so that nobody takes them for processed."""
+    its subfolders too (sorted by path), hidden ones (``.thumbnails``, ``.git``) left
+    out. Without it, subfolders holding images are named in one warning, so that
+    nobody takes them for processed."""
     folder = Path(folder)
     if recursive:
-        return sorted(p for p in folder.rglob("*") if _is_image(p))
+        return sorted(p for p in folder.rglob("*") if _is_image(p) and not _hidden(p, folder))
     nested = sorted(sub.name for sub in folder.iterdir()
-                    if sub.is_dir() and any(_is_image(p) for p in sub.rglob("*")))
+                    if sub.is_dir() and not sub.name.startswith(".")
+                    and any(_is_image(p) for p in sub.rglob("*")))
     if nested:
         shown = ", ".join(nested[:5]) + (f" and {len(nested) - 5} more" if len(nested) > 5 else "")
         logger.warning("%s: left out %d subfolder%s holding images (%s); pass --recursive "

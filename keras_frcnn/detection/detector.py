@@ -17,8 +17,10 @@ from zero), so the copy is exact.
 Proposals (decision, shared with the serving graph of export.py, which must give
 the same detections): each proposal is clipped to the image and dropped when a
 coordinate is not finite or when nothing of it is left (inverted, x2 < x1, or
-wholly outside), before anything is scored (graph.clip_proposals). Without
-proposals left the result is zero detections. The release projects the
+wholly outside), before anything is scored, and the rest are sorted by their
+coordinates so that ties of equal scores do not depend on their order
+(graph.usable_proposals). Without proposals left the result is zero detections.
+The release projects the
 proposals unclipped and clips only the output boxes; a proposal far outside then
 pools an all-empty grid and is scored from the biases, and an inverted one
 decodes to an inverted box. Those are hostile inputs from a serving client, not

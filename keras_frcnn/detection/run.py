@@ -29,6 +29,7 @@ class DetectionRun:
     skipped: list
 
     def summary(self, output_dir):
+        """The run's last line: how many images were skipped, and where the rest went."""
         done = f"pictures and detections.json of {len(self.found)} images in {output_dir}"
         if not self.skipped:
             return done

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -80,11 +81,15 @@ RUN_FILES = ("detections.npz", "results", "metrics.json", "pr_curves.png", "dete
 
 
 def check_run_folder(output_dir):
-    """``output_dir`` as a Path, after refusing a file, or a folder holding anything an
-    evaluation does not write (the run replaces the folder: files.run_folder)."""
+    """``output_dir`` as a Path, after refusing a file, a mount point, or a folder
+    holding anything an evaluation does not write (the run replaces the folder:
+    files.run_folder)."""
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"output folder {output_dir} is a file; give a folder (--output_dir)")
+    if os.path.ismount(output_dir):  # a mount point cannot be renamed over
+        raise ValueError(f"output folder {output_dir} is a mount point, which the run cannot "
+                         "replace; give a folder inside it (--output_dir)")
     if output_dir.is_dir():
         foreign = sorted(p.name for p in output_dir.iterdir() if p.name not in RUN_FILES)
         if foreign:
@@ -171,15 +176,19 @@ def evaluate(config, workdir=None, split=None, model_path=None, checkpoint=None,
             raise ValueError("give an output directory or a workdir")
         output_dir = Path(workdir) / "eval" / split
     output_dir = check_run_folder(output_dir)
+    if (rescore and rescore_nms is not None
+            and Path(rescore).resolve() == (output_dir / "detections.npz").resolve()):
+        raise ValueError(f"--rescore_nms would replace {rescore}, the detections it reads "
+                         "(an evaluation folder holds one run); give another --output_dir")
     timing = {}
-    if rescore:
-        detections = load_detections(rescore)
-        if rescore_nms is not None:
-            detections = reapply_nms(detections, rescore_nms)
-    else:
-        detections, timing = _detect(config, dataset, proposals_config, split, workdir,
-                                     model_path, checkpoint, progress, overlap)
-    with run_folder(output_dir) as folder:
+    with run_folder(output_dir) as folder:  # made first: an unwritable place fails now
+        if rescore:
+            detections = load_detections(rescore)
+            if rescore_nms is not None:
+                detections = reapply_nms(detections, rescore_nms)
+        else:
+            detections, timing = _detect(config, dataset, proposals_config, split, workdir,
+                                         model_path, checkpoint, progress, overlap)
         metrics = _write_results(config, dataset, split, detections, timing, folder)
     metrics["output_dir"] = str(output_dir)
     return metrics

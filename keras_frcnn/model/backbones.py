@@ -26,22 +26,24 @@ Weights (``build_backbone(name, weights)``):
   "imagenet"  keras.applications, vgg16 and mobilenet_v2 only (downloaded and
               cached by Keras); VGG16's fc1/fc2 also initialise fc6/fc7.
   "*.npz"     vgg16, vgg_cnn_m_1024 and caffenet: every conv layer and
-              optionally fc6/fc7, in Keras layout (``load_npz`` has the format;
-              ``caffe_to_keras`` converts pycaffe blobs to it).
+              optionally fc6/fc7, in Keras layout (model/weights_files.py:
+              ``load_npz`` has the format; ``caffe_to_keras`` converts pycaffe
+              blobs to it).
   other path  a Keras weights file, no fc6/fc7: for vgg16 and mobilenet_v2 of
               keras.applications' model with include_top=False (e.g.
               ../shared/weights/mobilenet_v2_1.0_224_from_coral_quant.weights.h5),
               for the other backbones of the features model itself.
+Every weights file is checked as it loads: values that are not finite are refused
+naming the file and the layer (model/weights_files.py).
 """
 
 import dataclasses
-import re
-import zipfile
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
+
+from keras_frcnn.model.weights_files import check_model_weights_finite, load_npz
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,121 +267,6 @@ def feature_shape(name, height, width):
         raise ValueError(f"a {height}x{width} input is too small for backbone {name!r} (its "
                          f"features would be {size[0]}x{size[1]}); use a larger image")
     return size
-
-
-def caffe_to_keras(params, pooled_size):
-    """Caffe blobs -> the arrays of a weights ``.npz`` (load_npz's format).
-
-    ``params``: {Caffe layer name: (weight, bias)} as pycaffe's
-    ``net.params[name][0].data`` and ``[1].data``. Conv weights [out, in/groups,
-    kh, kw] become [kh, kw, in/groups, out]; fc weights [out, in] become [in, out],
-    and fc6's rows are reordered from Caffe's flattening of pool5 (c, h, w) to
-    ours (h, w, c). VGG16's conv{b}_{i} are renamed block{b}_conv{i}.
-    """
-    arrays = {}
-    for name, (weight, bias) in params.items():
-        weight = np.asarray(weight)
-        if weight.ndim == 4:
-            kernel = weight.transpose(2, 3, 1, 0)
-        elif name == "fc6":
-            out, inputs = weight.shape
-            channels = inputs // (pooled_size * pooled_size)
-            if channels * pooled_size * pooled_size != inputs:
-                raise ValueError(f"fc6 has {inputs} inputs, not channels x {pooled_size} x "
-                                 f"{pooled_size}; pass the backbone's pooled_size")
-            kernel = (weight.reshape(out, channels, pooled_size, pooled_size)
-                      .transpose(2, 3, 1, 0).reshape(inputs, out))
-        else:
-            kernel = weight.T
-        name = re.sub(r"^conv(\d)_(\d)$", r"block\1_conv\2", name)
-        arrays[f"{name}/kernel"], arrays[f"{name}/bias"] = kernel, np.asarray(bias).reshape(-1)
-    return arrays
-
-
-def load_npz(model, path, spec):
-    """Loads a weights ``.npz`` into the features ``model``; returns fc_init or None.
-
-    The file holds float arrays in Keras layout named "<layer>/kernel" and
-    "<layer>/bias": for every Conv2D layer of ``model`` (conv1 ... conv5, or
-    VGG16's block1_conv1 ... block5_conv3), kernels [kh, kw, in/groups, out]
-    with conv1's input channels in BGR order (the "caffe" preprocessing); and
-    optionally for both fc6 and fc7, kernels [in, out], where fc6's rows follow
-    our Flatten of the pooled [P, P, C] map: row (h * P + w) * C + c, not
-    Caffe's (c * P + h) * P + w (caffe_to_keras converts).
-    """
-    arrays = _read_npz(path)
-    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
-    wanted = [f"{layer.name}/{v}" for layer in convs for v in ("kernel", "bias")]
-    fc_keys = [f"{n}/{v}" for n in ("fc6", "fc7") for v in ("kernel", "bias")]
-    has_fc = any(key in arrays for key in fc_keys)  # fc6 and fc7 come together or not at all
-    missing = [key for key in wanted + (fc_keys if has_fc else []) if key not in arrays]
-    unknown = sorted(set(arrays) - set(wanted) - set(fc_keys))
-    if missing or unknown:
-        raise ValueError(f"weights file {path}: missing {missing}, unknown {unknown}; it needs "
-                         f"<layer>/kernel and <layer>/bias for {[layer.name for layer in convs]} "
-                         f"and, optionally, for both fc6 and fc7")
-    for layer in convs:
-        values = [arrays[f"{layer.name}/kernel"], arrays[f"{layer.name}/bias"]]
-        _check_shapes(path, layer.name, values, [tuple(w.shape) for w in layer.weights])
-        layer.set_weights(values)
-    if not has_fc:
-        return None
-    fc6, fc7 = ([arrays[f"{n}/kernel"], arrays[f"{n}/bias"]] for n in ("fc6", "fc7"))
-    rows = spec.pooled_size ** 2 * model.output.shape[-1]
-    _check_shapes(path, "fc6", fc6, [(rows, fc6[0].shape[-1]), (fc6[0].shape[-1],)])
-    _check_shapes(path, "fc7", fc7, [(fc6[0].shape[-1], fc7[0].shape[-1]), (fc7[0].shape[-1],)])
-    return {"fc6": fc6, "fc7": fc7}
-
-
-def _read_npz(path):
-    """{name: array} of a weights ``.npz``; ValueError naming the file if it is not one
-    (never read with pickle: a pickled object can run code) or holds NaN or inf."""
-    try:
-        file = np.load(path, allow_pickle=False)
-        if not isinstance(file, np.lib.npyio.NpzFile):
-            raise ValueError("it holds one array, not named arrays")
-        with file:
-            arrays = {key: file[key] for key in file.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        reason = ("numpy reads it only as pickled objects" if "pickle" in str(err)
-                  else str(err).splitlines()[0] if str(err) else type(err).__name__)
-        raise ValueError(f"weights file {path}: not a weights .npz ({reason}); it must hold "
-                         "named float arrays <layer>/kernel and <layer>/bias "
-                         "(backbones.caffe_to_keras writes them)") from None
-    for key, value in arrays.items():
-        if value.dtype.kind != "f":
-            raise ValueError(f"weights file {path}: {key} holds {value.dtype} values, not "
-                             "floats")
-        check_finite(value, f"weights file {path}: {key}")
-    return arrays
-
-
-def check_finite(values, name):
-    """ValueError naming ``name`` if the float array ``values`` holds NaN or inf: weights
-    that are not numbers train into a model that scores every box alike."""
-    bad = ~np.isfinite(values)
-    if bad.any():
-        raise ValueError(f"{name} holds {int(bad.sum())} non-finite values (NaN or inf) of "
-                         f"{values.size}; the file is damaged: get it again")
-
-
-def check_model_weights_finite(model, source):
-    """check_finite for every weight of ``model`` after loading ``source``, naming the
-    layer whose weights are not numbers."""
-    for layer in model.layers:
-        for weight in layer.weights:
-            value = keras.ops.convert_to_numpy(weight)
-            if value.dtype.kind == "f":
-                check_finite(value, f"weights file {source}: layer {layer.name} "
-                             f"({weight.name})")
-
-
-def _check_shapes(path, name, values, shapes):
-    for value, shape, part in zip(values, shapes, ("kernel", "bias")):
-        if tuple(value.shape) != tuple(shape):
-            raise ValueError(f"weights file {path}: {name}/{part} has shape {value.shape}, the "
-                             f"model needs {tuple(shape)} (Keras layout: conv [kh, kw, in/groups, "
-                             f"out], fc [in, out]; caffe_to_keras converts Caffe blobs)")
 
 
 def _check_weights(name, weights):

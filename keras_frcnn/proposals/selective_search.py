@@ -28,7 +28,7 @@ threads sharing a Predictor get the boxes a lone call gets.
 
 Workers never outlive the process that started them: each watches its parent and
 exits when it is gone, however it ended (SIGKILL and the OOM killer included), so no
-search goes on for nobody (``_watch_parent``).
+search goes on for nobody (proposals/workers.py).
 """
 
 import collections
@@ -38,12 +38,8 @@ import hashlib
 import io
 import json
 import logging
-import multiprocessing
 import os
-import signal
-import sys
 import threading
-import time
 from pathlib import Path
 
 import cv2
@@ -53,6 +49,7 @@ from keras_frcnn.data.images import (check_image_pixels, downscale, image_size,
                                      read_image_bgr_within)
 from keras_frcnn.data.records import MAX_IMAGE_PIXELS, DatasetError, handle_error
 from keras_frcnn.files import atomic_write
+from keras_frcnn.proposals.workers import start_pool, worker_result
 
 logger = logging.getLogger("keras_frcnn.proposals")
 MODES = ("fast", "quality")
@@ -172,32 +169,6 @@ class ProposalCache:
         atomic_write(self.path(digest), buffer.getvalue())
 
 
-def _worker_context():
-    """fork when TensorFlow is not loaded here (fast, no re-import of __main__);
-    spawn otherwise, since forking a process with TensorFlow's threads is unsafe."""
-    return multiprocessing.get_context("spawn" if "tensorflow" in sys.modules else "fork")
-
-
-def _worker_init(parent):
-    cv2.setNumThreads(1)
-    # Ctrl-C reaches the whole process group: the parent stops the workers itself.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_watch_parent, args=(parent,), name="watch-parent",
-                     daemon=True).start()
-
-
-def _watch_parent(parent, interval=0.5):
-    """Ends this worker once ``parent`` (a PID) is no longer its parent: a process whose
-    parent dies is handed to init or a subreaper. A killed parent cannot stop its
-    workers, and the pool's own exit on a broken pipe waits for the running search,
-    which can take minutes. OpenCV releases the GIL while it searches, so this thread
-    runs meanwhile. (Linux's parent-death signal is tied to the creating thread, which
-    may be a short-lived one here: polling is the portable way.)"""
-    while os.getppid() == parent:
-        time.sleep(interval)
-    os._exit(1)
-
-
 def _compute_one(path, mode, max_size, max_pixels):
     image, full_size = read_image_bgr_within(path, max_size, max_pixels)
     return scale_boxes(_search(image, mode), (image.shape[1], image.shape[0]), full_size)
@@ -232,24 +203,6 @@ def _progress_bar(progress, count, mode):
     return progress_bar(count, f"selective search ({mode})", "image")
 
 
-def _start_pool(workers):
-    return concurrent.futures.ProcessPoolExecutor(
-        workers, mp_context=_worker_context(), initializer=_worker_init,
-        initargs=(os.getpid(),))
-
-
-def _worker_result(future):
-    """The boxes a worker computed; its DatasetError as it is; a dead pool explained."""
-    try:
-        return future.result()
-    except concurrent.futures.process.BrokenProcessPool as err:
-        raise RuntimeError(
-            "selective-search worker processes died. A script that starts them after "
-            "importing TensorFlow must guard its entry point with "
-            "`if __name__ == '__main__':` (they are spawned and re-import it); "
-            "or pass workers=0.") from err
-
-
 def compute_selective_search(image_paths, cache_dir, mode="fast", workers=None, progress=True,
                              max_size=MAX_SIZE, max_pixels=MAX_IMAGE_PIXELS, on_error="raise"):
     """Selective search for many images, cached; returns a list of [n, 4] arrays in
@@ -281,14 +234,14 @@ def compute_selective_search(image_paths, cache_dir, mode="fast", workers=None, 
                     continue
                 results[k] = _finish(caches[k], digests[k], boxes, bar)
         else:
-            pool = _start_pool(workers)
+            pool = start_pool(workers)
             try:
                 futures = {pool.submit(_compute_one, paths[k], mode, max_size, max_pixels): k
                            for k in todo}
                 for future in concurrent.futures.as_completed(futures):
                     k = futures[future]
                     try:
-                        boxes = _worker_result(future)
+                        boxes = worker_result(future)
                     except DatasetError as err:
                         _skip(err, on_error, bar)
                         continue
@@ -335,7 +288,7 @@ class SelectiveSearchStream:
             raise ValueError(f"ahead must be at least 1 image, got {ahead}")
         self._ahead = ahead or 2 * max(workers, 1)
         self._bar = _progress_bar(progress, len(self._todo), mode)
-        self._pool = _start_pool(workers) if workers and len(self._todo) > 1 else None
+        self._pool = start_pool(workers) if workers and len(self._todo) > 1 else None
         self._running = collections.deque()  # (image index, future), in image order
         self._next = 0
         self._closed = False
@@ -363,7 +316,7 @@ class SelectiveSearchStream:
             else:
                 _, future = self._running.popleft()  # submitted in image order: image k
                 self._submit()  # keep the workers busy while this image is finished
-                boxes = _worker_result(future)
+                boxes = worker_result(future)
         except DatasetError:  # this image's fault (undecodable): the next ones go on
             if self._bar is not None:
                 self._bar.update(1)

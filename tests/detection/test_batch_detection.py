@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import keras
 import pytest
 
 from keras_frcnn.data.records import DatasetError

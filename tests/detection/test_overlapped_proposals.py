@@ -107,7 +107,7 @@ def test_detect_images_overlapped_writes_what_the_sequential_path_writes(model, 
     def no_workers(workers):
         raise AssertionError("a worker pool was started for cached images")
 
-    monkeypatch.setattr(selective_search, "_start_pool", no_workers)
+    monkeypatch.setattr(selective_search, "start_pool", no_workers)
     again = detect_images(model, paths, ["thing"], DETECTOR,
                           proposals_config(tmp_path / "overlapped" / "cache"),
                           tmp_path / "again", score_threshold=0.0, progress=False).found

@@ -4,8 +4,8 @@ previous results whole, never mixed with its own."""
 
 import json
 import os
+from pathlib import Path
 
-import numpy as np
 import pytest
 
 from keras_frcnn import files, training
@@ -30,8 +30,10 @@ def snapshot(folder):
             if p.is_file()}
 
 
-def test_a_run_that_dies_leaves_the_previous_results_whole(evaluated, monkeypatch):
+def test_a_run_that_dies_leaves_the_previous_results_whole(evaluated, monkeypatch, tmp_path):
     config, workdir, folder, _ = evaluated
+    source = tmp_path / "detections.npz"  # rescored with NMS: other detections
+    source.write_bytes((folder / "detections.npz").read_bytes())
     before = snapshot(folder)
     assert "detections.npz" in before and "metrics.json" in before
 
@@ -40,8 +42,8 @@ def test_a_run_that_dies_leaves_the_previous_results_whole(evaluated, monkeypatc
 
     monkeypatch.setattr(evaluation_run, "draw_examples", killed)
     with pytest.raises(KeyboardInterrupt):
-        evaluate(config, workdir, split="train", progress=False,
-                 rescore=folder / "detections.npz", rescore_nms=0.01)
+        evaluate(config, workdir, split="train", progress=False, rescore=source,
+                 rescore_nms=0.01)
     assert snapshot(folder) == before
     assert sorted(p.name for p in folder.parent.iterdir()) == ["train"]  # nothing left over
 
@@ -59,6 +61,50 @@ def test_a_rescored_run_replaces_the_folder_with_its_own_detections(evaluated, t
     assert json.loads((out / "metrics.json").read_text())["detections"] == again["detections"]
     assert sum(len(d) for d in load_detections(out / "detections.npz").values()) == \
         metrics["detections"]
+
+
+def test_a_failed_final_rename_puts_the_earlier_run_back(tmp_path, monkeypatch):
+    target = tmp_path / "run"
+    with files.run_folder(target) as staging:
+        (staging / "a").write_text("earlier")
+    real = os.replace
+
+    def failing(source, destination):  # the new run cannot be renamed into place
+        if Path(source).name.startswith("run.tmp-"):
+            raise OSError(16, "Device or resource busy")
+        return real(source, destination)
+
+    monkeypatch.setattr(files.os, "replace", failing)
+    with pytest.raises(OSError, match=r"cannot move the finished run into .*run \(Device or "
+                                      r"resource busy\); its files are in .*run.tmp-"):
+        with files.run_folder(target) as staging:
+            (staging / "b").write_text("new")
+    assert (target / "a").read_text() == "earlier" and not (target / "b").exists()
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("run.tmp-")]
+    assert len(kept) == 1 and (kept[0] / "b").read_text() == "new"
+
+
+def test_a_kill_between_the_renames_is_undone_by_the_next_run(tmp_path):
+    target = tmp_path / "run"
+    dead = 2 ** 22 + 12345  # above the default pid_max: no such process
+    (tmp_path / f"run.old-{dead}-x").mkdir()  # the earlier run, moved aside
+    (tmp_path / f"run.old-{dead}-x" / "a").write_text("earlier")
+    (tmp_path / f"run.tmp-{dead}-y").mkdir()  # the new one, not yet renamed in
+    with pytest.raises(RuntimeError):
+        with files.run_folder(target):
+            raise RuntimeError  # this run fails: the earlier one is what is left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert (target / "a").read_text() == "earlier"
+
+
+def test_rescoring_the_folder_s_own_detections_with_nms_is_refused(evaluated):
+    config, workdir, folder, _ = evaluated
+    before = (folder / "detections.npz").read_bytes()
+    with pytest.raises(ValueError, match=r"--rescore_nms would replace .*detections.npz, the "
+                                         "detections it reads"):
+        evaluate(config, workdir, split="train", progress=False,
+                 rescore=folder / "detections.npz", rescore_nms=0.4)
+    assert (folder / "detections.npz").read_bytes() == before
 
 
 def test_leftovers_of_killed_runs_are_removed(evaluated, tmp_path):
@@ -101,4 +147,3 @@ def test_run_folder_replaces_only_when_the_block_completes(tmp_path):
         (staging / "c").write_text("3")
     assert sorted(p.name for p in target.iterdir()) == ["c"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
-    np.testing.assert_equal(len(list(tmp_path.glob("run.*"))), 0)

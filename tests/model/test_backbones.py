@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from keras_frcnn.model.backbones import (SPECS, CaffeMaxPooling2D, LocalResponseNormalization,
-                                         build_backbone, caffe_pool_size, caffe_to_keras,
-                                         feature_shape)
+                                         build_backbone, caffe_pool_size, feature_shape)
+from keras_frcnn.model.weights_files import caffe_to_keras
 from keras_frcnn.model.fast_rcnn import FastRCNN, sgd
 
 SHARED_WEIGHTS = (Path(__file__).resolve().parents[3] / "shared" / "weights"
