@@ -78,35 +78,60 @@ class Detections:
         return Detections(self.boxes[keep], self.scores[keep], self.classes[keep])
 
 
-def nms(boxes, scores, iou_threshold=0.3, max_output_size=None):
+# Boxes NMS compares at a time (nms): its memory is a few [NMS_BLOCK, n] matrices, 16 MB
+# for n = 20,000, where the whole [n, n] would be gigabytes per class.
+NMS_BLOCK = 256
+
+
+def nms(boxes, scores, iou_threshold=0.3, max_output_size=None, block=NMS_BLOCK):
     """Indices kept by the release's NMS, in score order (ties: the lower index first).
 
     boxes [n, 4] (x1, y1, x2, y2) inclusive, scores [n]; tensors or arrays. A box
     is suppressed by a higher-ranked kept box when their IoU (+1 areas, float32)
     is >= ``iou_threshold``. ``max_output_size`` caps the number returned.
 
-    Cost: an [n, n] IoU matrix and at most n vectorised steps (one per link of the
-    longest chain of boxes that suppress each other in turn; a few for real detections,
-    0.05 s for 2000 clustered boxes). A pathological 2000-box chain takes seconds, and
-    n = 20000 needs gigabytes: give NMS pre-selected candidates, as both modes do.
+    The ranked boxes are decided ``block`` at a time, in rank order: a box of the
+    block is dropped if a box kept before the block suppresses it, and the rest of
+    the block is settled by a vectorised fixed-point iteration of the greedy rule
+    (no Python loop over boxes). Memory: [block, n] (the block against every box
+    ranked before it), whatever n; time: the n^2 / 2 IoUs of the release's loop, and
+    per block at most one step per link of the longest chain of boxes that suppress
+    each other in turn (a few for real detections).
     """
     boxes = tf.convert_to_tensor(boxes, tf.float32)
     scores = tf.convert_to_tensor(scores, tf.float32)
     order = tf.argsort(scores, direction="DESCENDING", stable=True)
     ranked = tf.gather(boxes, order)
-    rank = tf.range(tf.shape(ranked)[0])
-    # suppresses[i, j]: box i ranks before box j and overlaps it enough to delete it.
-    suppresses = ((_release_iou(ranked) >= _float32_at_least(iou_threshold))
-                  & (rank[:, None] < rank[None, :]))
+    count = tf.shape(ranked)[0]
+    threshold = _float32_at_least(iou_threshold)
+    rank = tf.range(block)
 
-    def greedy_step(keep, _):
-        # keep[j] = no kept box before j suppresses j. Its only fixed point is the
-        # greedy result, reached from all-True in at most n steps (entry j is final
-        # once entries 0..j-1 are).
-        return tf.logical_not(tf.reduce_any(suppresses & keep[:, None], axis=0)), keep
+    def settle_block(k, keep):
+        start = k * block
+        candidates = ranked[start:start + block]
+        size = tf.shape(candidates)[0]
+        # Dropped by a box kept in an earlier block.
+        earlier = (_release_iou(candidates, ranked[:start]) >= threshold) & keep[None, :start]
+        alive = tf.logical_not(tf.reduce_any(earlier, axis=1))
+        # suppresses[i, j]: box i ranks before box j in the block and deletes it.
+        suppresses = ((_release_iou(candidates, candidates) >= threshold)
+                      & (rank[:size, None] < rank[None, :size]))
 
-    keep, _ = tf.while_loop(lambda keep, previous: tf.reduce_any(keep != previous), greedy_step,
-                            (tf.ones_like(rank, tf.bool), tf.zeros_like(rank, tf.bool)))
+        def greedy_step(kept, _):
+            # kept[j] = j is alive and no kept box before j suppresses j. Its only fixed
+            # point is the greedy result, reached from ``alive`` in at most ``block``
+            # steps (entry j is final once entries 0..j-1 are).
+            return alive & tf.logical_not(tf.reduce_any(suppresses & kept[:, None], axis=0)), kept
+
+        kept, _ = tf.while_loop(lambda kept, previous: tf.reduce_any(kept != previous),
+                                greedy_step, (alive, tf.logical_not(alive)))
+        return k + 1, tf.concat([keep[:start], kept, keep[start + size:]], axis=0)
+
+    blocks = (count + block - 1) // block
+    _, keep = tf.while_loop(lambda k, keep: k < blocks, settle_block,
+                            (tf.constant(0), tf.zeros([count], tf.bool)),
+                            shape_invariants=(tf.TensorShape([]), tf.TensorShape([None])),
+                            parallel_iterations=1)
     kept = tf.boolean_mask(order, keep)
     if max_output_size is not None:
         kept = kept[:max_output_size]
@@ -122,16 +147,20 @@ def _float32_at_least(threshold):
     return value
 
 
-def _release_iou(boxes):
-    """[n, n] IoU of [n, 4] float32 boxes, operation for operation as nms.pyx (+1 areas)."""
-    x1, y1, x2, y2 = tf.unstack(boxes, axis=1)
+def _release_iou(boxes, others):
+    """[n, m] IoU of [n, 4] and [m, 4] float32 boxes, operation for operation as nms.pyx
+    (+1 areas; max, min and the sum of the areas are exact in either order, so
+    IoU(a, b) == IoU(b, a) bit for bit)."""
+    x1, y1, x2, y2 = tf.unstack(boxes, num=4, axis=1)
+    u1, v1, u2, v2 = tf.unstack(others, num=4, axis=1)
     areas = (x2 - x1 + 1.0) * (y2 - y1 + 1.0)
-    w = tf.maximum(0.0, tf.minimum(x2[:, None], x2[None, :])
-                   - tf.maximum(x1[:, None], x1[None, :]) + 1.0)
-    h = tf.maximum(0.0, tf.minimum(y2[:, None], y2[None, :])
-                   - tf.maximum(y1[:, None], y1[None, :]) + 1.0)
+    other_areas = (u2 - u1 + 1.0) * (v2 - v1 + 1.0)
+    w = tf.maximum(0.0, tf.minimum(x2[:, None], u2[None, :])
+                   - tf.maximum(x1[:, None], u1[None, :]) + 1.0)
+    h = tf.maximum(0.0, tf.minimum(y2[:, None], v2[None, :])
+                   - tf.maximum(y1[:, None], v1[None, :]) + 1.0)
     inter = w * h
-    return inter / (areas[:, None] + areas[None, :] - inter)
+    return inter / (areas[:, None] + other_areas[None, :] - inter)
 
 
 def soft_nms(boxes, scores, sigma, score_threshold=0.0, max_output_size=None):

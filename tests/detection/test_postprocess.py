@@ -55,6 +55,38 @@ def test_nms_matches_a_plain_greedy_loop(rng):
         assert nms(boxes, scores, threshold).numpy().tolist() == expected
 
 
+def greedy_nms(boxes, scores, threshold):
+    """The release's loop (nms.pyx) in numpy: float32 arithmetic, a float64 comparison."""
+    order, suppressed, kept = np.argsort(-scores, kind="stable"), set(), []
+    areas = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+    for a, i in enumerate(order):
+        if i in suppressed:
+            continue
+        kept.append(i)
+        for j in order[a + 1:]:
+            w = max(np.float32(0), min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0]) + 1)
+            h = max(np.float32(0), min(boxes[i, 3], boxes[j, 3]) - max(boxes[i, 1], boxes[j, 1]) + 1)
+            inter = np.float32(w * h)
+            if float(inter / (areas[i] + areas[j] - inter)) >= threshold:
+                suppressed.add(j)
+    return kept
+
+
+@pytest.mark.parametrize("block", [1, 7, 64, 256])
+def test_nms_in_blocks_is_the_greedy_loop(rng, block):
+    # 200 boxes in clusters, decided 1, 7 or 64 at a time (one block at 256): a box is
+    # suppressed by kept boxes of earlier blocks and by those of its own, as in the loop.
+    centres = rng.uniform(0, 300, (12, 2))
+    xy = (centres[rng.integers(0, 12, 200)] + rng.normal(0, 6, (200, 2))).astype(np.float32)
+    boxes = np.concatenate([xy, xy + rng.uniform(20, 60, (200, 2))], 1).astype(np.float32)
+    scores = rng.uniform(0, 1, 200).astype(np.float32)
+    scores[::9] = scores[0]  # ties, taken in index order
+    for threshold in (0.3, 0.7):
+        expected = greedy_nms(boxes, scores, threshold)
+        assert nms(boxes, scores, threshold, block=block).numpy().tolist() == expected
+    assert nms(np.zeros((0, 4)), np.zeros(0), 0.3, block=block).numpy().tolist() == []
+
+
 def test_nms_keeps_score_order_and_is_greedy():
     # B overlaps A and C; A suppresses B, so C survives although B would suppress it.
     boxes = np.array([[0, 0, 9, 9], [5, 0, 14, 9], [10, 0, 19, 9]], np.float32)
