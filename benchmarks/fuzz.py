@@ -1,6 +1,7 @@
-"""Fuzzing: seeded hostile inputs to roi_pool and to an exported SavedModel.
+"""Fuzzing: seeded hostile inputs to roi_pool, an exported SavedModel, the Predictor
+and the serving client.
 
-Two targets, each a stream of cases numbered 0, 1, 2, ...; case i of a target is
+Four targets, each a stream of cases numbered 0, 1, 2, ...; case i of a target is
 generated from numpy's generator seeded with (--seed, target, i) alone, so any
 case can be rerun by itself:
 
@@ -20,13 +21,17 @@ case can be rerun by itself:
                and returned detections are checked for sanity (finite, inside the
                image, scores in [0, 1], consistent lengths, inputs of the declared
                shapes): "odd" if not.
+  predictor, serving_client
+               keras_frcnn.Predictor and keras_frcnn.serving's client (through a
+               stand-in server): hostile image arrays and files, proposals and
+               Prediction methods; fuzz_predictor.py says what and what is odd.
 
-Cases run in a child process (a few hundred per child). A case that kills its
-child (a segfault, an abort, the OOM killer) is a crash, one that outlasts
---case_timeout a hang; either is recorded with the child's last stderr lines and
-the next case starts in a fresh child. A clean exception is an error (type and
-examples recorded). Not run by CI. --output gets the counts and findings,
---details the errors by type and message.
+Cases run in a child process (a few hundred per child), which reports its peak
+resident memory. A case that kills its child (a segfault, an abort, the OOM killer)
+is a crash, one that outlasts --case_timeout a hang; either is recorded with the
+child's last stderr lines and the next case starts in a fresh child. A clean
+exception is an error (type and examples recorded). Not run by CI. --output gets the
+counts, findings and peak memory, --details the errors by type and message.
 
     python benchmarks/fuzz.py --seed 0 --json fuzz.json --output docs/benchmarks.md \
         --details docs/robustness.md
@@ -39,6 +44,7 @@ import json
 import os
 import queue
 import re
+import resource
 import shlex
 import signal
 import subprocess
@@ -52,9 +58,20 @@ import numpy as np
 
 import report  # first: it picks TensorFlow's CPU kernels before TensorFlow loads
 
-TARGETS = {"roi_pool": 1, "saved_model": 2}  # the target's part of each case's seed
-IMPLEMENTATIONS = ("custom_op", "composite")
-EXPECTED_ERRORS = {"InvalidArgumentError", "ValueError", "TypeError"}
+# The target's part of each case's seed.
+TARGETS = {"roi_pool": 1, "saved_model": 2, "predictor": 3, "serving_client": 4}
+IMPLEMENTATIONS = ("custom_op", "composite")  # the twins of roi_pool and saved_model
+# The other targets run one implementation: their errors count under this name.
+SINGLE = "single"
+CLEAN = {"InvalidArgumentError", "ValueError", "TypeError"}
+# The Predictor also reads files: DatasetError (a ValueError) names a bad one.
+EXPECTED_ERRORS = {"roi_pool": CLEAN, "saved_model": CLEAN, "serving_client": CLEAN,
+                   "predictor": CLEAN | {"DatasetError", "FileNotFoundError"}}
+# Where the models a target needs are written under --export_dir.
+MODELS = {"saved_model": "composite", "predictor": "predictor", "serving_client": "serving"}
+DEFAULT_CASES = {"roi_pool": 2000, "saved_model": 500, "predictor": 600, "serving_client": 400}
+WHAT = {"roi_pool": "`roi_pool`", "saved_model": "an exported SavedModel",
+        "predictor": "the `Predictor`", "serving_client": "the serving client"}
 SECTION = "fuzz"  # --output: counts and findings
 DETAILS = "fuzz_errors"  # --details: the errors by type and message
 DETAILS_HEADING = "Errors of the last fuzzing run"
@@ -193,7 +210,16 @@ def saved_model_case(seed, index):
             "proposals_dtype": pick(rng, PROPOSAL_DTYPES)}
 
 
-CASES = {"roi_pool": roi_pool_case, "saved_model": saved_model_case}
+def functions(target):
+    """(case generator, runner) of ``target``. fuzz_predictor imports this module for its
+    helpers, so it is imported here, when first needed, and never at the top."""
+    import fuzz_predictor
+
+    return {"roi_pool": (roi_pool_case, roi_pool_runner),
+            "saved_model": (saved_model_case, saved_model_runner),
+            "predictor": (fuzz_predictor.predictor_case, fuzz_predictor.predictor_runner),
+            "serving_client": (fuzz_predictor.serving_client_case,
+                               fuzz_predictor.serving_client_runner)}[target]
 
 
 def describe(case):
@@ -366,6 +392,24 @@ def export_models(export_dir, seed):
                            roi_pool=roi_pool)
 
 
+def build(args):
+    """Writes the models that --target (or every target) needs and --export_dir lacks."""
+    import fuzz_predictor
+
+    targets = [args.target] if args.target else list(TARGETS)
+    missing = {t for t in targets
+               if t in MODELS and not os.path.isdir(os.path.join(args.export_dir, MODELS[t]))}
+    if "saved_model" in missing:
+        export_models(args.export_dir, args.seed)
+    if missing & {"predictor", "serving_client"}:
+        fuzz_predictor.prepare(args.export_dir, args.seed)
+
+
+def peak_mb():
+    """This process's resident-set high-water mark (VmHWM), in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
 def serve(args):
     """Child: answers each case index read from stdin with one JSON line."""
     channel = os.fdopen(os.dup(1), "w")
@@ -375,7 +419,7 @@ def serve(args):
     tf.get_logger().setLevel("ERROR")
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    run = {"roi_pool": roi_pool_runner, "saved_model": saved_model_runner}[args.worker](args)
+    run = functions(args.worker)[1](args)
     channel.write(json.dumps({"machine": report.machine_description()}) + "\n")
     channel.flush()
     for line in sys.stdin:
@@ -384,7 +428,7 @@ def serve(args):
             reply = run(index)
         except Exception:  # noqa: BLE001 - a bug of this script, not of the code under test
             reply = {"verdict": "harness failure", "errors": {}, "reason": traceback.format_exc()}
-        channel.write(json.dumps({"case": index, **reply}) + "\n")
+        channel.write(json.dumps({"case": index, **reply, "peak_mb": peak_mb()}) + "\n")
         channel.flush()
 
 
@@ -456,15 +500,17 @@ class Tally:
         self.findings = []  # crashes, hangs, disagreements, odd results, unexpected errors
         self.seconds = 0.0
         self.machine = None  # as the child describes it
+        self.peak_mb = 0.0  # the most resident memory a child held
 
     def add(self, index, reply):
         self.counts[reply["verdict"] + "s"] += 1
+        self.peak_mb = max(self.peak_mb, reply["peak_mb"])
         for name, error in reply["errors"].items():
             kind, message = error.split(": ", 1)
             key = kind, stem(message)
             self.errors[key][name] += 1
             self.examples.setdefault(key, (index, message))
-            if kind not in EXPECTED_ERRORS:
+            if kind not in EXPECTED_ERRORS[self.target]:
                 self.finding("unexpected error", index, f"{name}: {error}")
         kinds = sorted({error.split(":", 1)[0] for error in reply["errors"].values()})
         if len(reply["errors"]) == 2 and len(kinds) == 2:  # both raised, not a disagreement
@@ -478,7 +524,8 @@ class Tally:
 
     def finding(self, kind, index, detail):
         self.findings.append({"kind": kind, "case": index, "detail": detail,
-                              "inputs": describe(CASES[self.target](self.seed, index))})
+                              "inputs": describe(functions(self.target)[0](self.seed,
+                                                                           index))})
 
 
 def stem(message):
@@ -533,8 +580,10 @@ def markdown(tallies, args, command, seconds, details=None):
     """The --output section: counts per target and findings. ``details``: the relative
     link to the page holding error_markdown's section, or None if it is not written."""
     machine = next(iter(tallies.values())).machine
+    what = [WHAT[target] for target in tallies]
+    what = ", ".join(what[:-1]) + " and " + what[-1] if len(what) > 1 else what[0]
     lines = ["## Fuzzing", "", f"`{command}` (seed {args.seed}), {seconds / 60:.1f} minutes "
-             f"on {machine}: seeded hostile inputs to `roi_pool` and to an exported SavedModel "
+             f"on {machine}: seeded hostile inputs to {what} "
              "(neither CI nor `run_all.py` runs this).", "",
              "| target | cases | " + " | ".join(COLUMNS) + " | minutes |",
              "|---|" + "---:|" * (len(COLUMNS) + 2)]
@@ -542,6 +591,8 @@ def markdown(tallies, args, command, seconds, details=None):
         cases = sum(tally.counts[c] for c in COLUMNS if c != "odd results")  # odd: results too
         lines.append(f"| {target} | {cases} | " + " | ".join(
             str(tally.counts[c]) for c in COLUMNS) + f" | {tally.seconds / 60:.1f} |")
+    lines += ["", "Peak memory of a child (its resident-set high-water mark, VmHWM): " + ", ".join(
+        f"{target} {tally.peak_mb:.0f} MB" for target, tally in tallies.items()) + "."]
     groups = collections.defaultdict(list)  # one line per distinct finding
     for target, tally in tallies.items():
         for f in tally.findings:
@@ -563,20 +614,27 @@ def error_markdown(tallies, args, command, summary=None):
     run = f"`{command}` (seed {args.seed})"
     if summary:
         run = f"{run}; counts and findings: [{os.path.basename(summary)}]({summary}#fuzzing)"
+    # A column per implementation or export that raised, and one for the targets that
+    # run one (SINGLE); a target's cells stay empty in the columns it does not run.
+    names = {target: {n for counts in tally.errors.values() for n in counts}
+             for target, tally in tallies.items()}
+    columns = [n for n in (*IMPLEMENTATIONS, SINGLE) if any(n in ns for ns in names.values())]
     lines = [f"### {DETAILS_HEADING}", "",
              f"{run}. Errors by type and message (numbers and bracketed values as `#` and "
-             "`(.)`; the count is of cases, for each implementation or export):", "",
-             "| target | type | message | " + " | ".join(IMPLEMENTATIONS) + " | first case |",
-             "|---|---|---|" + "---:|" * len(IMPLEMENTATIONS) + "---:|"]
+             "`(.)`; the count is of cases, for each implementation or export, or under "
+             f"`{SINGLE}` for the targets that run one):", "",
+             "| target | type | message | " + " | ".join(columns) + " | first case |",
+             "|---|---|---|" + "---:|" * len(columns) + "---:|"]
     for target, tally in tallies.items():
         common = sorted(tally.errors.items(), key=lambda item: -sum(item[1].values()))
         for (kind, message), counts in common[:ERROR_ROWS]:
             lines.append(f"| {target} | {kind} | {message.replace('|', '/')} | "
-                         + " | ".join(str(counts[n]) for n in IMPLEMENTATIONS)
+                         + " | ".join(str(counts[n]) if n in names[target] else ""
+                                      for n in columns)
                          + f" | {tally.examples[kind, message][0]} |")
         if len(common) > ERROR_ROWS:
             lines.append(f"| {target} | | {len(common) - ERROR_ROWS} rarer messages (--json) "
-                         "| | | |")
+                         "|" + " |" * (len(columns) + 1))
     return lines
 
 
@@ -587,19 +645,19 @@ def link(target, page):
 
 def reproduce(args):
     """Runs one case in this process and prints its inputs and the reply."""
-    print(describe(CASES[args.target](args.seed, args.case)))
-    if args.target == "saved_model" and not os.path.isdir(os.path.join(args.export_dir,
-                                                                       "composite")):
-        export_models(args.export_dir, args.seed)
-    runner = {"roi_pool": roi_pool_runner, "saved_model": saved_model_runner}[args.target]
+    case, runner = functions(args.target)
+    print(describe(case(args.seed, args.case)))
+    build(args)
     print(json.dumps(runner(args)(args.case), indent=2))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--roi_pool_cases", type=int, default=2000)
-    parser.add_argument("--saved_model_cases", type=int, default=500)
+    for target, count in DEFAULT_CASES.items():
+        parser.add_argument(f"--{target}_cases", type=int, default=count)
+    parser.add_argument("--cases", type=int, help="cases of each target run (instead of the "
+                        "--TARGET_cases)")
     parser.add_argument("--target", choices=sorted(TARGETS), help="only this target")
     parser.add_argument("--case", type=int, help="run this case of --target in this process")
     parser.add_argument("--cases_per_child", type=int, default=250)
@@ -616,7 +674,7 @@ def main():
     parser.add_argument("--worker", choices=[*TARGETS, "export"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker == "export":
-        return export_models(args.export_dir, args.seed)
+        return build(args)
     if args.worker:
         return serve(args)
     with tempfile.TemporaryDirectory(prefix="fuzz_export") as tmp:
@@ -625,15 +683,16 @@ def main():
             if not args.target:
                 parser.error("--case needs --target")
             return reproduce(args)
-        counts = {"roi_pool": args.roi_pool_cases, "saved_model": args.saved_model_cases}
+        counts = {target: args.cases or getattr(args, f"{target}_cases") for target in TARGETS}
         targets = [args.target] if args.target else list(TARGETS)
         command = "python benchmarks/fuzz.py " + shlex.join(sys.argv[1:])
         start = time.perf_counter()
-        if "saved_model" in targets and not os.path.isdir(os.path.join(args.export_dir,
-                                                                      "composite")):
+        if any(t in MODELS and not os.path.isdir(os.path.join(args.export_dir, MODELS[t]))
+               for t in targets):
             # In a child too: the parent never imports TensorFlow.
             done = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker=export",
-                                   f"--seed={args.seed}", f"--export_dir={args.export_dir}"],
+                                   f"--seed={args.seed}", f"--export_dir={args.export_dir}",
+                                   *([f"--target={args.target}"] if args.target else [])],
                                   capture_output=True, text=True)
             if done.returncode:
                 raise RuntimeError(f"exporting the fuzzed models failed:\n{done.stderr[-3000:]}")
@@ -647,6 +706,7 @@ def main():
         with open(args.json, "w") as f:
             json.dump({"seed": args.seed, "command": command, "seconds": seconds,
                        "targets": {t: {"counts": dict(x.counts), "seconds": x.seconds,
+                                       "peak_mb": x.peak_mb,
                                        "errors": [{"type": k, "stem": m, "counts": c,
                                                    "example": x.examples[k, m]}
                                                   for (k, m), c in x.errors.items()],

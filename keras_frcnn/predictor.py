@@ -115,7 +115,10 @@ class Predictor:
       class_names: the K object class names, in model order.
       config: the experiment config (ConfigDict, configs/*.py path, or config.json
         path or dict): its ``test`` section, ``pipeline.preprocessing``,
-        ``proposals`` and ``dataset.max_image_pixels`` apply.
+        ``proposals`` and ``dataset.max_image_pixels`` apply (the pixel limit to image
+        files, which it refuses from their header before decoding; an array is
+        already in memory, and detection and selective search work on downscaled
+        copies of it).
     """
 
     def __init__(self, model, class_names, config):
