@@ -137,10 +137,8 @@ def trained_in(workdir):
     a model.keras that training saved (bin/compress.py's output workdir holds a
     compressed model and a step-0 checkpoint, from which training starts)."""
     workdir = Path(workdir)
-    steps = [int(m.group(1)) for p in (workdir / "checkpoints").glob("ckpt-*.index")
-             if (m := re.fullmatch(r"ckpt-(\d+)\.index", p.name))]
-    return any(steps) or ((workdir / "model.keras").is_file()
-                          and not (workdir / "compress.json").is_file())
+    saved_model = (workdir / "model.keras").is_file() and not (workdir / "compress.json").is_file()
+    return saved_model or any(step for step, _ in checkpoints(workdir / "checkpoints"))
 
 
 def workdir_conflicts(config, workdir):
@@ -225,6 +223,13 @@ def _restore(prefix, required, optional):
     return True
 
 
+def checkpoints(directory):
+    """[(steps done, prefix)] of the checkpoints ``ckpt-<n>`` in ``directory``, by n."""
+    return sorted((int(m.group(1)), path.with_suffix(""))
+                  for path in Path(directory).glob("ckpt-*.index")
+                  if (m := re.fullmatch(r"ckpt-(\d+)\.index", path.name)))
+
+
 def restore_latest(directory, required, optional=None):
     """Restores the newest checkpoint ``ckpt-<n>`` in ``directory`` that can be read.
 
@@ -236,10 +241,8 @@ def restore_latest(directory, required, optional=None):
     but holds another model raises CheckpointMismatch (it is not damaged: the config is).
     """
     directory, optional = Path(directory), optional or {}
-    numbered = [(int(m.group(1)), p.with_suffix("")) for p in directory.glob("ckpt-*.index")
-                if (m := re.fullmatch(r"ckpt-(\d+)\.index", p.name))]
     damaged = []
-    for _, prefix in sorted(numbered, reverse=True):
+    for _, prefix in reversed(checkpoints(directory)):
         try:
             complete = _restore(prefix, required, optional)
         except (tf.errors.OpError, IndexError) as err:  # IndexError: a truncated data file
