@@ -55,6 +55,27 @@ def test_the_limit_is_a_config_key_with_a_server_sized_default(model, tmp_path):
 def test_a_limit_that_is_not_a_count_is_refused(model, value):  # noqa: F811
     with pytest.raises(ValueError, match="max_proposals must be a whole number"):
         DetectionModule(model, ["red", "green"], max_proposals=value)
+    assert DetectionModule(model, ["red", "green"], max_proposals=np.int64(7)).max_proposals == 7
+
+
+def test_the_export_check_stays_within_the_export_s_own_limit(model, tmp_path,  # noqa: F811
+                                                              monkeypatch):
+    # bin/export.py verifies the export on the first test image's proposals; with a
+    # small limit they are cut to it rather than refused by the export just written.
+    from keras_frcnn import export
+
+    image, _ = scene()
+    monkeypatch.setattr(export, "verification_inputs", lambda config: (image,
+                                                                         many_proposals(100)))
+    model.save(tmp_path / "model.keras")
+    (tmp_path / "classes.json").write_text('["red", "green"]')
+    config = base_config()
+    config.model.backbone, config.pipeline.preprocessing = "small", "tf"
+    config.test.scales = (96,)
+    config.export.max_proposals = 30
+    result = export_workdir(config, model_path=tmp_path / "model.keras",
+                            export_dir=tmp_path / "1")
+    assert "a TensorFlow-only process gives the same" in result["verified"]
 
 
 def test_rois_in_batches_give_every_rois_outputs_unchanged(model):  # noqa: F811

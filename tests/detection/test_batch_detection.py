@@ -69,8 +69,10 @@ def test_with_raise_the_run_stops_at_the_first_bad_file_and_lists_what_it_did(
 
 def test_subfolders_are_walked_with_recursive_and_named_without(model, tmp_path, caplog):  # noqa: F811
     (tmp_path / "photos" / "trip" / "day1").mkdir(parents=True)
+    (tmp_path / "photos" / ".thumbnails").mkdir()
     top = textured_images(tmp_path / "photos", count=1)
     deep = textured_images(tmp_path / "photos" / "trip" / "day1", count=2)
+    textured_images(tmp_path / "photos" / ".thumbnails", count=1)  # hidden: never taken
     with caplog.at_level(logging.WARNING, "keras_frcnn"):
         run = detect_images(model, [tmp_path / "photos"], ["thing"], DETECTOR,
                             proposals_config(tmp_path / "cache"), tmp_path / "out",
@@ -119,3 +121,12 @@ def test_bin_detect_skips_by_default_and_prints_the_count(model, tmp_path):  # n
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == (
         f"error: {bad[0]}: missing or not a decodable image")
+    # Every image skipped: nothing a batch job can use, exit status 1.
+    only_bad = [str(p) for p in bad]
+    done = subprocess.run(command[:4] + [f"--images={','.join(only_bad)}",
+                                          f"--output_dir={tmp_path / 'none'}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "error: 3 of 3 images skipped (a warning each above); pictures and detections.json "
+        "of 0 images")
