@@ -49,7 +49,7 @@ def main(argv):
         metrics = evaluate(_CONFIG.value, _WORKDIR.value, _SPLIT.value, _MODEL.value,
                            _CHECKPOINT.value, _OUTPUT.value, _RESCORE.value, _RESCORE_NMS.value,
                            overlap=_OVERLAP.value)
-    except (DatasetError, FileNotFoundError, ValueError) as err:
+    except (DatasetError, OSError, ValueError) as err:  # OSError: e.g. a full disk
         sys.exit(f"error: {err}")
     print(format_report(metrics))
 

@@ -229,7 +229,7 @@ def export_saved_model(model, classes, export_dir, scales=(600,), max_size=1000,
             {"classes": list(classes), "scales": list(scales), "max_size": max_size,
              "preprocessing": preprocessing, "roi_pool": roi_pool,
              "score_empty_rois": score_empty_rois, "flip": flip, "bbox_reg": bbox_reg,
-             "deduplicate": deduplicate, "max_proposals": max_proposals,
+             "deduplicate": deduplicate, "max_proposals": module.max_proposals,
              "postprocess": postprocess.__dict__}, indent=2) + "\n")
         tmp.rename(export_dir)
     except BaseException:

@@ -86,8 +86,8 @@ def run_folder(target):
     the work); when the block completes it replaces ``target`` (an earlier run's
     folder moves aside, the new one is renamed in, the old one is deleted), and when
     the block fails it is deleted, leaving ``target`` as it was. If the final rename
-    fails, the earlier run goes back in place and the error names the folder holding
-    the new one. A kill leaves ``<name>.tmp-<pid>-*`` (an unfinished run) or, between
+    fails, the earlier run goes back in place and the new one is kept as
+    ``<name>.failed-<pid>-*``, which the error names. A kill leaves ``<name>.tmp-<pid>-*`` (an unfinished run) or, between
     the two renames, ``<name>.old-<pid>-*`` (the earlier run, with ``target``
     missing): the next run deletes the first and puts the second back
     (_remove_leftovers)."""
@@ -115,8 +115,14 @@ def run_folder(target):
             else:
                 os.replace(old, target)
         if isinstance(err, OSError):
+            # Out of _remove_leftovers' reach: the message sends the user to these files.
+            kept = staging.with_name(staging.name.replace(".tmp-", ".failed-", 1))
+            try:
+                os.replace(staging, kept)
+            except OSError:
+                kept = staging
             raise type(err)(err.errno, f"cannot move the finished run into {target} "
-                                       f"({err.strerror}); its files are in {staging}") from None
+                                       f"({err.strerror}); its files are in {kept}") from None
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
@@ -128,7 +134,7 @@ def _remove_leftovers(target):
     between the two renames; the earlier run was whole), every other leftover
     (``.tmp-``: unfinished) is deleted."""
     pattern = re.compile(re.escape(target.name) + r"\.(tmp|old)-(\d+)-")
-    leftovers = [(match.group(1), path) for path in target.parent.glob(f"{target.name}.*-*")
+    leftovers = [(match.group(1), path) for path in target.parent.iterdir()
                  if (match := pattern.match(path.name)) and path.is_dir()
                  and not _alive(int(match.group(2)))]
     for kind, path in sorted(leftovers, key=lambda item: item[0] != "old"):

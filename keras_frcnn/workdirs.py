@@ -344,11 +344,10 @@ def model_record(model):
 def check_model_config(model, config, class_names=None, source="the model"):
     """ValueError naming every setting where ``config`` (an experiment config) or
     ``class_names`` contradict what ``model`` records (model_record): its backbone,
-    head, fc widths, truncated-SVD ranks (when the config names any), preprocessing
-    and class names. A model run with another backbone's preprocessing, or read with
-    another dataset's class names, gives confident nonsense rather than an error."""
-    from keras_frcnn.model.backbones import SPECS
-
+    head, fc widths and truncated-SVD ranks (when the config names them),
+    preprocessing and class names. A model run with another backbone's
+    preprocessing, or read with another dataset's class names, gives confident
+    nonsense rather than an error."""
     record = model_record(model)
     if not record:
         return
@@ -356,8 +355,8 @@ def check_model_config(model, config, class_names=None, source="the model"):
     head = m.get("head", "fc")
     given = {"model.backbone": m.backbone, "model.head": head,
              "pipeline.preprocessing": config.pipeline.preprocessing}
-    if head == "fc" and m.backbone in SPECS:
-        given["model.fc_units"] = tuple(m.fc_units or SPECS[m.backbone].fc_units)
+    if head == "fc" and m.fc_units:  # unset: whatever the model has (workdirs.fc_units)
+        given["model.fc_units"] = tuple(m.fc_units)
     if parse_ranks(m.get("svd", "")):
         given["model.svd"] = parse_ranks(m.svd)
     problems = [f"{key}={record[key]!r} in the model but {value!r} in the config"

@@ -21,8 +21,8 @@ def _hidden(path, folder):
 
 def image_files(folder, recursive=False):
     """The image files of ``folder`` (by suffix), sorted; with ``recursive``, those of
-    its subfolders too (sorted by path), hidden ones (``.thumbnails``, ``.git``) left
-    out. Without it, subfolders holding images are named in one warning, so that
+    its subfolders too (sorted by path). Hidden files and folders (``._IMG.jpg``,
+    ``.thumbnails``) are left out. Without it, subfolders holding images are named in one warning, so that
     nobody takes them for processed."""
     folder = Path(folder)
     if recursive:
@@ -34,7 +34,7 @@ def image_files(folder, recursive=False):
         shown = ", ".join(nested[:5]) + (f" and {len(nested) - 5} more" if len(nested) > 5 else "")
         logger.warning("%s: left out %d subfolder%s holding images (%s); pass --recursive "
                        "to include them", folder, len(nested), "s" * (len(nested) > 1), shown)
-    return sorted(p for p in folder.iterdir() if _is_image(p))
+    return sorted(p for p in folder.iterdir() if _is_image(p) and not _hidden(p, folder))
 
 
 def load_images(paths, classes=(), name="images", on_error="raise",

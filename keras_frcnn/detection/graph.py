@@ -233,8 +233,8 @@ def make_network(model, score_empty_rois=False, roi_batch=ROI_BATCH):
 
         _, scores, deltas = tf.while_loop(
             lambda k, *_: k < batches, step,
-            (tf.constant(0), tf.TensorArray(tf.float32, batches, element_shape=[None, num_classes]),
-             tf.TensorArray(tf.float32, batches, element_shape=[None, 4 * (num_classes - 1)])),
+            (tf.constant(0), _batch_outputs(batches, num_classes),
+             _batch_outputs(batches, 4 * (num_classes - 1))),
             parallel_iterations=1)  # one batch in memory at a time
         scores, deltas = scores.concat(), deltas.concat()
         if not score_empty_rois:
@@ -247,6 +247,12 @@ def make_network(model, score_empty_rois=False, roi_batch=ROI_BATCH):
         return scores, deltas
 
     return run
+
+
+def _batch_outputs(batches, width):
+    """A TensorArray of ``batches`` float32 [rows, width] outputs whose row counts differ
+    (the last batch is short): element shapes are not inferred from the first write."""
+    return tf.TensorArray(tf.float32, batches, element_shape=[None, width], infer_shape=False)
 
 
 def decode_boxes(proposals, deltas):

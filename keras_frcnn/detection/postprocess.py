@@ -3,9 +3,11 @@
 NMS is the release's (lib/utils/nms.pyx, used by test.py): boxes in score
 order, a box is suppressed when its IoU with a kept box is *at least* the
 threshold, the IoU computed in float32 with +1 areas in the release's order of
-operations, and compared with the threshold in float64 as Cython does. It runs
-as a vectorised fixed-point iteration of the greedy rule (no Python loop over
-boxes); the loop over classes is unrolled at trace time.
+operations, and compared with the threshold in float64 as Cython does. The
+ranked boxes are settled 256 at a time, each block against the boxes kept before
+it and then by a vectorised fixed-point iteration of the greedy rule (no Python
+loop over boxes; memory [256, n], not [n, n]); the loop over classes is unrolled
+at trace time.
 
 Modes (docs/fidelity.md, "Per-class caps"):
   "frcnn"    the release's test_net as first published, which produced the
@@ -78,8 +80,8 @@ class Detections:
         return Detections(self.boxes[keep], self.scores[keep], self.classes[keep])
 
 
-# Boxes NMS compares at a time (nms): its memory is a few [NMS_BLOCK, n] matrices, 16 MB
-# for n = 20,000, where the whole [n, n] would be gigabytes per class.
+# Boxes NMS compares at a time (nms): its memory is a few [NMS_BLOCK, n] matrices, 20 MB
+# of float32 for n = 20,000, where the whole [n, n] would be gigabytes per class.
 NMS_BLOCK = 256
 
 

@@ -58,8 +58,8 @@ def detect_images(model, paths, class_names, detector_config, proposals_config, 
 
     Writes ``<output_dir>/<image id>.detections.jpg`` per image (the file name
     without suffix, made unique: data/folder.py ``load_images``) as soon as it is
-    done, and ``<output_dir>/detections.json`` with every detection at or above the
-    threshold: {"image", "class", "score", "box" (0-based x1, y1, x2, y2)}, of every
+    done, and ``<output_dir>/detections.json``: {image path: [{"class", "score", "box"
+    (0-based x1, y1, x2, y2)}]} of every detection at or above the threshold, of every
     image done, also when a later one stops the run. Images above ``max_image_pixels``
     (config.dataset.max_image_pixels; 0: no limit) are refused from their header,
     before anything is decoded.

@@ -81,10 +81,22 @@ RUN_FILES = ("detections.npz", "results", "metrics.json", "pr_curves.png", "dete
 
 
 def check_run_folder(output_dir):
-    """``output_dir`` as a Path, after refusing a file, a mount point, or a folder
-    holding anything an evaluation does not write (the run replaces the folder:
-    files.run_folder)."""
+    """``output_dir`` as a Path, its parent made, after refusing a file, a mount point,
+    a place that cannot be written, or a folder holding anything an evaluation does
+    not write (the run replaces the folder: files.run_folder). A symbolic link to a
+    folder stands for that folder (the run replaces the folder, and the link keeps
+    pointing at it)."""
     output_dir = Path(output_dir)
+    if output_dir.is_symlink():
+        output_dir = output_dir.resolve()
+    try:
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"output folder {output_dir}: cannot make {output_dir.parent} "
+                         f"({err.strerror}); give a writable folder (--output_dir)") from None
+    if not os.access(output_dir.parent, os.W_OK | os.X_OK):
+        raise ValueError(f"output folder {output_dir}: {output_dir.parent} is not writable; "
+                         "give a writable folder (--output_dir)")
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"output folder {output_dir} is a file; give a folder (--output_dir)")
     if os.path.ismount(output_dir):  # a mount point cannot be renamed over
