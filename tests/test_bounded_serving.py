@@ -58,6 +58,13 @@ def test_a_limit_that_is_not_a_count_is_refused(model, value):  # noqa: F811
     assert DetectionModule(model, ["red", "green"], max_proposals=np.int64(7)).max_proposals == 7
 
 
+def test_a_numpy_integer_limit_is_recorded_as_a_number(model, tmp_path):  # noqa: F811
+    export_saved_model(model, ["red", "green"], tmp_path / "1", scales=(96,),
+                       preprocessing="tf", max_proposals=np.int64(40))
+    recorded = json.loads((tmp_path / "1" / "assets.extra" / "keras_frcnn.json").read_text())
+    assert recorded["max_proposals"] == 40
+
+
 def test_the_export_check_stays_within_the_export_s_own_limit(model, tmp_path,  # noqa: F811
                                                               monkeypatch):
     # bin/export.py verifies the export on the first test image's proposals; with a
@@ -89,6 +96,24 @@ def test_rois_in_batches_give_every_rois_outputs_unchanged(model):  # noqa: F811
     for a, b in zip(whole, batched):
         assert a.shape == b.shape and a.dtype == tf.float32
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+    # Eagerly, the loop's body runs once per batch: 142 batches of 7 RoIs, then 6.
+    calls = []
+    real_model = graph.keras.Model
+
+    class CountingModel:
+        def __init__(self, *args, **kwargs):
+            self.model = real_model(*args, **kwargs)
+
+        def __call__(self, inputs, training=False):
+            if isinstance(inputs, list):  # the layers after the feature map
+                calls.append(int(inputs[1].shape[0]))
+            return self.model(inputs, training=training)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(graph.keras, "Model", CountingModel)
+        eager = graph.make_network(model, roi_batch=7)(image, rois)
+    assert calls == [7] * 142 + [6]
+    np.testing.assert_array_equal(eager[0].numpy(), whole[0].numpy())
     empty = tf.function(graph.make_network(model, roi_batch=7))(image, tf.zeros([0, 5]))
     assert empty[0].shape == (0, 3) and empty[1].shape == (0, 8)
     with pytest.raises(ValueError, match="roi_batch must be a positive number of RoIs"):

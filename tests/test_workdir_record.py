@@ -199,3 +199,18 @@ def test_resuming_logs_no_false_checkpoint_warnings(tmp_path, caplog):
         assert training.train(config, tmp_path / "work", progress=False)["step"] == 3
         gc.collect()  # TensorFlow warns when the restore status is collected
     assert "could not be found" not in caplog.text
+
+
+def test_fc_widths_are_compared_only_where_the_config_names_them():
+    # A workdir trained with fc_units=(32, 16) is read with its own config file, which
+    # need not repeat the override (workdirs.fc_units); a config naming others is refused.
+    from keras_frcnn.configs import base_config
+    from keras_frcnn.model.fast_rcnn import FastRCNN
+
+    model = FastRCNN(num_classes=2, backbone="small", fc_units=(32, 16))
+    config = base_config()
+    config.model.backbone, config.pipeline.preprocessing = "small", "tf"
+    workdirs.check_model_config(model, config, ["cat"])
+    config.model.fc_units = (64, 64)
+    with pytest.raises(ValueError, match=r"model.fc_units=\(32, 16\) in the model but \(64, 64\)"):
+        workdirs.check_model_config(model, config, ["cat"])

@@ -73,6 +73,7 @@ def test_subfolders_are_walked_with_recursive_and_named_without(model, tmp_path,
     top = textured_images(tmp_path / "photos", count=1)
     deep = textured_images(tmp_path / "photos" / "trip" / "day1", count=2)
     textured_images(tmp_path / "photos" / ".thumbnails", count=1)  # hidden: never taken
+    (tmp_path / "photos" / "._im0.png").write_bytes(b"\x00\x05")  # a macOS resource fork
     with caplog.at_level(logging.WARNING, "keras_frcnn"):
         run = detect_images(model, [tmp_path / "photos"], ["thing"], DETECTOR,
                             proposals_config(tmp_path / "cache"), tmp_path / "out",

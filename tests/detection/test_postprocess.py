@@ -9,28 +9,30 @@ from keras_frcnn.detection.postprocess import (Detections, apply_set_cap, frcnn_
                                                soft_nms_candidates)
 
 
-def test_nms_uses_plus_one_areas_and_suppresses_at_or_above_the_threshold():
+@pytest.mark.parametrize("block", [1, 256])
+def test_nms_uses_plus_one_areas_and_suppresses_at_or_above_the_threshold(block):
     # A is 10x10 (area 100 with +1 areas). B = 3x10 inside A: IoU 30/100 = 0.3
     # exactly -> suppressed at threshold 0.3 (nms.pyx: ovr >= thresh). C = 4x10
     # inside A, apart from B: IoU 0.4 -> suppressed at 0.3, 0.35 and 0.4. Without the
     # +1, A would be 9x9 and B 2x9: IoU 18/81 = .22, C 27/81 = .33.
     boxes = np.array([[0, 0, 9, 9], [0, 0, 2, 9], [5, 0, 8, 9]], np.float32)
     scores = np.array([0.9, 0.8, 0.7], np.float32)
-    assert nms(boxes, scores, 0.3).numpy().tolist() == [0]
-    assert nms(boxes, scores, 0.35).numpy().tolist() == [0, 1]
-    assert nms(boxes, scores, 0.4).numpy().tolist() == [0, 1]
-    assert nms(boxes, scores, 0.45).numpy().tolist() == [0, 1, 2]
+    assert nms(boxes, scores, 0.3, block=block).numpy().tolist() == [0]
+    assert nms(boxes, scores, 0.35, block=block).numpy().tolist() == [0, 1]
+    assert nms(boxes, scores, 0.4, block=block).numpy().tolist() == [0, 1]
+    assert nms(boxes, scores, 0.45, block=block).numpy().tolist() == [0, 1, 2]
 
 
-def test_nms_compares_the_float32_iou_with_the_threshold():
+@pytest.mark.parametrize("block", [1, 256])
+def test_nms_compares_the_float32_iou_with_the_threshold(block):
     # B = 7x10 inside A: IoU 70/100, which float32 rounds to 0.69999999 (0.3 rounds up
     # to 0.30000001). The release computes ovr in float32 and compares it with the
     # Python float, so at threshold 0.7 B survives, although 7/10 >= 0.7 exactly.
     boxes = np.array([[0, 0, 9, 9], [0, 0, 6, 9]], np.float32)
     scores = np.array([0.9, 0.8], np.float32)
     assert float(np.float32(70) / np.float32(100)) < 0.7  # C compares float with double
-    assert nms(boxes, scores, 0.7).numpy().tolist() == [0, 1]
-    assert nms(boxes, scores, 0.69).numpy().tolist() == [0]
+    assert nms(boxes, scores, 0.7, block=block).numpy().tolist() == [0, 1]
+    assert nms(boxes, scores, 0.69, block=block).numpy().tolist() == [0]
 
 
 def greedy_nms(boxes, scores, threshold):
@@ -73,16 +75,33 @@ def test_nms_in_blocks_is_the_greedy_loop(rng, block):
     for threshold in (0.3, 0.7):
         expected = greedy_nms(boxes, scores, threshold)
         assert nms(boxes, scores, threshold, block=block).numpy().tolist() == expected
+        assert nms(boxes, scores, threshold, 5, block=block).numpy().tolist() == expected[:5]
     assert nms(np.zeros((0, 4)), np.zeros(0), 0.3, block=block).numpy().tolist() == []
 
 
-def test_nms_keeps_score_order_and_is_greedy():
+def test_nms_compares_a_block_with_the_boxes_before_it_not_all_with_all(monkeypatch):
+    # Its memory: the IoU matrices it builds are [block, boxes ranked before] and
+    # [block, block], never [n, n] (eagerly the loops run in Python, so the calls show).
+    from keras_frcnn.detection import postprocess
+
+    shapes = []
+    real = postprocess._release_iou
+    monkeypatch.setattr(postprocess, "_release_iou",
+                        lambda a, b: shapes.append((a.shape[0], b.shape[0])) or real(a, b))
+    boxes = np.tile(np.array([[10, 10, 50, 50]], np.float32), (600, 1))
+    assert nms(boxes, np.linspace(1, 0, 600, dtype=np.float32), 0.3,
+               block=256).numpy().tolist() == [0]
+    assert shapes == [(256, 0), (256, 256), (256, 256), (256, 256), (88, 512), (88, 88)]
+
+
+@pytest.mark.parametrize("block", [1, 256])
+def test_nms_keeps_score_order_and_is_greedy(block):
     # B overlaps A and C; A suppresses B, so C survives although B would suppress it.
     boxes = np.array([[0, 0, 9, 9], [5, 0, 14, 9], [10, 0, 19, 9]], np.float32)
     scores = np.array([0.5, 0.9, 0.4], np.float32)
-    assert nms(boxes, scores, 0.3).numpy().tolist() == [1]
+    assert nms(boxes, scores, 0.3, block=block).numpy().tolist() == [1]
     scores = np.array([0.9, 0.5, 0.4], np.float32)
-    assert nms(boxes, scores, 0.3).numpy().tolist() == [0, 2]
+    assert nms(boxes, scores, 0.3, block=block).numpy().tolist() == [0, 2]
 
 
 def test_soft_nms_decays_overlapping_scores_by_a_gaussian_of_the_plus_one_iou():

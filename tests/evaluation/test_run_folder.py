@@ -70,17 +70,20 @@ def test_a_failed_final_rename_puts_the_earlier_run_back(tmp_path, monkeypatch):
     real = os.replace
 
     def failing(source, destination):  # the new run cannot be renamed into place
-        if Path(source).name.startswith("run.tmp-"):
+        if Path(source).name.startswith("run.tmp-") and Path(destination) == target:
             raise OSError(16, "Device or resource busy")
         return real(source, destination)
 
     monkeypatch.setattr(files.os, "replace", failing)
     with pytest.raises(OSError, match=r"cannot move the finished run into .*run \(Device or "
-                                      r"resource busy\); its files are in .*run.tmp-"):
+                                      r"resource busy\); its files are in .*run.failed-"):
         with files.run_folder(target) as staging:
             (staging / "b").write_text("new")
     assert (target / "a").read_text() == "earlier" and not (target / "b").exists()
-    kept = [p for p in tmp_path.iterdir() if p.name.startswith("run.tmp-")]
+    monkeypatch.undo()
+    with files.run_folder(target) as staging:  # the next run leaves the named files alone
+        (staging / "c").write_text("next")
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("run.failed-")]
     assert len(kept) == 1 and (kept[0] / "b").read_text() == "new"
 
 
@@ -132,6 +135,19 @@ def test_a_folder_holding_other_files_or_a_file_is_refused(evaluated, tmp_path):
     with pytest.raises(ValueError, match=r"output folder .*file is a file; give a folder"):
         evaluate(config, workdir, split="train", progress=False, output_dir=tmp_path / "file",
                  rescore=folder / "detections.npz")
+
+
+def test_a_link_to_a_folder_stands_for_it_and_an_unwritable_place_is_one_line(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert evaluation_run.check_run_folder(tmp_path / "link") == tmp_path / "real"
+    with files.run_folder(evaluation_run.check_run_folder(tmp_path / "link")) as staging:
+        (staging / "metrics.json").write_text("{}")
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "link" / "metrics.json").is_file()
+    (tmp_path / "plain").write_text("")
+    with pytest.raises(ValueError, match=r"output folder .*plain/eval: cannot make .*plain "
+                                         r"\(File exists\); give a writable folder"):
+        evaluation_run.check_run_folder(tmp_path / "plain" / "eval")
 
 
 def test_run_folder_replaces_only_when_the_block_completes(tmp_path):
