@@ -156,12 +156,15 @@ def test_test_section_reaches_the_detector():
     assert detector.postprocess.mode == "default"  # no set cap (configs/kangaroo.py)
     assert detector.postprocess.score_threshold == 0.001
     assert detector_config(base_config()).postprocess.mode == "frcnn"  # the release's
+    assert detector.bbox_reg is True and detector_config(base_config()).bbox_reg is True
     config.test.flip = False
     config.test.scales = (480, 600)
     config.test.soft_nms_sigma = 0.5
+    config.test.bbox_reg = False  # paper Table 6: the proposals are the boxes
     detector = detector_config(config)
     assert detector.flip is False and detector.scales == (480, 600)
     assert detector.postprocess.soft_nms_sigma == 0.5
+    assert detector.bbox_reg is False
 
 
 def test_postprocessing_is_read_from_the_test_section_with_an_optional_mode():

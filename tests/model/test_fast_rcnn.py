@@ -81,6 +81,26 @@ def test_gradients_flow_through_roi_pooling_and_frozen_layers_stay():
     assert not np.array_equal(features.get_layer("conv2_1").kernel.numpy(), trained_before)
 
 
+def test_freeze_backbone_trains_fc6_and_up_only():
+    # Paper Table 5's "fc6 and up" with the paper's head: only fc6, fc7 and the two
+    # siblings train; every backbone weight, BatchNorm statistics included, stays.
+    model = small_model(freeze_backbone=True)
+    trained = sorted(v.path for v in model.trainable_weights)
+    assert trained == sorted(f"{layer}/{name}" for layer in ("fc6", "fc7", "cls_score",
+                                                              "bbox_pred")
+                             for name in ("kernel", "bias"))
+    model.compile(optimizer=sgd(0.1))
+    features = model.get_layer("small_features")
+    backbone_before = [w.copy() for w in features.get_weights()]
+    heads_before = {name: model.get_layer(name).kernel.numpy().copy()
+                    for name in ("fc6", "fc7", "cls_score", "bbox_pred")}
+    model.train_on_batch(*batch())
+    for got, want in zip(features.get_weights(), backbone_before):
+        np.testing.assert_array_equal(got, want)
+    for name, before in heads_before.items():
+        assert not np.array_equal(model.get_layer(name).kernel.numpy(), before), name
+
+
 def test_biases_get_twice_the_rate_and_no_decay():
     model = small_model(weight_decay=0.01)
     lr = 0.05
