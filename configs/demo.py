@@ -22,8 +22,9 @@ def get_config():
     config.model.backbone = "small"  # a stride-8 net for CPU runs, trained from scratch
     # Half the paper's 0.5 (docs/fidelity.md row 23); the reason is not recorded.
     config.model.dropout = 0.25
-    # 6.4 min of training on 2 cores (docs/model.md); 2000 steps gave 86.2 mAP, 3000 90.9
-    # (docs/data.md#the-embedded-demo-dataset).
+    # 6.4 min of training on 2 cores; 2000 steps gave 86.2 mAP, 3000 90.9 in the same
+    # calibration (docs/data.md#the-embedded-demo-dataset); every run of 3000 steps since:
+    # 90.1-92.3 (docs/model.md#the-main-jobs-runs).
     config.train.steps = 3000
     config.train.base_lr = 0.02  # BatchNorm backbone from scratch: 20x the release's 0.001
     config.train.checkpoint_every = 500  # a checkpoint about every minute (127 ms per step)
