@@ -22,9 +22,12 @@ bin/detect.py loads it. Every run must write the same detections.json, the same
 pictures and the same proposals into its cache as the first one; the script
 stops otherwise.
 
-Run it from the repository root (the config's weights path is relative to it):
+Run it from the repository root (relative paths are read from there). --data and
+--weights default to the copies on our own machines (../shared/); from a clean clone,
+fetch the photos and the weights as docs/kangaroo.md says and pass them:
 
-    python benchmarks/detect_throughput_benchmark.py --output docs/benchmarks.md
+    python benchmarks/detect_throughput_benchmark.py --data data/kangaroo \
+        --weights data/weights/mobilenet_v2_1.0_224_from_coral_quant.weights.h5
 """
 
 import argparse
@@ -112,7 +115,12 @@ def differences(reference, other):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="../shared/data/kangaroo", help="kangaroo folder")
+    parser.add_argument("--data", default="../shared/data/kangaroo",
+                        help="kangaroo folder; default: our machines' copy (docs/kangaroo.md)")
+    parser.add_argument("--weights",
+                        default="../shared/weights/mobilenet_v2_1.0_224_from_coral_quant.weights.h5",
+                        help="MobileNetV2 ImageNet weights file or imagenet; default: our "
+                             "machines' copy (docs/kangaroo.md)")
     parser.add_argument("--workers", default="0,1",
                         help="comma-separated config.proposals.workers of the overlapped runs "
                              "(0: one per core, the default)")
@@ -130,6 +138,7 @@ def main():
 
     config = load_config_file(CONFIG)
     config.dataset.root = args.data
+    config.model.weights = args.weights
     records = load_dataset(config.dataset, config.dataset.test_split).records
     paths = [r.image_path for r in records[:args.images or None]]
     with tempfile.TemporaryDirectory() as tmp:

@@ -14,7 +14,11 @@ With --seeds=0,1,2 it trains and evaluates one run per train.seed (seed s other 
 the first in <workdir>_seed<s>) and reports each and their mean: on 57 test objects
 one run's AP moves by several points with the initial weights alone.
 
-    python benchmarks/kangaroo_benchmark.py --data ../shared/data/kangaroo \\
+--data and --weights default to the copies on our own machines (../shared/); from a
+clean clone, fetch the photos and the weights as docs/kangaroo.md says and pass them:
+
+    python benchmarks/kangaroo_benchmark.py --data data/kangaroo \\
+        --weights data/weights/mobilenet_v2_1.0_224_from_coral_quant.weights.h5 \\
         --workdir workdirs/kangaroo --seeds 0,1,2 --output docs/benchmarks.md
 """
 
@@ -32,6 +36,10 @@ import report
 SECTION = "kangaroo_benchmark"
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = "configs/kangaroo.py"
+# Our machines' copies (docs/kangaroo.md says where a user gets them).
+SHARED_DATA = "../shared/data/kangaroo"
+SHARED_WEIGHTS = "../shared/weights/mobilenet_v2_1.0_224_from_coral_quant.weights.h5"
+PATH_FLAGS = ("--config.dataset.root=", "--config.model.weights=")
 
 
 def training_seconds(workdir):
@@ -66,10 +74,22 @@ def seed_workdir(workdir, seed, first_seed):
     return Path(workdir) if seed == first_seed else Path(f"{workdir}_seed{seed}")
 
 
-def train_command(workdir, data, seed):
+def train_command(workdir, data, weights, seed):
     command = [sys.executable, "bin/train.py", f"--config={CONFIG}", f"--workdir={workdir}",
-               f"--config.dataset.root={data}"]
+               f"--config.dataset.root={data}", f"--config.model.weights={weights}"]
     return command + ([f"--config.train.seed={seed}"] if seed != 0 else [])
+
+
+def paths_sentence(defaults, data, weights):
+    """What the report says about the paths its commands leave to the config."""
+    root, default_weights = defaults.dataset.root, defaults.model.weights
+    sentence = (f"The commands read the photos from `{root}` and the weights from "
+                f"`{default_weights}`, the config's defaults (docs/kangaroo.md says how to "
+                "fetch both)")
+    if (data, weights) == (root, default_weights):
+        return sentence + "."
+    return (sentence + f"; this run read `{data}` and `{weights}` "
+            "(`--config.dataset.root`, `--config.model.weights`).")
 
 
 def check_trained_as_configured(config, workdir):
@@ -93,7 +113,11 @@ def check_trained_as_configured(config, workdir):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="../shared/data/kangaroo", help="kangaroo folder")
+    parser.add_argument("--data", default=SHARED_DATA,
+                        help="kangaroo folder (annots/, images/); default: our machines' copy")
+    parser.add_argument("--weights", default=SHARED_WEIGHTS,
+                        help="MobileNetV2 ImageNet weights file, or imagenet (keras.applications); "
+                             "default: our machines' copy")
     parser.add_argument("--workdir", default="workdirs/kangaroo",
                         help="the first seed's workdir; seed s > first trains <workdir>_seed<s>")
     parser.add_argument("--seeds", default="0",
@@ -115,7 +139,8 @@ def main():
         if args.retrain or not (workdir / "model.keras").is_file():
             if args.retrain and workdir.exists():
                 raise SystemExit(f"{workdir} exists: remove it first to retrain from scratch")
-            subprocess.run(train_command(workdir, args.data, seed), cwd=REPO, check=True)
+            subprocess.run(train_command(workdir, args.data, args.weights, seed), cwd=REPO,
+                           check=True)
         config = load_config_file(REPO / CONFIG)
         config.dataset.root = args.data
         config.train.seed = seed
@@ -163,13 +188,15 @@ def main():
                  for column in ((2, 3, 4, 5) if soft else (2, 3, 4))]
         rows.append(f"| mean of {len(runs)} | **{means[0]:.1f}** | **{means[1]:.1f}** | "
                     + " | ".join(f"{m:.1f}" for m in means[2:]) + " | | | | | |")
-    commands = [" ".join(["python", "bin/proposals.py", f"--config={CONFIG}",
-                          f"--config.dataset.root={args.data}", f"--split={split}"])
+    # The report's commands read the config's default paths, where docs/kangaroo.md puts
+    # the photos and weights; a sentence below names the ones this run read.
+    commands = [f"python bin/proposals.py --config={CONFIG} --split={split}"
                 for split in ("train", "test")]
     for seed, workdir, *_ in runs:
         evaluate_command = ["python", "bin/evaluate.py", f"--config={CONFIG}",
-                            f"--workdir={workdir}", f"--config.dataset.root={args.data}"]
-        commands += [" ".join(["python"] + train_command(workdir, args.data, seed)[1:]),
+                            f"--workdir={workdir}"]
+        train = train_command(workdir, args.data, args.weights, seed)[1:]
+        commands += [" ".join(["python"] + [a for a in train if not a.startswith(PATH_FLAGS)]),
                      " ".join(evaluate_command),
                      " ".join(evaluate_command + ["--config.test.use_07_metric=True"]),
                      " ".join(evaluate_command + [f"--config.test.flip={other_flip}"])]
@@ -184,7 +211,7 @@ def main():
         f"Machine: {report.machine_description()}. `{CONFIG}`: 164 photos, one class, the "
         f"first 80 % of the sorted names for training ({images} held-out test "
         "photos), MobileNetV2 initialised from "
-        "`../shared/weights/mobilenet_v2_1.0_224_from_coral_quant.weights.h5`, per-RoI "
+        f"`{args.weights}` (docs/kangaroo.md), per-RoI "
         + ("ImageNet blocks 13-16 (`model.head=imagenet_blocks`), "
            if config.model.get("head", "fc") == "imagenet_blocks" else "fc6/fc7 from random, ")
         + "our "
@@ -203,6 +230,7 @@ def main():
         f"frozen: {', '.join(config.model.frozen or ()) or 'nothing'}. One training run per "
         f"seed (`train.seed`: initial weights and dropout; the data stream is the same).", "",
         "```", *commands, "```", "",
+        paths_sentence(load_config_file(REPO / CONFIG), args.data, args.weights), "",
         f"| seed | AP@0.5 (area) | AP@0.5 (VOC07 11-point) | area with `test.flip={other_flip}` "
         "(network s/image) | "
         + (f"area with NMS at IoU {config.test.nms_threshold} instead of Soft-NMS | " if soft

@@ -1,7 +1,8 @@
 """Input pipeline throughput: minibatches per second from tf.data alone.
 
-For each dataset (the embedded demo set; the kangaroo photos when
-../shared/data/kangaroo is present) the training split is loaded, its
+For each dataset (the embedded demo set; the kangaroo photos when data/kangaroo, the
+config's default (docs/kangaroo.md), or our machines' ../shared/data/kangaroo is
+present) the training split is loaded, its
 selective-search proposals computed or read from the cache, the RoI database
 built, and the pipeline timed with its defaults (parallel map) and with one
 image at a time, in the same process. A training step must take longer than
@@ -26,7 +27,9 @@ from keras_frcnn.data.sources import load_dataset
 from keras_frcnn.proposals.sources import proposals_for_dataset
 
 SECTION = "pipeline_benchmark"
-KANGAROO = Path(__file__).resolve().parents[2] / "shared" / "data" / "kangaroo"
+# configs/kangaroo.py's default folder, then the copy on our own machines.
+KANGAROO_FOLDERS = (Path(__file__).resolve().parents[1] / "data" / "kangaroo",
+                    Path(__file__).resolve().parents[2] / "shared" / "data" / "kangaroo")
 
 
 def dataset_configs():
@@ -34,9 +37,10 @@ def dataset_configs():
     demo.dataset.kind = "demo"
     demo.pipeline.scales, demo.pipeline.max_size, demo.pipeline.preprocessing = (240,), 400, "tf"
     configs = {"demo (train, 400 images, ~210x180 px, scale 240)": demo}
-    if KANGAROO.is_dir():
+    found = [folder for folder in KANGAROO_FOLDERS if folder.is_dir()]
+    if found:
         kangaroo = base_config()
-        kangaroo.dataset.kind, kangaroo.dataset.root = "voc_folder", str(KANGAROO)
+        kangaroo.dataset.kind, kangaroo.dataset.root = "voc_folder", str(found[0])
         kangaroo.dataset.classes = ("kangaroo",)
         configs["kangaroo (train, 131 photos, scale 600 / max 1000)"] = kangaroo
     return configs

@@ -35,7 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def commands(output, data, demo_workdir, kangaroo_workdir, kangaroo_seeds="0,1,2"):
+def commands(output, data, demo_workdir, kangaroo_workdir, kangaroo_seeds="0,1,2",
+             weights=None):
     """{name: [argv, ...]} in the order the suite runs them."""
     python = sys.executable
 
@@ -50,7 +51,8 @@ def commands(output, data, demo_workdir, kangaroo_workdir, kangaroo_seeds="0,1,2
         "head": [bench("head")],
         "multitask": [bench("multitask")],
         "kangaroo": [bench("kangaroo", f"--data={data}", f"--workdir={kangaroo_workdir}",
-                           f"--seeds={kangaroo_seeds}")],
+                           f"--seeds={kangaroo_seeds}",
+                           *([f"--weights={weights}"] if weights else []))],
         "svd": ([] if (Path(demo_workdir) / "model.keras").is_file() else [demo_train]) + [
             bench("svd", "--backbones=vgg16,mobilenet_v2,small",
                   "--map_config=configs/demo.py", f"--map_workdir={demo_workdir}",
@@ -61,7 +63,11 @@ def commands(output, data, demo_workdir, kangaroo_workdir, kangaroo_seeds="0,1,2
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="docs/benchmarks.md")
-    parser.add_argument("--data", default="../shared/data/kangaroo", help="kangaroo folder")
+    parser.add_argument("--data", default="../shared/data/kangaroo",
+                        help="kangaroo folder; default: our machines' copy (docs/kangaroo.md "
+                             "says where to get the photos)")
+    parser.add_argument("--weights", help="the kangaroo config's MobileNetV2 weights; default: "
+                        "kangaroo_benchmark.py's (our machines' copy)")
     parser.add_argument("--demo_workdir", default="workdirs/demo")
     parser.add_argument("--kangaroo_workdir", default="workdirs/kangaroo")
     parser.add_argument("--kangaroo_seeds", default="0,1,2",
@@ -70,7 +76,7 @@ def main():
     parser.add_argument("--dry_run", action="store_true", help="print the commands only")
     args = parser.parse_args()
     suite = commands(args.output, args.data, args.demo_workdir, args.kangaroo_workdir,
-                     args.kangaroo_seeds)
+                     args.kangaroo_seeds, args.weights)
     only = args.only.split(",") if args.only else list(suite)
     unknown = sorted(set(only) - set(suite))
     if unknown:

@@ -65,3 +65,24 @@ def test_kangaroo_report_refuses_a_workdir_trained_otherwise(tmp_path, monkeypat
     (tmp_path / "config.json").write_text(json.dumps(trained))
     with pytest.raises(SystemExit, match=r"trained with sampling.rois_per_batch="):
         kangaroo_benchmark.check_trained_as_configured(config, tmp_path)
+
+
+def test_kangaroo_paths_are_passed_on_and_the_report_names_the_config_s(monkeypatch):
+    # Our machines' copies by default; a user's paths reach training, and the report's
+    # commands use the config's defaults (docs/kangaroo.md) with a sentence for the run's.
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import kangaroo_benchmark
+    from keras_frcnn.configs import load_config_file
+
+    command = kangaroo_benchmark.train_command("w", "data/kangaroo", "imagenet", 1)
+    assert {"--config.dataset.root=data/kangaroo", "--config.model.weights=imagenet",
+            "--config.train.seed=1"} <= set(command)
+    (line,) = [line for line in run_all("--only=kangaroo", "--weights=imagenet").stdout
+               .splitlines() if line.startswith("+ ")]
+    assert "--weights=imagenet" in line.split()
+    defaults = load_config_file(ROOT / "configs" / "kangaroo.py")
+    same = kangaroo_benchmark.paths_sentence(defaults, defaults.dataset.root,
+                                             defaults.model.weights)
+    assert "`data/kangaroo`" in same and "this run read" not in same
+    other = kangaroo_benchmark.paths_sentence(defaults, "../shared/data/kangaroo", "imagenet")
+    assert "this run read `../shared/data/kangaroo` and `imagenet`" in other
