@@ -67,6 +67,7 @@ def base_config():
     config.dataset.train_fraction = 0.8  # voc_folder: share of sorted files in "trainval"
     config.dataset.val_fraction = 0.0  # voc_folder: last share of "trainval" held out as "val"
     config.dataset.val_fold = 0  # voc_folder: which val share, counted from the end (0: last)
+    config.dataset.train_subset = 1.0  # share of the training split used (a fixed random subset; paper 5.3)
     config.dataset.use_difficult = True  # train on VOC "difficult" objects too (the release loads all)
     config.dataset.on_error = ""  # bad records: raise | skip (warn); "": raise, bin/detect.py skips
     config.dataset.max_image_pixels = 50_000_000  # refuse larger images before decoding (0: no limit)
@@ -87,6 +88,7 @@ def base_config():
     config.proposals.unique = True  # drop duplicate proposals (the release keeps .mat boxes as they are)
     config.proposals.selective_search_min_size = 20  # R-CNN's minBoxWidth (docs/data.md)
     config.proposals.top_k = 2000  # keep the first k proposals per image (0: all); for computed ones
+    config.proposals.add_dense = 0  # add this many random dense boxes per image (-1: all; paper 5.5)
 
     config.sampling = ml_collections.ConfigDict()
     config.sampling.images_per_batch = 2  # N images per minibatch
@@ -113,6 +115,7 @@ def base_config():
     config.model.weights = ""  # backbone weights: "" (random) | imagenet | path of a weights file
     config.model.frozen = ml_collections.FieldReference(None, field_type=tuple)  # layer-name prefixes; None: the backbone's default
     config.model.freeze_backbone = False  # train the fc layers only (paper Table 5)
+    config.model.train_only = ()  # names of the only layers trained (stage-wise, Table 6); (): all unfrozen
     config.model.dropout = 0.5  # after fc6 and fc7 (head imagenet_blocks: before the siblings)
     config.model.fc_units = ml_collections.FieldReference(None, field_type=tuple)  # (fc6, fc7) widths; None: the backbone's
     config.model.head = "fc"  # per-RoI layers: fc (fc6/fc7) | imagenet_blocks (mobilenet_v2's blocks 13-16)
@@ -169,6 +172,7 @@ def voc07_config(backbone, weights="imagenet", multiscale=False):
     config.dataset.root = "data/VOCdevkit/VOC2007"
     config.dataset.train_split = "trainval"
     config.dataset.test_split = "test"
+    config.dataset.train_subset = 1.0  # share of the training split used (a fixed random subset; paper 5.3)
     config.dataset.use_difficult = True  # paper 4.3: all but the "07 \ diff" row train on them
     config.proposals.method = "mat"
     config.proposals.mat_file = "data/selective_search_data/voc_2007_{split}.mat"

@@ -11,6 +11,7 @@ and renamed. See docs/training.md.
 """
 
 import contextlib
+import dataclasses
 import json
 import logging
 import shutil
@@ -55,7 +56,8 @@ def build_model(config, num_classes, workdir=None, class_names=None):
                     loss_lambda=t.loss_lambda, weight_decay=t.weight_decay,
                     bias_lr_mult=t.bias_lr_mult, roi_pool_implementation=m.roi_pool or None,
                     factorized=svd_ranks(config, workdir), head=model_head(config, workdir),
-                    class_names=class_names, preprocessing=config.pipeline.preprocessing)
+                    class_names=class_names, preprocessing=config.pipeline.preprocessing,
+                    train_only=tuple(m.get("train_only", ())) or None)
 
 
 STRATEGIES = ("", "mirrored", "multi_worker")
@@ -159,8 +161,10 @@ def save_initial_checkpoint(config, model, workdir):
 
 
 def prepare_training_data(config, progress=True):
-    """(dataset, roidb, TargetStats) of the training split."""
-    dataset = load_dataset(config.dataset, config.dataset.train_split)
+    """(dataset, roidb, TargetStats) of the training split (``dataset.train_subset`` of
+    its images: training_subset)."""
+    dataset = training_subset(load_dataset(config.dataset, config.dataset.train_split),
+                              config.dataset.get("train_subset", 1.0))
     proposals = proposals_for_dataset(dataset, config.proposals, progress,
                                       split=config.dataset.train_split)
     roidb = build_roidb(dataset, proposals, config.dataset.use_difficult,
@@ -169,6 +173,26 @@ def prepare_training_data(config, progress=True):
     stats = target_stats(roidb, dataset.num_classes, config.pipeline.target_normalization,
                          with_flipped=config.pipeline.flip)
     return dataset, roidb, stats
+
+
+SUBSET_SEED = 20150413  # the draw of dataset.train_subset, fixed: seeds vary the training only
+
+
+def training_subset(dataset, share):
+    """``dataset`` with round(share * n) of its n images (at least one), the first ones of
+    a fixed random permutation of the images, in their original order; smaller shares
+    are subsets of larger ones (25 % inside 50 % inside 100 %, paper section 5.3)."""
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
+        raise ValueError(f"dataset.train_subset={share!r}: give the share of the training "
+                         "images to use, in (0, 1] (1: all)")
+    count = len(dataset.records)
+    keep = max(1, int(round(share * count)))
+    if keep >= count:
+        return dataset
+    chosen = np.sort(np.random.default_rng(SUBSET_SEED).permutation(count)[:keep])
+    logger.info("training on %d of the %d images of %s (dataset.train_subset=%g)", keep,
+                count, dataset.name, share)
+    return dataclasses.replace(dataset, records=tuple(dataset.records[k] for k in chosen))
 
 
 def make_dataset(config, roidb, stats, start_batch, input_context=None):

@@ -213,6 +213,9 @@ def make_network(model, score_empty_rois=False, roi_batch=ROI_BATCH):
     pool = model.get_layer("roi_pool")
     spatial_scale = float(pool.spatial_scale)
     num_classes = int(model.get_layer("cls_score").units)
+    # One-vs-rest SVM scores (FastRCNN svm_scores) are raw margins, where 0 is no
+    # background score: an empty RoI gets the lowest score for every class instead.
+    softmax = isinstance(model.get_layer("cls_prob"), keras.layers.Softmax)
     features = pool.input[0]
     backbone = keras.Model(model.input["images"], features)
     # From the feature map on: a functional model whose inputs are the backbone's output
@@ -242,6 +245,8 @@ def make_network(model, score_empty_rois=False, roi_batch=ROI_BATCH):
             empty = empty_rois(rois, size[1], size[2], spatial_scale)[:, None]
             background = tf.one_hot(tf.zeros_like(rois[:, 0], tf.int32), num_classes,
                                     dtype=scores.dtype)
+            if not softmax:
+                background = tf.fill(tf.shape(scores), scores.dtype.min)
             scores = tf.where(empty, background, scores)
             deltas = tf.where(empty, tf.zeros_like(deltas), deltas)
         return scores, deltas

@@ -89,6 +89,13 @@ class FastRCNN(keras.Model):
       factorized: {layer name: rank} of truncated-SVD layers (fc6, fc7,
         cls_score, bbox_pred; the siblings only with head "imagenet_blocks");
         None or {}: none.
+      train_only: names of the only layers that train (every other layer frozen,
+        BatchNorm in inference mode); None or (): as ``frozen`` says. The paper's
+        stage-wise training (Table 6) trains ("bbox_pred",) of a model trained
+        with lambda = 0.
+      svm_scores: cls_prob emits cls_score unchanged instead of its softmax: the
+        model scores with one-vs-rest SVMs installed in cls_score (model/svms.py;
+        the release's cfg.TEST.SVM, paper Table 8).
       class_names: the K object class names, recorded (not used by the network) so
         that a saved model says what its outputs are; None: not recorded.
       preprocessing: the input preprocessing the weights were trained for
@@ -100,7 +107,8 @@ class FastRCNN(keras.Model):
     def __init__(self, num_classes, backbone="small", backbone_weights=None, frozen=None,
                  freeze_backbone=False, loss_lambda=1.0, weight_decay=5e-4, bias_lr_mult=2.0,
                  dropout=0.5, fc_units=None, roi_pool_implementation=None, factorized=None,
-                 head="fc", class_names=None, preprocessing=None, **kwargs):
+                 head="fc", class_names=None, preprocessing=None, train_only=None,
+                 svm_scores=False, **kwargs):
         if num_classes < 2:
             raise ValueError(f"num_classes counts background too and must be >= 2, got {num_classes}")
         if class_names is not None:
@@ -161,7 +169,8 @@ class FastRCNN(keras.Model):
             x = keras.layers.Dropout(dropout, name="drop_head")(x)
         cls_score = dense(num_classes, "cls_score", stddev=0.01)(x)
         bbox_pred = dense(4 * (num_classes - 1), "bbox_pred", stddev=0.001)(x)
-        cls_prob = keras.layers.Softmax(name="cls_prob")(cls_score)
+        cls_prob = (keras.layers.Activation("linear", name="cls_prob") if svm_scores
+                    else keras.layers.Softmax(name="cls_prob"))(cls_score)
         super().__init__(inputs={"images": images, "rois": rois},
                          outputs={"cls_score": cls_score, "cls_prob": cls_prob,
                                   "bbox_pred": bbox_pred},
@@ -169,6 +178,17 @@ class FastRCNN(keras.Model):
         for name, weights in (fc_init or {}).items():
             if name not in factorized:
                 self.get_layer(name).set_weights(weights)
+        train_only = tuple(str(name) for name in train_only or ())
+        if train_only:
+            names = [layer.name for layer in self.layers]
+            unknown = sorted(set(train_only) - set(names))
+            if unknown:
+                raise ValueError(f"train_only names no layer {unknown}: the model's layers "
+                                 f"with weights are {[l.name for l in self.layers if l.weights]}")
+            for layer in self.layers:
+                if layer.name not in train_only and layer.weights:
+                    layer.trainable = False
+                    frozen_layers.append(layer.name)
         self.spec = spec
         self.frozen_layers = tuple(frozen_layers)
         self._config = dict(num_classes=num_classes, backbone=backbone, frozen=frozen,
@@ -177,7 +197,8 @@ class FastRCNN(keras.Model):
                             dropout=dropout, fc_units=fc_units,
                             roi_pool_implementation=roi_pool_implementation,
                             factorized=factorized, head=head, class_names=class_names,
-                            preprocessing=preprocessing)
+                            preprocessing=preprocessing, train_only=train_only or None,
+                            svm_scores=bool(svm_scores))
         self.loss_lambda = loss_lambda
         self.weight_decay = weight_decay
         self.bias_lr_mult = bias_lr_mult

@@ -5,8 +5,11 @@ processes, the other methods are read at once). Both give the same boxes."""
 
 import threading
 import time
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
+
+import numpy as np
 
 from keras_frcnn.data.records import DatasetError, handle_error
 from keras_frcnn.proposals import dense, mat, postprocess, selective_search
@@ -35,6 +38,7 @@ def proposals_for_dataset(dataset, proposals_config, progress=True, split="", on
     """
     cfg = proposals_config
     records = dataset.records
+    check_add_dense(cfg)
     if cfg.method == "selective_search":
         paths, cache, mode, workers = _selective_search_arguments(dataset, cfg)
         raw = selective_search.compute_selective_search(paths, cache, mode, workers, progress,
@@ -61,6 +65,16 @@ def proposals_for_dataset(dataset, proposals_config, progress=True, split="", on
             if boxes is not None}
 
 
+def check_add_dense(cfg):
+    add = cfg.get("add_dense", 0)
+    if isinstance(add, bool) or not isinstance(add, int) or add < -1:
+        raise ValueError(f"proposals.add_dense={add!r}: give a number of dense boxes to add "
+                         "per image, 0 for none or -1 for all")
+    if add and cfg.method == "dense":
+        raise ValueError("proposals.add_dense adds dense boxes to another method's; with "
+                         "proposals.method=dense every dense box is used already: set one")
+
+
 def postprocess_proposals(cfg, record, boxes):
     """The [n, 4] proposals of one image after the filters of ``cfg`` (a ``proposals``
     config section), as ``proposals_for_dataset`` and ``ProposalStream`` apply them:
@@ -70,15 +84,36 @@ def postprocess_proposals(cfg, record, boxes):
     pixels wide or high are dropped, and the first ``cfg.top_k`` are kept (0: all),
     in their order (postprocess.postprocess). For selective search the minimum size is
     at least ``cfg.selective_search_min_size`` where the config sets it (R-CNN's
-    20-pixel filter)."""
+    20-pixel filter).
+
+    ``cfg.add_dense`` > 0 then appends that many dense boxes drawn at random from
+    the image's dense set (-1: all of them), as the paper's section 5.5 adds dense
+    boxes to selective search; the draw is seeded by the record's ``image_id``, so an
+    image gets the same boxes in every run."""
     top_k = cfg.top_k if cfg.top_k > 0 else None
     min_size = cfg.min_size
     if cfg.method == "selective_search":
         # The release's proposals come from R-CNN's selective_search_boxes.m, which drops
         # boxes under minBoxWidth = 20 pixels wide or high before the release's own filter.
         min_size = max(min_size, cfg.get("selective_search_min_size", 0))
-    return postprocess.postprocess(boxes, record.width, record.height, min_size, top_k,
+    kept = postprocess.postprocess(boxes, record.width, record.height, min_size, top_k,
                                    cfg.get("unique", True))
+    add = int(cfg.get("add_dense", 0))
+    if add == 0:
+        return kept
+    return np.concatenate([kept, random_dense_boxes(record, add)])
+
+
+def random_dense_boxes(record, count):
+    """``count`` boxes of the record's dense set (dense.dense_boxes) drawn without
+    replacement, seeded by its image_id, in dense order (all of them for -1 or a count
+    above their number)."""
+    boxes = dense.dense_boxes(record.width, record.height)
+    if count < 0 or count >= len(boxes):
+        return boxes
+    seed = zlib.crc32(str(getattr(record, "image_id", "")).encode())
+    chosen = np.random.default_rng(seed).choice(len(boxes), count, replace=False)
+    return boxes[np.sort(chosen)]
 
 
 def _selective_search_arguments(dataset, cfg):
@@ -107,6 +142,7 @@ class ProposalStream(Mapping):
     def __init__(self, dataset, proposals_config, progress=True, split=""):
         from keras_frcnn.proposals.selective_search import SelectiveSearchStream
 
+        check_add_dense(proposals_config)
         self._config = proposals_config
         self._records = dataset.records
         self._position = {}  # image_id -> its record's position (the first, if repeated)
