@@ -69,6 +69,7 @@ setup(
     extras_require={"test": requirements("requirements-test.txt")},
     entry_points={"console_scripts": [
         f"frcnn-{name}=keras_frcnn_bin.{name}:run"
-        for name in ("train", "evaluate", "detect", "proposals", "compress", "export")]},
+        for name in ("train", "evaluate", "detect", "proposals", "compress", "export",
+                     "study")]},
     zip_safe=False,
 )

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PROGRAMS = ("train", "evaluate", "detect", "proposals", "compress", "export")
+PROGRAMS = ("train", "evaluate", "detect", "proposals", "compress", "export", "study")
 
 
 def help_text(argv):

@@ -1,0 +1,78 @@
+"""The paper's design evaluations (section 5) as a lab: bin/study.py's engine.
+
+``run_study`` runs named experiments (study/experiments.py) from a base config, several
+seeds per variant, in a study folder whose finished runs are reused
+(study/runner.py), and writes the Markdown report with its plots (study/report.py).
+docs/study.md is such a report, written by a full run on the demo.
+"""
+
+import dataclasses
+import json
+import platform
+
+from keras_frcnn.files import atomic_write
+from keras_frcnn.study import experiments as experiments_module
+from keras_frcnn.study.experiments import NAMES, Options, build
+from keras_frcnn.study.report import load_results, write_report
+from keras_frcnn.study.runner import Study
+
+__all__ = ["NAMES", "Options", "run_study", "check_experiment"]
+
+
+def machine():
+    import os
+
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores"
+
+
+def check_experiment(experiment, config):
+    """One-line ValueError for a config the experiment cannot run."""
+    if experiment.needs_pretrained and not config.model.weights:
+        raise ValueError(
+            f"the {experiment.name} experiment compares which pretrained layers to keep, but "
+            f"model.weights is empty: the {config.model.backbone} backbone starts from "
+            "random weights, so there is nothing pretrained to keep; give a config with "
+            "ImageNet weights (configs/kangaroo.py, docs/kangaroo.md)")
+
+
+def run_study(config, study_dir, names, seeds=3, options=Options(), report=None,
+              figure_dir=None, command="", progress=False, intro=()):
+    """Runs experiments ``names`` and writes the report of every experiment the study
+    folder holds; returns {name: results entry} of the experiments run now."""
+    if seeds < 1:
+        raise ValueError(f"--seeds={seeds}: give at least one seed")
+    built = [build(name, config, options) for name in names]
+    for experiment in built:
+        check_experiment(experiment, config)
+    study = Study(config, study_dir, progress=progress)
+    done = {}
+    for experiment in built:
+        rows = study.run_experiment(experiment, seeds)
+        entry = {"experiment": dataclasses.asdict(experiment), "rows": rows, "seeds": seeds,
+                 "command": command or f"frcnn-study --experiments={experiment.name}",
+                 "machine": machine()}
+        path = study.root / "results" / f"{experiment.name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps(entry, indent=2, default=str) + "\n")
+        done[experiment.name] = entry
+    report = report or study.root / "study.md"
+    write_report(load_results(study.root), report, figure_dir or study.root / "figures",
+                 intro)
+    return done
+
+
+def describe(config, options=Options()):
+    """Lines listing the experiments and their variants (frcnn-study --list)."""
+    lines = []
+    for name in NAMES:
+        try:
+            experiment = build(name, config, options)
+        except ValueError as err:
+            lines.append(f"{name}: {err}")
+            continue
+        variants = ", ".join(v.name for v in experiment.variants)
+        lines.append(f"{name} ({experiment.section}): {variants}")
+    return lines
+
+
+del experiments_module

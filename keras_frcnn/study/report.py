@@ -1,0 +1,220 @@
+"""The study's report: per experiment a table of variants (mean and range over seeds,
+times, the paper's number beside ours), the paper's comparisons with a verdict, a
+plot, and for the proposals experiment the analogue of the paper's Figure 3.
+
+Verdicts (one rule for every comparison): with fewer than two seeds on either side
+nothing is judged. Otherwise, if the ranges of the two arms' per-seed mAPs overlap,
+the difference is "within the seed spread", whatever its sign. If they do not
+overlap, it "agrees" when its sign is the paper's and "disagrees" when not; where the
+paper found no meaningful difference (sign 0), separated ranges disagree.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from keras_frcnn.files import atomic_write
+from keras_frcnn.study.runner import summarize
+
+AGREES, DISAGREES, WITHIN, NOT_JUDGED = ("agrees", "disagrees", "within the seed spread",
+                                         "not judged (one seed)")
+
+
+def verdict(a_values, b_values, sign):
+    a, b = np.asarray(a_values, np.float64), np.asarray(b_values, np.float64)
+    if len(a) < 2 or len(b) < 2:
+        return NOT_JUDGED
+    if a.min() <= b.max() and b.min() <= a.max():
+        return WITHIN
+    if sign == 0:
+        return DISAGREES
+    return AGREES if (a.mean() > b.mean()) == (sign > 0) else DISAGREES
+
+
+def values(rows, variant, test, key="mAP"):
+    return [r[key] for r in rows if r["variant"] == variant and r["test"] == test
+            and r.get(key) is not None]
+
+
+def _pct(x):
+    return f"{100 * x:.1f}"
+
+
+def _range(summary, scale=100.0, digits=1):
+    if summary is None:
+        return "-"
+    if summary["n"] == 1:
+        return "one seed"
+    return f"{scale * summary['min']:.{digits}f} to {scale * summary['max']:.{digits}f}"
+
+
+def _cost_minutes(rows):
+    """Minutes of an experiment's runs: each model made once, each test once."""
+    made = {}
+    tested = 0.0
+    for row in rows:
+        made[row["run"]] = row["train_seconds"]
+        tested += row["test_seconds"]
+    return (sum(made.values()) + tested) / 60.0
+
+
+def experiment_section(result, figure_dir, report_dir):
+    """Markdown lines of one experiment's results (``result``: results.json's entry)."""
+    exp, rows = result["experiment"], result["rows"]
+    lines = [f"## {exp['title']} ({exp['section']})", "", exp["question"], "",
+             f"`{result['command']}`: {_cost_minutes(rows):.0f} minutes on this machine "
+             f"({result['machine']}; a model shared with another experiment is counted in "
+             f"each), {result['seeds']} seed{'s' if result['seeds'] > 1 else ''} per arm"
+             + (" unless the table says fewer." if any(v["seeds"] for v in exp["variants"])
+                else "."), ""]
+    quality = exp["proposal_quality"]
+    header = "| variant | test | seeds | mAP (mean) | range | model (min) | test (s/image) |"
+    rule = "|---|---|---:|---:|---|---:|---:|"
+    if quality:
+        header += " AR | proposals / image |"
+        rule += "---:|---:|"
+    lines += [header + " paper |", rule + "---|"]
+    for variant in exp["variants"]:
+        for test in variant["tests"]:
+            mine = [r for r in rows if r["variant"] == variant["name"] and r["test"] == test]
+            if not mine:
+                continue
+            m = summarize([r["mAP"] for r in mine])
+            train = summarize([r["train_seconds"] for r in mine])
+            speed = summarize([r["network_seconds_per_image"] for r in mine])
+            line = (f"| {variant['label']} | {_test_label(test)} | {m['n']} | "
+                    f"{_pct(m['mean'])} | {_range(m)} | {train['mean'] / 60:.1f} | "
+                    + (f"{speed['mean']:.3f} |" if speed else "- |"))
+            if quality:
+                line += (f" {mine[0]['average_recall']:.3f} | "
+                         f"{mine[0]['proposals_per_image']:.0f} |")
+            lines.append(line + f" {variant['paper'].get(test, '')} |")
+    if exp["comparisons"]:
+        lines += ["", "| comparison | ours (difference of means) | paper | verdict |",
+                  "|---|---:|---|---|"]
+        for comparison in exp["comparisons"]:
+            a = values(rows, *comparison["a"])
+            b = values(rows, *comparison["b"])
+            if not a or not b:
+                continue
+            difference = 100 * (np.mean(a) - np.mean(b))
+            lines.append(f"| {comparison['label']} | {difference:+.1f} | {comparison['paper']} | "
+                         f"{verdict(a, b, comparison['sign'])} |")
+    for name in result.get("figures", []):
+        path = Path(figure_dir) / name
+        lines += ["", f"![{exp['title']}]({os.path.relpath(path, report_dir)})"]
+    return lines + [""]
+
+
+def _test_label(test):
+    return {"": "as configured", "bbox_reg": "box regression",
+            "no_bbox_reg": "no box regression"}.get(test, test)
+
+
+def plot_experiment(result, path):
+    """Each variant/test's seeds (dots) and mean (bar) of mAP."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    exp, rows = result["experiment"], result["rows"]
+    labels, seed_values = [], []
+    for variant in exp["variants"]:
+        for test in variant["tests"]:
+            found = values(rows, variant["name"], test)
+            if found:
+                suffix = f"\n({_test_label(test)})" if test else ""
+                labels.append(variant["label"] + suffix)
+                seed_values.append(100 * np.asarray(found))
+    fig, ax = plt.subplots(figsize=(9, 0.5 + 0.45 * len(labels)), dpi=100)
+    positions = np.arange(len(labels))[::-1]
+    for y, found in zip(positions, seed_values):
+        ax.barh(y, found.mean(), color="#9ecae1", height=0.6)
+        ax.plot([found.min(), found.max()], [y, y], color="#08519c", lw=1.5)
+        ax.plot(found, np.full(len(found), y), "o", color="#08519c", ms=4)
+    ax.set_yticks(positions, labels, fontsize=8)
+    low = min(v.min() for v in seed_values)
+    ax.set_xlim(max(0.0, low - 10), 100)
+    ax.set_xlabel("VOC mAP (%) on the test split: bar = mean, dots = seeds, line = range")
+    ax.set_title(f"{exp['title']} ({exp['section']})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_figure3(result, path):
+    """mAP and Average Recall against proposals per image (the paper's Figure 3)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    by_variant = {}
+    for row in rows:
+        by_variant.setdefault(row["variant"], []).append(row)
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)
+    recall_ax = ax.twinx()
+    groups = (("ss", "selective search", "o-"), ("ss_dense", "selective search + dense", "s--"),
+              ("dense", "dense only", "D"))
+    for prefix, label, style in groups:
+        names = [v["name"] for v in result["experiment"]["variants"]
+                 if (v["name"].startswith(prefix) and not (prefix == "ss" and "dense" in v["name"]))
+                 and v["name"] in by_variant]
+        if not names:
+            continue
+        points = sorted((by_variant[n][0]["proposals_per_image"],
+                         100 * np.mean([r["mAP"] for r in by_variant[n]]),
+                         100 * np.min([r["mAP"] for r in by_variant[n]]),
+                         100 * np.max([r["mAP"] for r in by_variant[n]]),
+                         by_variant[n][0]["average_recall"]) for n in names)
+        x, mean, low, high, recall = (np.asarray(c) for c in zip(*points))
+        ax.errorbar(x, mean, yerr=[mean - low, high - mean], fmt=style, color="#1f77b4",
+                    capsize=3, label=f"mAP, {label}")
+        recall_ax.plot(x, recall, style, color="#d62728", mfc="none", label=f"AR, {label}")
+    ax.set_xscale("log")
+    ax.set_xlabel("proposals per image (test split)")
+    ax.set_ylabel("VOC mAP (%): mean, bars = seed range", color="#1f77b4")
+    recall_ax.set_ylabel("Average Recall (IoU 0.5 to 1)", color="#d62728")
+    recall_ax.set_ylim(0, 1)
+    handles = ax.get_legend_handles_labels()
+    more = recall_ax.get_legend_handles_labels()
+    ax.legend(handles[0] + more[0], handles[1] + more[1], fontsize=7, loc="lower left")
+    ax.set_title("mAP and AR against proposals per image (the paper's Figure 3)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_report(results, path, figure_dir, intro=()):
+    """Writes the Markdown report of ``results`` ({experiment name: entry}, in order) and
+    its figures into ``figure_dir``; returns the report's text."""
+    path, figure_dir = Path(path), Path(figure_dir)
+    figure_dir.mkdir(parents=True, exist_ok=True)
+    lines = list(intro)
+    for name, result in results.items():
+        figures = [f"study_{name}.png"]
+        plot_experiment(result, figure_dir / figures[0])
+        if result["experiment"]["proposal_quality"]:
+            figures.append("study_figure3.png")
+            plot_figure3(result, figure_dir / figures[1])
+        lines += experiment_section({**result, "figures": figures}, figure_dir, path.parent)
+    text = "\n".join(lines).rstrip() + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, text)
+    return text
+
+
+def load_results(study_dir):
+    """{experiment name: entry} of every results/<name>.json in the study folder."""
+    from keras_frcnn.study.experiments import NAMES
+
+    found = {}
+    for name in NAMES:
+        file = Path(study_dir) / "results" / f"{name}.json"
+        if file.is_file():
+            found[name] = json.loads(file.read_text())
+    return found

@@ -1,0 +1,273 @@
+"""Running a study: one workdir per trained model, reused by every experiment that needs
+the same model, and one evaluation folder per test of it.
+
+Layout of a study folder (``--study_dir``):
+
+    runs/<kind>-<hash>/          a model: a training workdir (bin/train.py's layout),
+        study_run.json           written last: what made it, training seconds
+        eval/<test>-<hash>/      an evaluation (bin/evaluate.py's files); result.json last
+    proposals/<hash>.json        Average Recall of a proposal setting on the test split
+    results.json                 every (experiment, variant, test, seed) -> result
+
+``<hash>`` digests the settings that decide the model (or the evaluation): the config's
+trained sections, the kind, and the source model's hash. A run whose study_run.json
+exists is finished and is never trained again; a stopped one resumes from its latest
+checkpoint (training.train), so a study can be stopped and started again at any point,
+and two experiments that need the same model (the demo config at seed 0 is the
+baseline of several) train it once.
+"""
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from keras_frcnn.files import atomic_write
+from keras_frcnn.workdirs import TRAINED_SECTIONS, _flatten
+
+logger = logging.getLogger("keras_frcnn.study")
+
+
+def _apply(config, overrides):
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+        for key, value in overrides.items():
+            section, name = key.split(".")
+            config[section][name] = value
+    return config
+
+
+def seeded(config, seed):
+    """``config`` with its training seeds (weights, dropout, and the data order, flips and
+    sampling) set to ``seed``; seed 0 of the demo config is the README's main job."""
+    return _apply(config, {"train.seed": seed, "pipeline.seed": seed})
+
+
+def _digest(value):
+    text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def trained_settings(config):
+    """The settings of ``config``'s trained sections that differ from base_config()'s,
+    as {dotted key: value}: a key added to the package later, with a default, leaves
+    the digests of earlier runs (and so their reuse) as they were."""
+    from keras_frcnn.configs import base_config
+
+    given = _flatten(json.loads(config.to_json_best_effort()))
+    defaults = _flatten(json.loads(base_config().to_json_best_effort()))
+    return {key: value for key, value in sorted(given.items())
+            if key.split(".")[0] in TRAINED_SECTIONS
+            and (key not in defaults or defaults[key] != value)}
+
+
+@dataclasses.dataclass
+class Run:
+    """One model of the study and the evaluations asked of it."""
+
+    kind: str
+    config: object
+    folder: Path
+    source: "Run" = None
+
+    @property
+    def finished(self):
+        return (self.folder / "study_run.json").is_file()
+
+    def record(self):
+        return json.loads((self.folder / "study_run.json").read_text())
+
+
+class Study:
+    """Runs variants of experiments from ``config`` in ``root``."""
+
+    def __init__(self, config, root, progress=False):
+        self.config = config
+        self.root = Path(root)
+        self.progress = progress
+
+    # ------------------------------------------------------------ models
+
+    def run_for(self, experiment, variant, seed):
+        """The Run that makes ``variant``'s model at ``seed`` (its source's first)."""
+        config = seeded(_apply(self.config, variant.overrides), seed)
+        source = None
+        if variant.kind != "train":
+            source = self.run_for(experiment, experiment.variant(variant.source), seed)
+        key = {"kind": variant.kind, "settings": trained_settings(config),
+               "source": source.folder.name if source else None}
+        folder = self.root / "runs" / f"{variant.kind}-{_digest(key)}"
+        return Run(variant.kind, config, folder, source)
+
+    def make(self, run):
+        """Trains (or compresses, or fits SVMs for) ``run`` unless it is finished."""
+        if run.finished:
+            return run.record()
+        if run.source is not None:
+            self.make(run.source)
+        run.folder.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        if run.kind == "train":
+            self._train(run)
+        elif run.kind == "stagewise":
+            self._stagewise(run)
+        elif run.kind == "svm":
+            self._svm(run)
+        elif run.kind == "svd":
+            self._svd(run)
+        else:
+            raise ValueError(f"unknown variant kind {run.kind!r}")
+        record = {"kind": run.kind, "seconds": time.perf_counter() - start,
+                  "source": run.source.folder.name if run.source else None,
+                  "config": json.loads(run.config.to_json_best_effort())}
+        atomic_write(run.folder / "study_run.json", json.dumps(record, indent=2) + "\n")
+        return record
+
+    def _train(self, run):
+        from keras_frcnn.training import train
+
+        result = train(run.config, run.folder, progress=self.progress)
+        if result["interrupted"]:
+            raise KeyboardInterrupt(f"training in {run.folder} stopped after step "
+                                    f"{result['step']}")
+
+    def _stagewise(self, run):
+        """The source model (lambda = 0) with bbox_pred alone trained on the multi-task loss
+        (paper section 5.1): its weights into a step-0 checkpoint, then training."""
+        from keras_frcnn import training, workdirs
+
+        if not workdirs.checkpoints(run.folder / "checkpoints"):
+            source = workdirs.load_inference_model(run.source.folder)
+            stats = workdirs.load_target_stats(run.source.folder)
+            trained = training.inference_copy(source, stats, unfold=True)
+            classes = json.loads((run.source.folder / "classes.json").read_text())
+            model = training.build_model(run.config, len(classes) + 1, None, classes)
+            model.set_weights(trained.get_weights())
+            training.save_initial_checkpoint(run.config, model, run.folder)
+        self._train(run)
+
+    def _svm(self, run):
+        from keras_frcnn.data.sources import load_dataset
+        from keras_frcnn.model.svms import train_svms
+        from keras_frcnn.proposals.sources import proposals_for_dataset
+        from keras_frcnn.workdirs import load_inference_model, save_model
+
+        config = run.config
+        dataset = load_dataset(config.dataset, config.dataset.train_split)
+        proposals = proposals_for_dataset(dataset, config.proposals, self.progress,
+                                          split=config.dataset.train_split)
+        model = load_inference_model(run.source.folder)
+        scored, report = train_svms(model, dataset, proposals, config.test.scales[0],
+                                    config.test.max_size, config.pipeline.preprocessing,
+                                    flip=config.pipeline.flip,
+                                    use_difficult=config.dataset.use_difficult,
+                                    seed=config.train.seed)
+        save_model(scored, run.folder / "model.keras")
+        atomic_write(run.folder / "svms.json", json.dumps(report, indent=2) + "\n")
+
+    def _svd(self, run):
+        from keras_frcnn.compress import compress_workdir
+        from keras_frcnn.configs import parse_ranks
+
+        if (run.folder / "model.keras").exists():  # compressed before a stop
+            (run.folder / "model.keras").unlink()
+        compress_workdir(run.config, run.source.folder, run.folder,
+                         parse_ranks(run.config.model.svd))
+
+    # ------------------------------------------------------------ tests
+
+    def evaluate(self, run, test_name, test_overrides):
+        """The result of testing ``run``'s model with ``test_overrides`` (test.* keys):
+        {"mAP", "network_seconds_per_image", "seconds"}; reused when done before."""
+        from keras_frcnn.evaluation.run import evaluate
+
+        config = _apply(run.config, {f"test.{k}": v for k, v in test_overrides.items()})
+        with config.unlocked():
+            config.test.picture_images = 0
+        test = json.loads(config.to_json_best_effort())["test"]
+        folder = run.folder / "eval" / f"{test_name or 'test'}-{_digest(test)}"
+        done = folder / "result.json"
+        if done.is_file():
+            return json.loads(done.read_text())
+        start = time.perf_counter()
+        model_path = run.folder / "model.keras"
+        metrics = evaluate(config, run.folder, model_path=model_path, output_dir=folder,
+                           progress=self.progress)
+        timing = metrics.get("timing") or {}
+        result = {"mAP": float(metrics["mAP"]),
+                  "network_seconds_per_image": timing.get("network_seconds_per_image"),
+                  "seconds": time.perf_counter() - start}
+        atomic_write(done, json.dumps(result, indent=2) + "\n")
+        return result
+
+    def proposal_quality(self, config):
+        """Average Recall and proposals per image of ``config``'s test-split proposals."""
+        from keras_frcnn.configs import split_sections
+        from keras_frcnn.data.sources import load_dataset
+        from keras_frcnn.evaluation.recall import proposal_quality
+        from keras_frcnn.proposals.sources import proposals_for_dataset
+
+        split = config.dataset.test_split
+        dataset_config, proposals_config = split_sections(config, split)
+        key = {"dataset": dataset_config.to_dict(), "proposals": proposals_config.to_dict(),
+               "split": split}
+        path = self.root / "proposals" / f"{_digest(key)}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        dataset = load_dataset(dataset_config, split)
+        proposals = proposals_for_dataset(dataset, proposals_config, self.progress, split=split)
+        quality = proposal_quality(dataset.records, proposals)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps(quality, indent=2) + "\n")
+        return quality
+
+    # ------------------------------------------------------------ experiments
+
+    def seeds_of(self, variant, seeds):
+        return list(range(min(seeds, variant.seeds) if variant.seeds else seeds))
+
+    def plan(self, experiment, seeds):
+        """[(variant, seed, Run)] of an experiment, in the order they run: seed by seed,
+        so that a stopped study has every variant at its first seeds."""
+        rows = []
+        for seed in range(seeds):
+            for variant in experiment.variants:
+                if seed in self.seeds_of(variant, seeds):
+                    rows.append((variant, seed, self.run_for(experiment, variant, seed)))
+        return rows
+
+    def run_experiment(self, experiment, seeds):
+        """Makes and tests every variant at every seed; returns the experiment's rows:
+        [{"variant", "test", "seed", "mAP", "network_seconds_per_image",
+        "train_seconds", "run"}] (plus AR where the experiment reports it)."""
+        rows = []
+        quality = {}
+        for variant, seed, run in self.plan(experiment, seeds):
+            logger.info("%s: %s, seed %d (%s)", experiment.name, variant.label, seed,
+                        "reused" if run.finished else "running")
+            record = self.make(run)
+            if experiment.proposal_quality and variant.name not in quality:
+                quality[variant.name] = self.proposal_quality(run.config)
+            for test_name, overrides in variant.tests.items():
+                result = self.evaluate(run, test_name, overrides)
+                row = {"variant": variant.name, "test": test_name, "seed": seed,
+                       "mAP": result["mAP"],
+                       "network_seconds_per_image": result["network_seconds_per_image"],
+                       "test_seconds": result["seconds"],
+                       "train_seconds": float(record["seconds"]),
+                       "run": run.folder.name}
+                row.update(quality.get(variant.name, {}))
+                rows.append(row)
+        return rows
+
+
+def summarize(values):
+    values = np.asarray([v for v in values if v is not None], np.float64)
+    if not len(values):
+        return None
+    return {"mean": float(values.mean()), "min": float(values.min()), "max": float(values.max()),
+            "n": int(len(values))}
