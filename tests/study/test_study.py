@@ -111,7 +111,8 @@ def test_verdicts():
 
     assert verdict([0.5, 0.6], [0.3, 0.4], +1) == "agrees"
     assert verdict([0.5, 0.6], [0.3, 0.4], -1) == "disagrees"
-    assert verdict([0.5, 0.6], [0.3, 0.4], 0) == "disagrees"
+    assert verdict([0.5, 0.6], [0.3, 0.4], 0) == "disagrees"  # the paper saw no difference
+    assert verdict([0.3, 0.4], [0.5, 0.6], 0) == "disagrees"
     assert verdict([0.5, 0.6, 0.35], [0.3, 0.4], +1) == "within the seed spread"
     assert verdict([0.4, 0.6], [0.3, 0.4], +1) == "within the seed spread"  # ranges touch
     assert verdict([0.6], [0.3, 0.4], +1) == "not judged (one seed)"
