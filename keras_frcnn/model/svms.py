@@ -6,8 +6,9 @@ R-CNN." R-CNN's recipe (Girshick et al., CVPR 2014, and its rcnn_train.m), as th
 authors' own Python port runs it on a Fast R-CNN (tools/train_svms.py of
 rbgirshick/py-faster-rcnn), with its constants:
 
-- features: the penultimate layer (fc7, the input of cls_score), of the training
-  images and their mirrors (the release trains on the flipped roidb too), scaled by
+- features: the penultimate layer (fc7, the input of cls_score) of the training
+  images, not their mirrors (the release's experiments/cfgs/svm.yml turns
+  TRAIN.USE_FLIPPED off: R-CNN did not flip, and flipping did not help), scaled by
   one factor so that their mean L2 norm is 20 over (up to) 100 images;
 - positives: the ground-truth boxes of the class; negatives: every roidb row (ground
   truth of other classes and proposals) whose overlap with the class is below 0.3,
@@ -131,7 +132,7 @@ def _training_views(entry, flip):
         yield image[:, ::-1], flip_horizontally(entry.boxes, entry.record.width)
 
 
-def train_svms(model, dataset, proposals, scale, max_size, preprocessing, flip=True,
+def train_svms(model, dataset, proposals, scale, max_size, preprocessing, flip=False,
                use_difficult=True, seed=0):
     """(svm_model, report): ``model`` (an inference FastRCNN) with one-vs-rest SVMs trained
     on ``dataset``'s images and ``proposals`` as the module docstring describes, and

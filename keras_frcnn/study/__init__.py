@@ -36,7 +36,7 @@ def check_experiment(experiment, config):
 
 
 def run_study(config, study_dir, names, seeds=3, options=Options(), report=None,
-              figure_dir=None, command="", progress=False, intro=()):
+              figure_dir=None, command="", progress=False, intro=None):
     """Runs experiments ``names`` and writes the report of every experiment the study
     folder holds; returns {name: results entry} of the experiments run now."""
     if seeds < 1:

@@ -189,12 +189,39 @@ def plot_figure3(result, path):
     plt.close(fig)
 
 
-def write_report(results, path, figure_dir, intro=()):
+INTRO = """# The paper's design evaluations, run
+
+Written by `bin/study.py` (`frcnn-study`); run it again to update this page. Each
+experiment below asks one of the paper's section 5 questions (and section 2.3's) of a
+small model: every variant is trained and tested from several seeds (the seed sets the
+initial weights, dropout, and the data order, flips and RoI sampling; seed 0 of the demo
+config is the README's main job). mAP is VOC AP at IoU 0.5 (area under the curve)
+on the config's test split, as bin/evaluate.py reports it.
+
+The paper's numbers are VOC 2007 test mAP of models S, M and L on a GPU; ours are not
+comparable in size, so each comparison sets the *difference* we measured beside the
+paper's. The verdict follows one rule: with fewer than two seeds on either side
+nothing is judged; if the two arms' per-seed ranges overlap, the difference is
+"within the seed spread" whatever its sign, and is not a finding; if they do not
+overlap, it "agrees" when its sign is the paper's and "disagrees" when not (where the
+paper saw no meaningful difference, separated ranges disagree). Times are this
+machine's: the model's minutes (training, or fitting the SVMs, or compressing) and
+the network's seconds per test image after a warm-up.
+"""
+
+
+def write_report(results, path, figure_dir, intro=None):
     """Writes the Markdown report of ``results`` ({experiment name: entry}, in order) and
     its figures into ``figure_dir``; returns the report's text."""
+    from keras_frcnn.study.experiments import NAMES
+
     path, figure_dir = Path(path), Path(figure_dir)
     figure_dir.mkdir(parents=True, exist_ok=True)
-    lines = list(intro)
+    lines = (INTRO if intro is None else intro).splitlines() + [""]
+    missing = [name for name in NAMES if name not in results]
+    if missing:
+        lines += ["Not run yet: " + ", ".join(f"`{name}` (`frcnn-study --experiments={name}`)"
+                                             for name in missing) + ".", ""]
     for name, result in results.items():
         figures = [f"study_{name}.png"]
         plot_experiment(result, figure_dir / figures[0])

@@ -110,18 +110,18 @@ class Study:
         if run.source is not None:
             self.make(run.source)
         run.folder.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
-        if run.kind == "train":
-            self._train(run)
-        elif run.kind == "stagewise":
-            self._stagewise(run)
-        elif run.kind == "svm":
-            self._svm(run)
-        elif run.kind == "svd":
-            self._svd(run)
-        else:
+        makers = {"train": self._train, "stagewise": self._stagewise, "svm": self._svm,
+                  "svd": self._svd}
+        if run.kind not in makers:
             raise ValueError(f"unknown variant kind {run.kind!r}")
-        record = {"kind": run.kind, "seconds": time.perf_counter() - start,
+        spent = run.folder / "study_seconds.json"  # summed over sittings: a stop resumes
+        start = time.perf_counter()
+        try:
+            makers[run.kind](run)
+        finally:
+            before = json.loads(spent.read_text())["seconds"] if spent.is_file() else 0.0
+            atomic_write(spent, json.dumps({"seconds": before + time.perf_counter() - start}))
+        record = {"kind": run.kind, "seconds": json.loads(spent.read_text())["seconds"],
                   "source": run.source.folder.name if run.source else None,
                   "config": json.loads(run.config.to_json_best_effort())}
         atomic_write(run.folder / "study_run.json", json.dumps(record, indent=2) + "\n")
@@ -163,7 +163,6 @@ class Study:
         model = load_inference_model(run.source.folder)
         scored, report = train_svms(model, dataset, proposals, config.test.scales[0],
                                     config.test.max_size, config.pipeline.preprocessing,
-                                    flip=config.pipeline.flip,
                                     use_difficult=config.dataset.use_difficult,
                                     seed=config.train.seed)
         save_model(scored, run.folder / "model.keras")
