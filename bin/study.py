@@ -50,6 +50,8 @@ _REPORT = flags.DEFINE_string("report", None, "Markdown report (default <study_d
                               "it covers every experiment the study folder holds")
 _FIGURE_DIR = flags.DEFINE_string("figure_dir", None, "plots (default <study_dir>/figures)")
 _LIST = flags.DEFINE_bool("list", False, "list the experiments and their variants, run nothing")
+_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "rewrite the report (and its plots) from "
+                                 "the results the study folder holds, run nothing")
 _SAMPLING = flags.DEFINE_list("sampling_images", ["2", "8", "32"],
                               "sampling: images per minibatch N")
 _DATA = flags.DEFINE_list("data_shares", ["0.25", "0.5", "1"],
@@ -85,6 +87,14 @@ def main(argv):
                       dense_added=_numbers(_DENSE, int))
     if _LIST.value:
         print("\n".join(describe(config, options)))
+        return
+    if _REPORT_ONLY.value:
+        from keras_frcnn.study.report import load_results, write_report
+
+        root = Path(_STUDY_DIR.value)
+        report = _REPORT.value or root / "study.md"
+        write_report(load_results(root), report, _FIGURE_DIR.value or root / "figures")
+        print(f"report written to {report}")
         return
     names = _EXPERIMENTS.value
     if not names:

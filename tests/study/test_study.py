@@ -144,6 +144,17 @@ def test_unknown_experiment_is_one_line(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_report_only_rewrites_the_report_from_the_results(study, tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "bin" / "study.py"), "--report_only",
+                          f"--study_dir={study['root']}", f"--report={tmp_path / 'r.md'}",
+                          f"--figure_dir={tmp_path / 'f'}"],
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "r.md").read_text() == (study["root"] / "study.md").read_text().replace(
+        "figures/", "f/")
+    assert not any(p.stat().st_mtime_ns != m for p, m in study["first"].items())
+
+
 def test_scales_follow_the_papers_proportions(tmp_path):
     from keras_frcnn.study.experiments import pyramid
 

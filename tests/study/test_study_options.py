@@ -114,3 +114,20 @@ def test_class_svm_retrains_after_2000_negatives_and_evicts_easy_ones(rng):
     assert np.all(svm.scores(positives) > 0)
     kept = svm.scores(np.concatenate([easy, hard])) >= svms.EVICT_THRESHOLD
     assert len(svm.negatives) == kept.sum() < 2001  # the easy ones are gone
+
+
+@pytest.mark.parametrize("scales, flip", [((48,), False), ((40, 56), True)])
+def test_warm_up_traces_the_graphs_detection_then_uses(scales, flip):
+    from keras_frcnn.detection import Detector, DetectorConfig
+    from keras_frcnn.model.fast_rcnn import FastRCNN
+
+    detector = Detector(FastRCNN(3, "small"), DetectorConfig(scales=scales, max_size=96,
+                                                             preprocessing="tf", flip=flip))
+    detector.warm_up()
+    traced = (detector._forward.experimental_get_tracing_count(),
+              detector._postprocess.experimental_get_tracing_count())
+    assert traced == (1, 1)
+    image = np.random.default_rng(0).integers(0, 255, (60, 80, 3), np.uint8)
+    detector.detect(image, np.array([[5, 5, 40, 30], [20, 10, 70, 50]], np.float32))
+    assert (detector._forward.experimental_get_tracing_count(),
+            detector._postprocess.experimental_get_tracing_count()) == traced
