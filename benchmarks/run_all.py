@@ -17,10 +17,9 @@ still moves them. The scripts run one after another, each in its own process:
               per seed in --kangaroo_seeds and their mean (trains workdirs/kangaroo
               and workdirs/kangaroo_seed<s> where they hold no model: about 35
               minutes each here)
-  svd         truncated SVD at the paper's scale (VGG16, 600x1000, 2000 RoIs)
-              and mAP before and after on the demo model (trains workdirs/demo
-              first with the main job's command if needed); the kangaroo config's
-              MobileNetV2 head has no fc layers to factor (docs/compression.md)
+  svd         truncated SVD's timing at the paper's scale (VGG16, 600x1000, 2000
+              RoIs), random weights; mAP before and after on trained models is the
+              study's svd experiment (frcnn-study --experiments=svd, docs/study.md)
 
     python benchmarks/run_all.py                       # everything
     python benchmarks/run_all.py --only roi_pool,svd   # a subset
@@ -35,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def commands(output, data, demo_workdir, kangaroo_workdir, kangaroo_seeds="0,1,2",
+def commands(output, data, kangaroo_workdir, kangaroo_seeds="0,1,2",
              weights=None):
     """{name: [argv, ...]} in the order the suite runs them."""
     python = sys.executable
@@ -43,7 +42,6 @@ def commands(output, data, demo_workdir, kangaroo_workdir, kangaroo_seeds="0,1,2
     def bench(name, *args):
         return [python, f"benchmarks/{name}_benchmark.py", *args, f"--output={output}"]
 
-    demo_train = [python, "bin/train.py", "--config=configs/demo.py", f"--workdir={demo_workdir}"]
     return {
         "roi_pool": [bench("roi_pool", f"--details={Path(output).with_name('roi_pooling.md')}")],
         "pipeline": [bench("pipeline")],
@@ -53,10 +51,7 @@ def commands(output, data, demo_workdir, kangaroo_workdir, kangaroo_seeds="0,1,2
         "kangaroo": [bench("kangaroo", f"--data={data}", f"--workdir={kangaroo_workdir}",
                            f"--seeds={kangaroo_seeds}",
                            *([f"--weights={weights}"] if weights else []))],
-        "svd": ([] if (Path(demo_workdir) / "model.keras").is_file() else [demo_train]) + [
-            bench("svd", "--backbones=vgg16,mobilenet_v2,small",
-                  "--map_config=configs/demo.py", f"--map_workdir={demo_workdir}",
-                  "--map_layers=fc6:64,fc7:64;fc6:32,fc7:32;fc6:16,fc7:16")],
+        "svd": [bench("svd", "--backbones=vgg16,mobilenet_v2,small")],
     }
 
 
@@ -68,14 +63,13 @@ def main():
                              "says where to get the photos)")
     parser.add_argument("--weights", help="the kangaroo config's MobileNetV2 weights; default: "
                         "kangaroo_benchmark.py's (our machines' copy)")
-    parser.add_argument("--demo_workdir", default="workdirs/demo")
     parser.add_argument("--kangaroo_workdir", default="workdirs/kangaroo")
     parser.add_argument("--kangaroo_seeds", default="0,1,2",
                         help="train.seed of each kangaroo run (the first in --kangaroo_workdir)")
     parser.add_argument("--only", help="comma-separated subset of the benchmarks above")
     parser.add_argument("--dry_run", action="store_true", help="print the commands only")
     args = parser.parse_args()
-    suite = commands(args.output, args.data, args.demo_workdir, args.kangaroo_workdir,
+    suite = commands(args.output, args.data, args.kangaroo_workdir,
                      args.kangaroo_seeds, args.weights)
     only = args.only.split(",") if args.only else list(suite)
     unknown = sorted(set(only) - set(suite))

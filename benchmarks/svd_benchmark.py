@@ -8,19 +8,15 @@ forward, decode, NMS) are each the median of --repeats runs after a warm-up.
 The paper (VGG16, K40 GPU): fc6/fc7 take 45 % of detection time and SVD
 (1024 / 256) cuts detection time by more than 30 % for -0.3 mAP.
 
-mAP (optional, --map_workdir, repeatable): the trained model of a workdir
-evaluated as is and after compression with each of its --map_layers settings,
-same proposals.
+mAP before and after compression, and detection time on a trained model, over
+seeds: the study's svd experiment (``frcnn-study --experiments=svd``, docs/study.md),
+which compresses each seed's model with bin/compress.py's code and evaluates it.
 
-    python benchmarks/svd_benchmark.py --output docs/benchmarks.md \
-        --map_config configs/demo.py --map_workdir workdirs/demo \
-        --map_layers "fc6:64,fc7:64;fc6:32,fc7:32;fc6:16,fc7:16"
+    python benchmarks/svd_benchmark.py --output docs/benchmarks.md
 """
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
 import report  # first: it picks TensorFlow's CPU kernels before TensorFlow loads
 
@@ -84,44 +80,11 @@ def timings(model, height, width, preprocessing, num_rois, repeats):
             "detection": median_seconds(lambda: detector.detect(image, boxes), repeats)}
 
 
-def map_rows(config_path, workdir, settings):
-    from keras_frcnn import workdirs
-    from keras_frcnn.configs import load_config_file
-    from keras_frcnn.evaluation.run import evaluate
-
-    config = load_config_file(config_path)
-    config.test.picture_images = 0
-    model = workdirs.load_inference_model(workdir)
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for ranks in [None, *settings]:
-            path = Path(tmp) / "model.keras"
-            if ranks is None:
-                model.save(path)
-                params = sum(int(np.prod(w.shape)) for w in model.weights)
-            else:
-                compressed, rep = compress_model(model, parse_ranks(ranks))
-                compressed.save(path)
-                params = rep["params_after"]
-            metrics = evaluate(config, workdir, model_path=path, output_dir=Path(tmp) / "eval",
-                               progress=False)
-            rows.append((ranks or "none", params, 100 * metrics["mAP"],
-                         metrics["timing"]["network_seconds_per_image"]))
-            print(rows[-1], flush=True)
-    return rows
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", default="vgg16,small")
     parser.add_argument("--rois", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--map_config", action="append", default=[],
-                        help="config of the matching --map_workdir")
-    parser.add_argument("--map_workdir", action="append", default=[],
-                        help="a trained workdir to evaluate before and after")
-    parser.add_argument("--map_layers", action="append", default=[],
-                        help="';'-separated rank settings for the matching --map_workdir")
     parser.add_argument("--output", help="Markdown file whose SVD section to rewrite")
     args = parser.parse_args()
     lines = ["## Truncated SVD", "",
@@ -147,14 +110,8 @@ def main():
             f"{before['head'] / before['detection']:.0%} | {before['detection']:.3f} | "
             f"{after['head']:.3f} | {after['detection']:.3f} | "
             f"**{1 - after['detection'] / before['detection']:.0%}** |")
-    if not len(args.map_config) == len(args.map_workdir) == len(args.map_layers):
-        parser.error("give --map_config, --map_workdir and --map_layers once per workdir")
-    for config_path, workdir, layers in zip(args.map_config, args.map_workdir, args.map_layers):
-        lines += ["", f"mAP (VOC AP@0.5, area) of `{workdir}` (`{config_path}`) before and "
-                  "after compression, same proposals:", "",
-                  "| ranks | parameters | mAP | network s/image |", "|---|---:|---:|---:|"]
-        for ranks, params, map_, seconds in map_rows(config_path, workdir, layers.split(";")):
-            lines.append(f"| {ranks} | {params:,d} | {map_:.1f} | {seconds:.3f} |")
+    lines += ["", "mAP before and after compression on trained models, over seeds: the "
+              "study's svd experiment ([study.md](study.md#truncated-svd-table-4-section-31))."]
     report.publish(SECTION, lines, args.output)
 
 

@@ -37,6 +37,7 @@ from ml_collections import config_flags
 from keras_frcnn import cli
 from keras_frcnn.study.experiments import NAMES, Options
 
+# The repository's configs/ (an editable install, as scripts/install.sh makes, keeps it).
 DEMO_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "demo.py")
 _CONFIG = config_flags.DEFINE_config_file("config", DEMO_CONFIG,
                                           "base experiment config (default: the demo)",
@@ -81,10 +82,13 @@ def main(argv):
     from keras_frcnn.workdirs import NoUsableCheckpoint
 
     config = _CONFIG.value
-    options = Options(sampling_images=_numbers(_SAMPLING, int),
-                      data_shares=_numbers(_DATA, float),
-                      proposal_counts=_numbers(_COUNTS, int),
-                      dense_added=_numbers(_DENSE, int))
+    try:
+        options = Options(sampling_images=_numbers(_SAMPLING, int),
+                          data_shares=_numbers(_DATA, float),
+                          proposal_counts=_numbers(_COUNTS, int),
+                          dense_added=_numbers(_DENSE, int))
+    except ValueError as err:
+        sys.exit(f"error: {err}")
     if _LIST.value:
         print("\n".join(describe(config, options)))
         return
@@ -92,6 +96,9 @@ def main(argv):
         from keras_frcnn.study.report import load_results, write_report
 
         root = Path(_STUDY_DIR.value)
+        if not (root / "results").is_dir():
+            sys.exit(f"error: --study_dir={root} holds no results (results/*.json); run "
+                     "experiments there first")
         report = _REPORT.value or root / "study.md"
         write_report(load_results(root), report, _FIGURE_DIR.value or root / "figures")
         print(f"report written to {report}")
@@ -99,23 +106,38 @@ def main(argv):
     names = _EXPERIMENTS.value
     if not names:
         sys.exit(f"error: give --experiments: one or more of {', '.join(NAMES)}, or all")
-    if names == ["all"]:
+    everything = names == ["all"]
+    if everything:
         names = list(NAMES)
     unknown = [n for n in names if n not in NAMES]
     if unknown:
         sys.exit(f"error: --experiments: no experiment {', '.join(unknown)}; choose from "
                  f"{', '.join(NAMES)} or all")
-    command = "frcnn-study " + " ".join(arg for arg in sys.argv[1:]
-                                        if not arg.startswith(("--report", "--figure_dir")))
     try:
         run_study(config, _STUDY_DIR.value, names, _SEEDS.value, options, _REPORT.value,
-                  _FIGURE_DIR.value, command=command, progress=sys.stderr.isatty())
+                  _FIGURE_DIR.value, command=_command(sys.argv[1:]),
+                  progress=sys.stderr.isatty(), skip=everything)
     except (DatasetError, NoUsableCheckpoint, TrainingDiverged, ValueError, WorkdirBusy) as err:
         sys.exit(f"error: {err}")
     except KeyboardInterrupt as err:
         sys.exit(f"\ninterrupted{': ' + str(err) if str(err) else ''}; finished runs are kept "
                  f"in {_STUDY_DIR.value}: run the same command again to go on")
     print(f"report written to {_REPORT.value or Path(_STUDY_DIR.value) / 'study.md'}")
+
+
+def _command(args):
+    """The command line as the report shows it, without where the report goes."""
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--report", "--figure_dir"):
+            skip = True  # its value follows as the next word
+            continue
+        if not arg.startswith(("--report=", "--figure_dir=")):
+            kept.append(arg)
+    return " ".join(["frcnn-study", *kept])
 
 
 def run():

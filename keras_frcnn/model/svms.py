@@ -2,9 +2,9 @@
 
 The paper (section 5.4): "we implemented post-hoc SVM training with hard negative
 mining in Fast R-CNN. We use the same training algorithm and hyper-parameters as in
-R-CNN." R-CNN's recipe (Girshick et al., CVPR 2014, and its rcnn_train.m), as the
-authors' own Python port runs it on a Fast R-CNN (tools/train_svms.py of
-rbgirshick/py-faster-rcnn), with its constants:
+R-CNN." R-CNN's recipe (Girshick et al., CVPR 2014, and its rcnn_train.m), as the release's
+own Python port runs it on a Fast R-CNN (tools/train_svms.py, read in the copy
+rbgirshick/py-faster-rcnn keeps; docs/fidelity.md row 41), with its constants:
 
 - features: the penultimate layer (fc7, the input of cls_score) of the training
   images, not their mirrors (the release's experiments/cfgs/svm.yml turns
@@ -20,6 +20,9 @@ rbgirshick/py-faster-rcnn), with its constants:
   -1.1 are evicted; one final retraining at the end;
 - the SVM: L2-regularised hinge loss (liblinear's dual solver, here scikit-learn's
   LinearSVC), C = 0.001, positives weighted 2, a bias feature of 10.
+
+Features are taken at the first test scale (``scale``, ``max_size``); the release's
+im_detect uses every test scale, which differs only for a multi-scale config.
 
 The result is the same network with the SVM weights in cls_score (background's
 column zero) and ``svm_scores=True``: cls_prob passes the raw margins on, as the
@@ -97,7 +100,7 @@ class ClassSVM:
         self.retrainings = 0
         self._svm = LinearSVC(C=C, class_weight={1: POSITIVE_WEIGHT, -1: 1.0},
                               intercept_scaling=BIAS_FEATURE, penalty="l2", loss="hinge",
-                              dual=True, random_state=seed, max_iter=10000)
+                              dual=True, random_state=seed)
 
     def scores(self, features):
         return features @ self.weights + self.bias
@@ -119,7 +122,8 @@ class ClassSVM:
         self.added = 0
         self.retrainings += 1
         kept = self.scores(self.negatives) >= EVICT_THRESHOLD
-        self.negatives = self.negatives[kept]
+        if kept.any():  # as the release: when every negative is easy, all stay
+            self.negatives = self.negatives[kept]
         logger.info("SVM %s: %d positives, %d negatives kept after retraining %d",
                     self.name, len(self.positives), len(self.negatives), self.retrainings)
 

@@ -16,7 +16,7 @@ from keras_frcnn.study.experiments import NAMES, Options, build
 from keras_frcnn.study.report import load_results, write_report
 from keras_frcnn.study.runner import Study
 
-__all__ = ["NAMES", "Options", "run_study", "check_experiment"]
+__all__ = ["NAMES", "Options", "run_study", "runnable", "check_experiment"]
 
 
 def machine():
@@ -35,15 +35,34 @@ def check_experiment(experiment, config):
             "ImageNet weights (configs/kangaroo.py, docs/kangaroo.md)")
 
 
+def runnable(config, names, options=Options(), skip=False):
+    """[Experiment] of ``names`` built from ``config``, each checked before anything runs:
+    one that cannot run with this config is a ValueError, or with ``skip`` left out with
+    a warning (``--experiments=all``: the demo has no pretrained backbone for finetune)."""
+    import logging
+
+    built = []
+    for name in names:
+        try:
+            experiment = build(name, config, options)
+            check_experiment(experiment, config)
+        except ValueError as err:
+            if not skip:
+                raise
+            logging.getLogger("keras_frcnn.study").warning("%s: left out: %s", name, err)
+            continue
+        built.append(experiment)
+    return built
+
+
 def run_study(config, study_dir, names, seeds=3, options=Options(), report=None,
-              figure_dir=None, command="", progress=False, intro=None):
-    """Runs experiments ``names`` and writes the report of every experiment the study
-    folder holds; returns {name: results entry} of the experiments run now."""
-    if seeds < 1:
+              figure_dir=None, command="", progress=False, intro=None, skip=False):
+    """Runs experiments ``names`` (those this config cannot run are an error, or with
+    ``skip`` left out) and writes the report of every experiment the study folder
+    holds; returns {name: results entry} of the experiments run now."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"--seeds={seeds}: give at least one seed")
-    built = [build(name, config, options) for name in names]
-    for experiment in built:
-        check_experiment(experiment, config)
+    built = runnable(config, names, options, skip)
     study = Study(config, study_dir, progress=progress)
     done = {}
     for experiment in built:

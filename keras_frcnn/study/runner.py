@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_frcnn.files import atomic_write
-from keras_frcnn.workdirs import TRAINED_SECTIONS, _flatten
+from keras_frcnn.workdirs import NOT_TRAINED, TRAINED_SECTIONS, _flatten
 
 logger = logging.getLogger("keras_frcnn.study")
 
@@ -52,17 +52,44 @@ def _digest(value):
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
+# Settings of the trained sections that only the test split reads: they belong to an
+# evaluation's key, not a model's.
+TEST_ONLY = ("dataset.test_split", "dataset.test_root", "proposals.test_mat_file")
+# Paths that say which data a model saw (workdirs.NOT_TRAINED leaves them out, for data
+# moves; a study's key keeps them, resolved, since two datasets make two models).
+DATA_PATHS = ("dataset.root", "dataset.annotations", "dataset.images", "proposals.mat_file",
+              "proposals.mat_dir")
+
+
 def trained_settings(config):
-    """The settings of ``config``'s trained sections that differ from base_config()'s,
-    as {dotted key: value}: a key added to the package later, with a default, leaves
-    the digests of earlier runs (and so their reuse) as they were."""
+    """The settings that decide ``config``'s model, as {dotted key: value}: its trained
+    sections (workdirs.TRAINED_SECTIONS) without what does not change the weights
+    (workdirs.NOT_TRAINED: logging, checkpoints, caches, devices) or is read by the test
+    split only, data paths resolved, and only where they differ from base_config()'s,
+    so that a key the package adds later, with a default, leaves the digests of earlier
+    runs (and so their reuse) as they were."""
     from keras_frcnn.configs import base_config
 
     given = _flatten(json.loads(config.to_json_best_effort()))
     defaults = _flatten(json.loads(base_config().to_json_best_effort()))
-    return {key: value for key, value in sorted(given.items())
-            if key.split(".")[0] in TRAINED_SECTIONS
-            and (key not in defaults or defaults[key] != value)}
+    settings = {}
+    for key, value in sorted(given.items()):
+        if key.split(".")[0] not in TRAINED_SECTIONS or key in TEST_ONLY:
+            continue
+        if key in DATA_PATHS:
+            value = "+".join(str(Path(p).resolve()) for p in value.split("+")) if value else ""
+        elif key in NOT_TRAINED:
+            continue
+        if key not in defaults or defaults[key] != value:
+            settings[key] = value
+    return settings
+
+
+def evaluation_settings(config):
+    """What decides an evaluation of a model: the test section and the test split."""
+    data = json.loads(config.to_json_best_effort())
+    flat = _flatten(data)
+    return {"test": data["test"], **{key: flat.get(key) for key in TEST_ONLY}}
 
 
 @dataclasses.dataclass
@@ -100,6 +127,8 @@ class Study:
             source = self.run_for(experiment, experiment.variant(variant.source), seed)
         key = {"kind": variant.kind, "settings": trained_settings(config),
                "source": source.folder.name if source else None}
+        if variant.kind == "svm":  # its features are taken at the first test scale
+            key["features"] = [config.test.scales[0], config.test.max_size]
         folder = self.root / "runs" / f"{variant.kind}-{_digest(key)}"
         return Run(variant.kind, config, folder, source)
 
@@ -126,6 +155,12 @@ class Study:
                   "config": json.loads(run.config.to_json_best_effort())}
         atomic_write(run.folder / "study_run.json", json.dumps(record, indent=2) + "\n")
         return record
+
+    def model_seconds(self, run):
+        """Seconds it took to make ``run``'s model from nothing: its own and its source's
+        (the lambda = 0 model of a stage-wise run, the model an SVM or SVD starts from)."""
+        own = float(run.record()["seconds"])
+        return own + (self.model_seconds(run.source) if run.source is not None else 0.0)
 
     def _train(self, run):
         from keras_frcnn.training import train
@@ -156,8 +191,11 @@ class Study:
         from keras_frcnn.proposals.sources import proposals_for_dataset
         from keras_frcnn.workdirs import load_inference_model, save_model
 
+        from keras_frcnn.training import training_subset
+
         config = run.config
-        dataset = load_dataset(config.dataset, config.dataset.train_split)
+        dataset = training_subset(load_dataset(config.dataset, config.dataset.train_split),
+                                  config.dataset.get("train_subset", 1.0))
         proposals = proposals_for_dataset(dataset, config.proposals, self.progress,
                                           split=config.dataset.train_split)
         model = load_inference_model(run.source.folder)
@@ -187,15 +225,16 @@ class Study:
         config = _apply(run.config, {f"test.{k}": v for k, v in test_overrides.items()})
         with config.unlocked():
             config.test.picture_images = 0
-        test = json.loads(config.to_json_best_effort())["test"]
-        folder = run.folder / "eval" / f"{test_name or 'test'}-{_digest(test)}"
+        folder = run.folder / "eval" / f"{test_name or 'test'}-{_digest(evaluation_settings(config))}"
         done = folder / "result.json"
         if done.is_file():
             return json.loads(done.read_text())
         start = time.perf_counter()
         model_path = run.folder / "model.keras"
+        # Proposals first (overlap=False): selective search in worker processes would
+        # otherwise share the cores with the network while it is timed.
         metrics = evaluate(config, run.folder, model_path=model_path, output_dir=folder,
-                           progress=self.progress)
+                           progress=self.progress, overlap=False)
         timing = metrics.get("timing") or {}
         result = {"mAP": float(metrics["mAP"]),
                   "network_seconds_per_image": timing.get("network_seconds_per_image"),
@@ -258,6 +297,7 @@ class Study:
                        "network_seconds_per_image": result["network_seconds_per_image"],
                        "test_seconds": result["seconds"],
                        "train_seconds": float(record["seconds"]),
+                       "model_seconds": self.model_seconds(run),
                        "run": run.folder.name}
                 row.update(quality.get(variant.name, {}))
                 rows.append(row)

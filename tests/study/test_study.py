@@ -109,13 +109,44 @@ def test_svm_arm_saves_a_model_that_scores_with_its_svms(study):
 def test_verdicts():
     from keras_frcnn.study.report import verdict
 
-    assert verdict([0.5, 0.6], [0.3, 0.4], +1) == "agrees"
-    assert verdict([0.5, 0.6], [0.3, 0.4], -1) == "disagrees"
-    assert verdict([0.5, 0.6], [0.3, 0.4], 0) == "disagrees"  # the paper saw no difference
-    assert verdict([0.3, 0.4], [0.5, 0.6], 0) == "disagrees"
-    assert verdict([0.5, 0.6, 0.35], [0.3, 0.4], +1) == "within the seed spread"
-    assert verdict([0.4, 0.6], [0.3, 0.4], +1) == "within the seed spread"  # ranges touch
-    assert verdict([0.6], [0.3, 0.4], +1) == "not judged (one seed)"
+    assert verdict([0.5, 0.6], [0.3, 0.4], "higher") == "agrees"
+    assert verdict([0.5, 0.6], [0.3, 0.4], "lower") == "disagrees"
+    assert verdict([0.3, 0.4], [0.5, 0.6], "lower") == "agrees"
+    assert verdict([0.5, 0.6], [0.3, 0.4], "same") == "disagrees"  # the paper saw none
+    assert verdict([0.3, 0.4], [0.5, 0.6], "same") == "disagrees"
+    assert verdict([0.5, 0.6], [0.3, 0.4], "not lower") == "agrees"  # better is no worse
+    assert verdict([0.3, 0.4], [0.5, 0.6], "not lower") == "disagrees"
+    assert verdict([0.5, 0.6, 0.35], [0.3, 0.4], "higher") == "within the seed spread"
+    assert verdict([0.4, 0.6], [0.3, 0.4], "higher") == "within the seed spread"  # touching
+    assert verdict([0.6], [0.3, 0.4], "higher") == "not judged (one seed)"
+    with pytest.raises(ValueError, match="unknown claim"):
+        verdict([0.5, 0.6], [0.3, 0.4], "better")
+
+
+def test_report_numbers_from_made_up_rows(tmp_path):
+    from keras_frcnn.study.experiments import Comparison, Experiment, Variant
+    import dataclasses
+    from keras_frcnn.study.report import experiment_section
+
+    experiment = Experiment("x", "X", "Table 0", "?", (
+        Variant("a", "arm a", paper={"": "1.0"}), Variant("b", "arm b", kind="svm", source="a")),
+        (Comparison("a against b", ("a", ""), ("b", ""), "higher", "+1"),))
+    rows = [{"variant": v, "test": "", "seed": k, "mAP": m, "network_seconds_per_image": t,
+             "test_seconds": 30.0, "train_seconds": own, "model_seconds": total,
+             "run": f"{v}{k}"}
+            for v, k, m, t, own, total in [("a", 0, 0.90, 0.02, 600, 600),
+                                           ("a", 1, 0.92, 0.04, 540, 540),
+                                           ("b", 0, 0.85, 0.03, 60, 660),
+                                           ("b", 1, 0.86, 0.03, 60, 600)]]
+    entry = {"experiment": dataclasses.asdict(experiment), "rows": rows, "seeds": 2,
+             "command": "frcnn-study --experiments=x", "machine": "m", "figures": []}
+    text = "\n".join(experiment_section(entry, tmp_path, tmp_path))
+    # 600 + 540 + 60 + 60 s of models and 4 x 30 s of tests: 1380 s = 23 minutes.
+    assert "`frcnn-study --experiments=x`: 23 minutes" in text
+    assert "| arm a | as configured | 2 | 91.0 | 90.0 to 92.0 | 9.5 | 0.030 | 1.0 |" in text
+    # b's model minutes include its source's training: (660 + 600) / 2 s.
+    assert "| arm b | as configured | 2 | 85.5 | 85.0 to 86.0 | 10.5 | 0.030 |  |" in text
+    assert "| a against b | +5.5 | +1 | agrees |" in text
 
 
 def test_finetune_refuses_a_backbone_without_pretrained_weights(tmp_path):
@@ -168,4 +199,84 @@ def test_scales_follow_the_papers_proportions(tmp_path):
 def test_results_record_the_command_and_seeds(study):
     entry = load_results(study["root"])["multitask"]
     assert entry["seeds"] == 2 and entry["command"].startswith("frcnn-study")
-    assert json.loads(json.dumps(entry)) == entry
+    assert entry["machine"]
+
+
+def test_a_model_is_keyed_by_what_decides_it(tmp_path):
+    from keras_frcnn.study.runner import Study
+
+    config = tiny_config(tmp_path, steps=2)
+    study = Study(config, tmp_path / "study")
+    experiment = build("svm", config, OPTIONS)
+    softmax, svm = experiment.variants
+
+    def folders(changed):
+        other = Study(changed, tmp_path / "study")
+        return (other.run_for(experiment, softmax, 0).folder,
+                other.run_for(experiment, svm, 0).folder)
+
+    base = (study.run_for(experiment, softmax, 0).folder, study.run_for(experiment, svm, 0).folder)
+    quiet = config.copy_and_resolve_references()
+    quiet.train.log_every, quiet.proposals.workers, quiet.dataset.test_split = 7, 1, "val"
+    assert folders(quiet) == base  # logging, workers and the test split train nothing
+    scale = config.copy_and_resolve_references()
+    scale.test.scales = (64,)
+    assert folders(scale)[0] == base[0] and folders(scale)[1] != base[1]  # SVM features
+    lr = config.copy_and_resolve_references()
+    lr.train.base_lr = 0.01
+    assert folders(lr)[0] != base[0] and folders(lr)[1] != base[1]
+    assert study.run_for(experiment, softmax, 1).folder != base[0]  # another seed
+
+
+def test_a_stopped_run_resumes_and_sums_its_minutes(tmp_path, monkeypatch):
+    from keras_frcnn.study.runner import Study
+
+    config = tiny_config(tmp_path, steps=2)
+    study = Study(config, tmp_path / "study")
+    experiment = build("data", config, OPTIONS)
+    run = study.run_for(experiment, experiment.variants[0], 0)
+    clock = iter([0.0, 30.0, 100.0, 145.0])
+    monkeypatch.setattr("keras_frcnn.study.runner.time.perf_counter", lambda: next(clock))
+    calls = []
+
+    def stopped_then_done(run):
+        calls.append(run.folder)
+        if len(calls) == 1:
+            raise KeyboardInterrupt("stopped")
+
+    monkeypatch.setattr(study, "_train", stopped_then_done)
+    with pytest.raises(KeyboardInterrupt):
+        study.make(run)
+    assert not run.finished
+    assert study.make(run)["seconds"] == 75.0  # 30 s, then 45 s
+    assert run.finished and study.make(run)["seconds"] == 75.0 and len(calls) == 2
+
+
+def test_all_leaves_out_what_the_config_cannot_run(tmp_path, caplog):
+    from keras_frcnn.study import runnable
+
+    config = tiny_config(tmp_path, steps=2)  # no pretrained weights: no finetune
+    names = [e.name for e in runnable(config, NAMES, OPTIONS, skip=True)]
+    assert names == [n for n in NAMES if n != "finetune"]
+    assert "finetune: left out: the finetune experiment" in caplog.text
+    with pytest.raises(ValueError, match="finetune"):
+        runnable(config, NAMES, OPTIONS)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(sampling_images=(0, 2)), "--sampling_images: 0 is not a positive"),
+    (dict(sampling_images=(2, 2)), "--sampling_images repeats"),
+    (dict(data_shares=(0.25, 1.5)), "--data_shares: 1.5 is not a share"),
+    (dict(data_shares=(0.25, 0.251)), "differ by at least one per cent"),
+    (dict(proposal_counts=()), "--proposal_counts is empty"),
+    (dict(dense_added=(-2,)), "--dense_added: -2 is not"),
+])
+def test_bad_sweep_values_are_refused_before_anything_runs(options, message):
+    with pytest.raises(ValueError, match=message):
+        Options(**options)
+
+
+def test_sampling_refuses_an_uneven_split(tmp_path):
+    config = tiny_config(tmp_path, steps=2)  # 32 RoIs per minibatch
+    with pytest.raises(ValueError, match="--sampling_images=5 does not divide the 32 RoIs"):
+        build("sampling", config, Options(sampling_images=(2, 5)))
