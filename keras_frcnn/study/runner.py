@@ -52,8 +52,8 @@ def _digest(value):
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-# Settings of the trained sections that only the test split reads: they belong to an
-# evaluation's key, not a model's.
+# Settings of the trained sections that only the test split reads (NOT_TRAINED leaves
+# them out of a model's key): they belong to an evaluation's key.
 TEST_ONLY = ("dataset.test_split", "dataset.test_root", "proposals.test_mat_file")
 # Paths that say which data a model saw (workdirs.NOT_TRAINED leaves them out, for data
 # moves; a study's key keeps them, resolved, since two datasets make two models).
@@ -74,7 +74,7 @@ def trained_settings(config):
     defaults = _flatten(json.loads(base_config().to_json_best_effort()))
     settings = {}
     for key, value in sorted(given.items()):
-        if key.split(".")[0] not in TRAINED_SECTIONS or key in TEST_ONLY:
+        if key.split(".")[0] not in TRAINED_SECTIONS:
             continue
         if key in DATA_PATHS:
             value = "+".join(str(Path(p).resolve()) for p in value.split("+")) if value else ""

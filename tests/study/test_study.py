@@ -88,6 +88,11 @@ def test_stagewise_arm_changes_only_the_box_layer(study):
             if not np.array_equal(old, new):
                 changed.append(layer.name)
     assert set(changed) == {"bbox_pred"}
+    # Its model minutes count the lambda = 0 training it starts from.
+    seconds = {r["variant"]: r for r in rows if r["seed"] == 0}
+    assert seconds["stagewise"]["model_seconds"] == pytest.approx(
+        seconds["stagewise"]["train_seconds"] + seconds["lambda0"]["train_seconds"])
+    assert seconds["lambda0"]["model_seconds"] == seconds["lambda0"]["train_seconds"]
 
 
 def test_svm_arm_saves_a_model_that_scores_with_its_svms(study):
