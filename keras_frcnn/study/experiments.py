@@ -327,7 +327,7 @@ def svd(config, options):
         "fc6 and fc7 factored by truncated SVD without fine-tuning: mAP and detection time "
         "against the ranks kept.", tuple(variants),
         tuple(Comparison(f"uncompressed against {v.label}", ("full", ""), (v.name, ""), "same",
-                         "-0.3 (L) for 1024 / 256") for v in variants[1:]
+                         "+0.3 (L: 66.9 against 66.6 at 1024 / 256)") for v in variants[1:]
               if "not run" not in v.paper[""]))  # only the paper's own ranks are judged
 
 

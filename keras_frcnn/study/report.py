@@ -68,8 +68,9 @@ def _cost_minutes(rows):
 def experiment_section(result, figure_dir, report_dir):
     """Markdown lines of one experiment's results (``result``: results.json's entry)."""
     exp, rows = result["experiment"], result["rows"]
+    command = own_command(result["command"], exp["name"])
     lines = [f"## {exp['title']} ({exp['section']})", "", exp["question"], "",
-             f"`{result['command']}`: {_cost_minutes(rows):.0f} minutes on this machine "
+             f"`{command}`: {_cost_minutes(rows):.0f} minutes on this machine "
              f"({result['machine']}; a model shared with another experiment is counted in "
              f"each), {result['seeds']} seed{'s' if result['seeds'] > 1 else ''} per arm"
              + (" unless the table says fewer." if any(v["seeds"] for v in exp["variants"])
@@ -112,6 +113,13 @@ def experiment_section(result, figure_dir, report_dir):
         path = Path(figure_dir) / name
         lines += ["", f"![{exp['title']}]({os.path.relpath(path, report_dir)})"]
     return lines + [""]
+
+
+def own_command(command, name):
+    """The recorded command line with its --experiments naming this experiment alone."""
+    words = [f"--experiments={name}" if w.startswith("--experiments=") else w
+             for w in command.split()]
+    return " ".join(words)
 
 
 def _test_label(test):

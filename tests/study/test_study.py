@@ -144,10 +144,11 @@ def test_report_numbers_from_made_up_rows(tmp_path):
                                            ("b", 0, 0.85, 0.03, 60, 660),
                                            ("b", 1, 0.86, 0.03, 60, 600)]]
     entry = {"experiment": dataclasses.asdict(experiment), "rows": rows, "seeds": 2,
-             "command": "frcnn-study --experiments=x", "machine": "m", "figures": []}
+             "command": "frcnn-study --experiments=y,x --seeds=2", "machine": "m",
+             "figures": []}
     text = "\n".join(experiment_section(entry, tmp_path, tmp_path))
     # 600 + 540 + 60 + 60 s of models and 4 x 30 s of tests: 1380 s = 23 minutes.
-    assert "`frcnn-study --experiments=x`: 23 minutes" in text
+    assert "`frcnn-study --experiments=x --seeds=2`: 23 minutes" in text
     assert "| arm a | as configured | 2 | 91.0 | 90.0 to 92.0 | 9.5 | 0.030 | 1.0 |" in text
     # b's model minutes include its source's training: (660 + 600) / 2 s.
     assert "| arm b | as configured | 2 | 85.5 | 85.0 to 86.0 | 10.5 | 0.030 |  |" in text
