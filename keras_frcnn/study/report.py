@@ -222,7 +222,8 @@ overlap, it "agrees" when its direction is the paper's and "disagrees" when not 
 the paper saw no meaningful difference, separated ranges disagree; where it claimed only
 that one arm is not worse, a better one agrees). Times are this
 machine's: the model's minutes (training, or fitting the SVMs, or compressing) and
-the network's seconds per test image after a warm-up.
+the network's seconds per test image after a warm-up. The machine is shared, and a run
+made while other work ran takes longer: read small differences in time with care.
 """
 
 
