@@ -15,7 +15,8 @@ from keras_frcnn.study.report import load_results
 from tests.test_training import tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
-OPTIONS = Options(sampling_images=(2, 4), data_shares=(0.5, 1.0), proposal_counts=(10, 0),
+# One variant beyond the baseline where a sweep allows it: CI runs all eight experiments.
+OPTIONS = Options(sampling_images=(2, 4), data_shares=(0.5, 1.0), proposal_counts=(0,),
                   dense_added=(50,), svd_fractions=((1 / 4, 1 / 16),))
 
 
@@ -39,7 +40,7 @@ def study(tmp_path_factory):
     run_study(config, root, list(NAMES), seeds=1, options=OPTIONS)
     first = {p: p.stat().st_mtime_ns for p in root.glob("runs/*/study_run.json")}
     first.update({p: p.stat().st_mtime_ns for p in root.glob("runs/*/eval/*/result.json")})
-    run_study(config, root, ["multitask"], seeds=2, options=OPTIONS)  # seed 0 reused
+    run_study(config, root, ["multitask", "svm"], seeds=1, options=OPTIONS)  # all reused
     return {"config": config, "root": root, "first": first}
 
 
@@ -63,12 +64,10 @@ def test_finished_runs_and_evaluations_are_reused(study):
     for path, mtime in study["first"].items():
         assert path.stat().st_mtime_ns == mtime, f"{path} was written again"
     rows = load_results(study["root"])["multitask"]["rows"]
-    assert sorted({r["seed"] for r in rows}) == [0, 1]
-    seed0 = [r for r in rows if r["seed"] == 0]
     # The baseline model (the config itself) is shared: svm's softmax arm is the same run.
     softmax = load_results(study["root"])["svm"]["rows"][0]["run"]
-    assert softmax in {r["run"] for r in seed0 if r["variant"] == "lambda1"}
-    assert len({r["run"] for r in rows}) == 6  # 3 variants x 2 seeds, none trained twice
+    assert softmax in {r["run"] for r in rows if r["variant"] == "lambda1"}
+    assert len({r["run"] for r in rows}) == 3  # 3 variants, none trained twice
 
 
 def test_stagewise_arm_changes_only_the_box_layer(study):
@@ -204,7 +203,7 @@ def test_scales_follow_the_papers_proportions(tmp_path):
 
 def test_results_record_the_command_and_seeds(study):
     entry = load_results(study["root"])["multitask"]
-    assert entry["seeds"] == 2 and entry["command"].startswith("frcnn-study")
+    assert entry["seeds"] == 1 and entry["command"].startswith("frcnn-study")
     assert entry["machine"]
 
 
