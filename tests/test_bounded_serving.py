@@ -37,14 +37,20 @@ def test_a_request_above_the_limit_is_refused_naming_it(model, tmp_path):  # noq
     assert recorded["max_proposals"] == 50
 
 
-def test_the_limit_is_a_config_key_with_a_server_sized_default(model, tmp_path):  # noqa: F811
-    assert base_config().export.max_proposals == MAX_PROPOSALS == 20000
+def saved_workdir(model, tmp_path, max_proposals):
+    """``model`` saved with its class names in ``tmp_path``; the config that exports it."""
     model.save(tmp_path / "model.keras")
     (tmp_path / "classes.json").write_text('["red", "green"]')
     config = base_config()
     config.model.backbone, config.pipeline.preprocessing = "small", "tf"
     config.test.scales = (96,)
-    config.export.max_proposals = 30
+    config.export.max_proposals = max_proposals
+    return config
+
+
+def test_the_limit_is_a_config_key_with_a_server_sized_default(model, tmp_path):  # noqa: F811
+    assert base_config().export.max_proposals == MAX_PROPOSALS == 20000
+    config = saved_workdir(model, tmp_path, max_proposals=30)
     export_workdir(config, model_path=tmp_path / "model.keras", export_dir=tmp_path / "1",
                    verify=False)
     recorded = json.loads((tmp_path / "1" / "assets.extra" / "keras_frcnn.json").read_text())
@@ -74,12 +80,7 @@ def test_the_export_check_stays_within_the_export_s_own_limit(model, tmp_path,  
     image, _ = scene()
     monkeypatch.setattr(export, "verification_inputs", lambda config: (image,
                                                                          many_proposals(100)))
-    model.save(tmp_path / "model.keras")
-    (tmp_path / "classes.json").write_text('["red", "green"]')
-    config = base_config()
-    config.model.backbone, config.pipeline.preprocessing = "small", "tf"
-    config.test.scales = (96,)
-    config.export.max_proposals = 30
+    config = saved_workdir(model, tmp_path, max_proposals=30)
     result = export_workdir(config, model_path=tmp_path / "model.keras",
                             export_dir=tmp_path / "1")
     assert "a TensorFlow-only process gives the same" in result["verified"]
