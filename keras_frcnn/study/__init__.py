@@ -11,7 +11,6 @@ import json
 import platform
 
 from keras_frcnn.files import atomic_write
-from keras_frcnn.study import experiments as experiments_module
 from keras_frcnn.study.experiments import NAMES, Options, build
 from keras_frcnn.study.report import load_results, write_report
 from keras_frcnn.study.runner import Study
@@ -94,4 +93,3 @@ def describe(config, options=Options()):
     return lines
 
 
-del experiments_module
