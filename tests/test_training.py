@@ -133,6 +133,7 @@ def test_exported_model_emits_raw_deltas(tmp_path):
     np.testing.assert_allclose(raw, normalised * stats.stds[1] + stats.means[1], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.timeout(900)  # eleven program runs, each importing TensorFlow
 def test_demo_config_end_to_end(tmp_path):
     """bin/train.py, bin/evaluate.py and bin/detect.py on a tiny demo set."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
