@@ -91,5 +91,3 @@ def describe(config, options=Options()):
         variants = ", ".join(v.name for v in experiment.variants)
         lines.append(f"{name} ({experiment.section}): {variants}")
     return lines
-
-
