@@ -49,6 +49,10 @@ _STUDY_DIR = flags.DEFINE_string("study_dir", "workdirs/study",
 _SEEDS = flags.DEFINE_integer("seeds", 3, "seeds per variant (0, 1, ...)")
 _REPORT = flags.DEFINE_string("report", None, "Markdown report (default <study_dir>/study.md); "
                               "it covers every experiment the study folder holds")
+_RESULTS_DIR = flags.DEFINE_string(
+    "results_dir", None, "where each experiment's results (<name>.json) are kept (default "
+    "<study_dir>/results); rows found there for the same model and test are reused "
+    "without their models: docs/study/results holds docs/study.md's")
 _FIGURE_DIR = flags.DEFINE_string("figure_dir", None, "plots (default <study_dir>/figures)")
 _LIST = flags.DEFINE_bool("list", False, "list the experiments and their variants, run nothing")
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "rewrite the report (and its plots) from "
@@ -96,11 +100,12 @@ def main(argv):
         from keras_frcnn.study.report import load_results, write_report
 
         root = Path(_STUDY_DIR.value)
-        if not (root / "results").is_dir():
-            sys.exit(f"error: --study_dir={root} holds no results (results/*.json); run "
-                     "experiments there first")
+        results = Path(_RESULTS_DIR.value or root / "results")
+        if not results.is_dir() or not load_results(root, results):
+            sys.exit(f"error: {results} holds no results (<experiment>.json); run "
+                     "experiments first, or give --results_dir")
         report = _REPORT.value or root / "study.md"
-        write_report(load_results(root), report, _FIGURE_DIR.value or root / "figures")
+        write_report(load_results(root, results), report, _FIGURE_DIR.value or root / "figures")
         print(f"report written to {report}")
         return
     names = _EXPERIMENTS.value
@@ -116,7 +121,8 @@ def main(argv):
     try:
         run_study(config, _STUDY_DIR.value, names, _SEEDS.value, options, _REPORT.value,
                   _FIGURE_DIR.value, command=_command(sys.argv[1:]),
-                  progress=sys.stderr.isatty(), skip=everything)
+                  progress=sys.stderr.isatty(), skip=everything,
+                  results_dir=_RESULTS_DIR.value)
     except (DatasetError, NoUsableCheckpoint, TrainingDiverged, ValueError, WorkdirBusy) as err:
         sys.exit(f"error: {err}")
     except KeyboardInterrupt as err:
@@ -132,10 +138,10 @@ def _command(args):
         if skip:
             skip = False
             continue
-        if arg in ("--report", "--figure_dir"):
+        if arg in ("--report", "--figure_dir", "--results_dir"):
             skip = True  # its value follows as the next word
             continue
-        if not arg.startswith(("--report=", "--figure_dir=")):
+        if not arg.startswith(("--report=", "--figure_dir=", "--results_dir=")):
             kept.append(arg)
     return " ".join(["frcnn-study", *kept])
 

@@ -9,6 +9,7 @@ docs/study.md is such a report, written by a full run on the demo.
 import dataclasses
 import json
 import platform
+from pathlib import Path
 
 from keras_frcnn.files import atomic_write
 from keras_frcnn.study.experiments import NAMES, Options, build
@@ -55,27 +56,37 @@ def runnable(config, names, options=Options(), skip=False):
 
 
 def run_study(config, study_dir, names, seeds=3, options=Options(), report=None,
-              figure_dir=None, command="", progress=False, intro=None, skip=False):
+              figure_dir=None, command="", progress=False, intro=None, skip=False,
+              results_dir=None):
     """Runs experiments ``names`` (those this config cannot run are an error, or with
-    ``skip`` left out) and writes the report of every experiment the study folder
-    holds; returns {name: results entry} of the experiments run now."""
+    ``skip`` left out) and writes the report of every experiment ``results_dir``
+    (default <study_dir>/results) holds; returns {name: results entry} of the
+    experiments run now. Each experiment's results file is rewritten after every
+    variant and seed ("complete" false until the last), and rows it already holds for
+    the same model and test are reused, models or not (Study.run_experiment)."""
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"--seeds={seeds}: give at least one seed")
     built = runnable(config, names, options, skip)
     study = Study(config, study_dir, progress=progress)
+    results_dir = Path(results_dir) if results_dir else study.root / "results"
+    results_dir.mkdir(parents=True, exist_ok=True)
     done = {}
     for experiment in built:
-        rows = study.run_experiment(experiment, seeds)
-        entry = {"experiment": dataclasses.asdict(experiment), "rows": rows, "seeds": seeds,
+        path = results_dir / f"{experiment.name}.json"
+        recorded = json.loads(path.read_text())["rows"] if path.is_file() else []
+        entry = {"experiment": dataclasses.asdict(experiment), "rows": [], "seeds": seeds,
                  "command": command or f"frcnn-study --experiments={experiment.name}",
-                 "machine": machine()}
-        path = study.root / "results" / f"{experiment.name}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, json.dumps(entry, indent=2, default=str) + "\n")
+                 "machine": machine(), "complete": False}
+
+        def save(rows, complete=False, entry=entry, path=path):
+            entry.update(rows=list(rows), complete=complete)
+            atomic_write(path, json.dumps(entry, indent=2, default=str) + "\n")
+
+        save(study.run_experiment(experiment, seeds, recorded, on_row=save), complete=True)
         done[experiment.name] = entry
     report = report or study.root / "study.md"
-    write_report(load_results(study.root), report, figure_dir or study.root / "figures",
-                 intro)
+    write_report(load_results(study.root, results_dir), report,
+                 figure_dir or study.root / "figures", intro)
     return done
 
 

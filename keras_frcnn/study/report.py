@@ -75,6 +75,9 @@ def experiment_section(result, figure_dir, report_dir):
              f"each), {result['seeds']} seed{'s' if result['seeds'] > 1 else ''} per arm"
              + (" unless the table says fewer." if any(v["seeds"] for v in exp["variants"])
                 else "."), ""]
+    if not result.get("complete", True):
+        lines += ["Stopped before every arm and seed ran: the tables show what finished; "
+                  "the same command goes on from here.", ""]
     quality = exp["proposal_quality"]
     header = "| variant | test | seeds | mAP (mean) | range | model (min) | test (s/image) |"
     # model (min): making the model from nothing, its source's training included
@@ -224,6 +227,12 @@ that one arm is not worse, a better one agrees). Times are this
 machine's: the model's minutes (training, or fitting the SVMs, or compressing) and
 the network's seconds per test image after a warm-up. The machine is shared, and a run
 made while other work ran takes longer: read small differences in time with care.
+
+Every row is kept in its experiment's results file (`--results_dir`; docs/study.md's are
+in docs/study/results/) with the digests of its model and test, and a study run again
+with the same results folder reuses it even where the models are gone: the page can be
+completed over several sittings, on fresh machines, and `frcnn-study --report_only
+--results_dir=docs/study/results` rewrites it from the repository alone.
 """
 
 
@@ -252,13 +261,14 @@ def write_report(results, path, figure_dir, intro=None):
     return text
 
 
-def load_results(study_dir):
-    """{experiment name: entry} of every results/<name>.json in the study folder."""
+def load_results(study_dir, results_dir=None):
+    """{experiment name: entry} of every <name>.json in ``results_dir`` (default the study
+    folder's results/)."""
     from keras_frcnn.study.experiments import NAMES
 
     found = {}
     for name in NAMES:
-        file = Path(study_dir) / "results" / f"{name}.json"
+        file = Path(results_dir or Path(study_dir) / "results") / f"{name}.json"
         if file.is_file():
             found[name] = json.loads(file.read_text())
     return found

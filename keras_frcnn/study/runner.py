@@ -7,14 +7,18 @@ Layout of a study folder (``--study_dir``):
         study_run.json           written last: what made it, training seconds
         eval/<test>-<hash>/      an evaluation (bin/evaluate.py's files); result.json last
     proposals/<hash>.json        Average Recall of a proposal setting on the test split
-    results.json                 every (experiment, variant, test, seed) -> result
+    results/<experiment>.json    its rows, each (variant, test, seed) with the digests of
+                                 its model and test; rewritten after every variant and
+                                 seed (or kept elsewhere: run_study's results_dir)
 
 ``<hash>`` digests the settings that decide the model (or the evaluation): the config's
 trained sections, the kind, and the source model's hash. A run whose study_run.json
 exists is finished and is never trained again; a stopped one resumes from its latest
 checkpoint (training.train), so a study can be stopped and started again at any point,
 and two experiments that need the same model (the demo config at seed 0 is the
-baseline of several) train it once.
+baseline of several) train it once. A row already in the results file for the same
+model and test digests is reused even where runs/ is gone, so the results kept with the
+docs (docs/study/results) let a study go on from a fresh clone.
 """
 
 import dataclasses
@@ -217,15 +221,20 @@ class Study:
 
     # ------------------------------------------------------------ tests
 
+    def _evaluation(self, run, test_name, test_overrides):
+        """The config of an evaluation of ``run`` and its folder, named by its digest."""
+        config = _apply(run.config, {f"test.{k}": v for k, v in test_overrides.items()})
+        with config.unlocked():
+            config.test.picture_images = 0
+        name = f"{test_name or 'test'}-{_digest(evaluation_settings(config))}"
+        return config, run.folder / "eval" / name
+
     def evaluate(self, run, test_name, test_overrides):
         """The result of testing ``run``'s model with ``test_overrides`` (test.* keys):
         {"mAP", "network_seconds_per_image", "seconds"}; reused when done before."""
         from keras_frcnn.evaluation.run import evaluate
 
-        config = _apply(run.config, {f"test.{k}": v for k, v in test_overrides.items()})
-        with config.unlocked():
-            config.test.picture_images = 0
-        folder = run.folder / "eval" / f"{test_name or 'test'}-{_digest(evaluation_settings(config))}"
+        config, folder = self._evaluation(run, test_name, test_overrides)
         done = folder / "result.json"
         if done.is_file():
             return json.loads(done.read_text())
@@ -278,15 +287,39 @@ class Study:
                     rows.append((variant, seed, self.run_for(experiment, variant, seed)))
         return rows
 
-    def run_experiment(self, experiment, seeds):
+    def recorded_rows(self, recorded, variant, seed, run):
+        """The rows of ``recorded`` (an earlier results file's rows) that hold every test
+        of ``variant`` at ``seed`` on this very model and test settings (the digests in
+        "run" and "evaluation"), or None: a study resumed where its models are gone (a
+        fresh machine, the rows kept with the docs) reuses them instead of training."""
+        found = []
+        for test_name, overrides in variant.tests.items():
+            evaluation = self._evaluation(run, test_name, overrides)[1].name
+            match = [r for r in recorded if r["variant"] == variant.name and r["seed"] == seed
+                     and r["test"] == test_name and r["run"] == run.folder.name
+                     and r.get("evaluation") == evaluation]
+            if not match:
+                return None
+            found.append(match[0])
+        return found
+
+    def run_experiment(self, experiment, seeds, recorded=(), on_row=None):
         """Makes and tests every variant at every seed; returns the experiment's rows:
         [{"variant", "test", "seed", "mAP", "network_seconds_per_image",
-        "train_seconds", "run"}] (plus AR where the experiment reports it)."""
+        "train_seconds", "run", "evaluation"}] (plus AR where the experiment reports
+        it). Rows in ``recorded`` for the same model and test are reused as they are;
+        ``on_row(rows)`` is called with the rows so far after each variant and seed."""
         rows = []
         quality = {}
         for variant, seed, run in self.plan(experiment, seeds):
+            earlier = self.recorded_rows(recorded, variant, seed, run)
             logger.info("%s: %s, seed %d (%s)", experiment.name, variant.label, seed,
-                        "reused" if run.finished else "running")
+                        "recorded" if earlier else "reused" if run.finished else "running")
+            if earlier:
+                rows += earlier
+                if on_row:
+                    on_row(rows)
+                continue
             record = self.make(run)
             if experiment.proposal_quality and variant.name not in quality:
                 quality[variant.name] = self.proposal_quality(run.config)
@@ -298,9 +331,12 @@ class Study:
                        "test_seconds": result["seconds"],
                        "train_seconds": float(record["seconds"]),
                        "model_seconds": self.model_seconds(run),
-                       "run": run.folder.name}
+                       "run": run.folder.name,
+                       "evaluation": self._evaluation(run, test_name, overrides)[1].name}
                 row.update(quality.get(variant.name, {}))
                 rows.append(row)
+            if on_row:
+                on_row(rows)
         return rows
 
 

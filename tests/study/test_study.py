@@ -191,6 +191,75 @@ def test_report_only_rewrites_the_report_from_the_results(study, tmp_path):
     assert not any(p.stat().st_mtime_ns != m for p, m in study["first"].items())
 
 
+def _ledger(study, tmp_path, names):
+    """A results folder holding copies of the study's results of ``names``."""
+    ledger = tmp_path / "ledger"
+    ledger.mkdir()
+    for name in names:
+        (ledger / f"{name}.json").write_bytes((study["root"] / "results" / f"{name}.json")
+                                               .read_bytes())
+    return ledger
+
+
+def test_recorded_rows_are_reused_where_the_models_are_gone(study, tmp_path, monkeypatch):
+    # A fresh clone: the results kept with the docs, no runs/ folder. Nothing is trained
+    # or tested again, and the report is the same.
+    from keras_frcnn.study.runner import Study
+
+    ledger = _ledger(study, tmp_path, ["multitask", "svm"])
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a recorded row was made again")
+
+    monkeypatch.setattr(Study, "make", refuse)
+    monkeypatch.setattr(Study, "evaluate", refuse)
+    done = run_study(study["config"], tmp_path / "fresh", ["multitask", "svm"], seeds=1,
+                     options=OPTIONS, results_dir=ledger)
+    for name in ("multitask", "svm"):
+        before = load_results(study["root"])[name]["rows"]
+        assert done[name]["rows"] == before and done[name]["complete"]
+        assert all(r["evaluation"] for r in before)
+    assert not (tmp_path / "fresh" / "runs").exists()
+    assert "## Multi-task training" in (tmp_path / "fresh" / "study.md").read_text()
+
+
+def test_a_stop_keeps_the_rows_that_finished(study, tmp_path, monkeypatch):
+    from keras_frcnn.study.report import write_report
+    from keras_frcnn.study.runner import Study
+
+    ledger = _ledger(study, tmp_path, ["multitask"])
+    entry = json.loads((ledger / "multitask.json").read_text())
+    kept = [r for r in entry["rows"] if r["variant"] != "stagewise"]
+    entry["rows"] = kept
+    (ledger / "multitask.json").write_text(json.dumps(entry))
+
+    def stop(self, run):
+        raise KeyboardInterrupt("stopped")
+
+    monkeypatch.setattr(Study, "make", stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(study["config"], tmp_path / "fresh", ["multitask"], seeds=1,
+                  options=OPTIONS, results_dir=ledger)
+    after = json.loads((ledger / "multitask.json").read_text())
+    assert after["rows"] == kept and after["complete"] is False
+    text = write_report(load_results(None, ledger), tmp_path / "r.md", tmp_path / "f")
+    assert "Stopped before every arm and seed ran" in text
+    assert "| multi-task, lambda = 1 |" in text and "stage-wise: lambda = 0, then" not in text
+
+
+def test_report_only_reads_a_results_folder(study, tmp_path):
+    ledger = _ledger(study, tmp_path, ["svm"])
+    args = [sys.executable, str(ROOT / "bin" / "study.py"), "--report_only",
+            f"--study_dir={tmp_path / 'nothing'}", f"--report={tmp_path / 'r.md'}",
+            f"--figure_dir={tmp_path / 'f'}"]
+    out = subprocess.run(args + [f"--results_dir={ledger}"], capture_output=True, text=True,
+                         timeout=240)
+    assert out.returncode == 0, out.stderr
+    assert "## Softmax or SVMs" in (tmp_path / "r.md").read_text()
+    out = subprocess.run(args, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 1 and "holds no results" in out.stderr.strip().splitlines()[-1]
+
+
 def test_scales_follow_the_papers_proportions(tmp_path):
     from keras_frcnn.study.experiments import pyramid
 
