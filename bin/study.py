@@ -111,6 +111,8 @@ def main(argv):
     names = _EXPERIMENTS.value
     if not names:
         sys.exit(f"error: give --experiments: one or more of {', '.join(NAMES)}, or all")
+    if "all" in names and len(names) > 1:
+        sys.exit(f"error: --experiments={','.join(names)}: give all alone, or name experiments")
     everything = names == ["all"]
     if everything:
         names = list(NAMES)

@@ -12,7 +12,7 @@ import platform
 from pathlib import Path
 
 from keras_frcnn.files import atomic_write
-from keras_frcnn.study.experiments import NAMES, Options, build
+from keras_frcnn.study.experiments import NAMES, CannotRun, Options, build
 from keras_frcnn.study.report import load_results, write_report
 from keras_frcnn.study.runner import Study
 
@@ -26,9 +26,9 @@ def machine():
 
 
 def check_experiment(experiment, config):
-    """One-line ValueError for a config the experiment cannot run."""
+    """One-line CannotRun (a ValueError) for a config the experiment cannot run."""
     if experiment.needs_pretrained and not config.model.weights:
-        raise ValueError(
+        raise CannotRun(
             f"the {experiment.name} experiment compares which pretrained layers to keep, but "
             f"model.weights is empty: the {config.model.backbone} backbone starts from "
             "random weights, so there is nothing pretrained to keep; give a config with "
@@ -38,7 +38,8 @@ def check_experiment(experiment, config):
 def runnable(config, names, options=Options(), skip=False):
     """[Experiment] of ``names`` built from ``config``, each checked before anything runs:
     one that cannot run with this config is a ValueError, or with ``skip`` left out with
-    a warning (``--experiments=all``: the demo has no pretrained backbone for finetune)."""
+    a warning (``--experiments=all``: the demo has no pretrained backbone for finetune);
+    a bad sweep value stays an error either way."""
     import logging
 
     built = []
@@ -46,7 +47,7 @@ def runnable(config, names, options=Options(), skip=False):
         try:
             experiment = build(name, config, options)
             check_experiment(experiment, config)
-        except ValueError as err:
+        except CannotRun as err:
             if not skip:
                 raise
             logging.getLogger("keras_frcnn.study").warning("%s: left out: %s", name, err)
@@ -78,8 +79,16 @@ def run_study(config, study_dir, names, seeds=3, options=Options(), report=None,
                  "command": command or f"frcnn-study --experiments={experiment.name}",
                  "machine": machine(), "complete": False}
 
-        def save(rows, complete=False, entry=entry, path=path):
-            entry.update(rows=list(rows), complete=complete)
+        def save(rows, complete=False, entry=entry, path=path, recorded=recorded,
+                 experiment=experiment):
+            # Recorded rows this sitting did not reach (more seeds, another sweep's
+            # variants, or those after a stop) are kept while they still hold.
+            reached = {(r["variant"], r["test"], r["seed"]) for r in rows}
+            kept = [r for r in recorded if (r["variant"], r["test"], r["seed"]) not in reached
+                    and study.still_valid(experiment, r)]
+            rows = list(rows) + kept
+            entry.update(rows=rows, complete=complete,
+                         seeds=max([seeds] + [r["seed"] + 1 for r in rows]))
             atomic_write(path, json.dumps(entry, indent=2, default=str) + "\n")
 
         save(study.run_experiment(experiment, seeds, recorded, on_row=save), complete=True)

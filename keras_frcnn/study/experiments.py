@@ -41,6 +41,11 @@ class Variant:
 CLAIMS = ("higher", "lower", "not lower", "same")
 
 
+class CannotRun(ValueError):
+    """The config cannot run this experiment (not a bad flag): ``--experiments=all``
+    leaves such an experiment out with a warning, where a bad flag stays an error."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Comparison:
     """The paper's finding that (variant a, test a) scores ``claim`` against (b, test b):
@@ -123,11 +128,11 @@ def sampling(config, options):
             f"n{n}", f"N = {n} images x {rois // n} RoIs",
             {"sampling.images_per_batch": n},
             paper={"": "66.9 (L, N = 2)" if n == 2 else "not run"}))
+    fewest = min(options.sampling_images)  # the paper's claim is about few images
     comparisons = tuple(
-        Comparison(f"N = {options.sampling_images[0]} against N = {n}",
-                   (variants[0].name, ""), (f"n{n}", ""), "not lower",
-                   "no slower convergence observed (no numbers given)")
-        for n in options.sampling_images[1:])
+        Comparison(f"N = {fewest} against N = {n}", (f"n{fewest}", ""), (f"n{n}", ""),
+                   "not lower", "no slower convergence observed (no numbers given)")
+        for n in options.sampling_images if n != fewest)
     return Experiment(
         "sampling", "Hierarchical sampling", "section 2.3",
         f"R = {rois} RoIs from N images, the same number of SGD steps: does drawing many "
@@ -256,7 +261,9 @@ def proposals(config, options):
             else f"selective search (top_k {top_k or 'all'})",
             {**ss, "proposals.top_k": count or top_k},
             paper={"": "1k-10k quality-mode boxes: 59.2 at 2k (M), falling slightly"}))
-    full = variants[-1].name
+    # "All" selective search: the config's own top_k (count 0), else the most boxes.
+    counts = options.proposal_counts
+    full = f"ss{'all' if 0 in counts else max(counts)}"
     for added in options.dense_added:  # -1: every dense box
         name = "all" if added < 0 else added
         variants.append(Variant(
@@ -308,7 +315,7 @@ def _svd_ranks(config, fractions):
 
     widths = tuple(config.model.fc_units or SPECS[config.model.backbone].fc_units)
     if config.model.head != "fc" or len(widths) != 2:
-        raise ValueError("the svd experiment factors fc6 and fc7: it needs model.head 'fc'")
+        raise CannotRun("the svd experiment factors fc6 and fc7: it needs model.head 'fc'")
     return ",".join(f"{name}:{max(1, int(round(width * f)))}"
                     for name, width, f in zip(("fc6", "fc7"), widths, fractions))
 

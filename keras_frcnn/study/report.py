@@ -2,8 +2,9 @@
 times, the paper's number beside ours), the paper's comparisons with a verdict, a
 plot, and for the proposals experiment the analogue of the paper's Figure 3.
 
-Verdicts (one rule for every comparison): with fewer than two seeds on either side
-nothing is judged. Otherwise, if the ranges of the two arms' per-seed mAPs overlap,
+Verdicts (one rule for every comparison): with fewer than three seeds on either side
+nothing is judged (two arms of two seeds drawn from one distribution fail to overlap
+one time in three; of three seeds, one time in ten). Otherwise, if the ranges of the two arms' per-seed mAPs overlap,
 the difference is "within the seed spread", whatever its sign. If they do not
 overlap, it "agrees" when its direction is the paper's and "disagrees" when not; where
 the paper found no meaningful difference ("same"), separated ranges disagree, and where
@@ -20,14 +21,15 @@ from keras_frcnn.files import atomic_write
 from keras_frcnn.study.runner import summarize
 
 AGREES, DISAGREES, WITHIN, NOT_JUDGED = ("agrees", "disagrees", "within the seed spread",
-                                         "not judged (one seed)")
+                                         "not judged (under 3 seeds)")
+MIN_SEEDS = 3
 
 
 def verdict(a_values, b_values, claim):
     """The verdict on the paper's ``claim`` that arm a scores "higher", "lower", "not
     lower" or "same" against arm b, from their per-seed values."""
     a, b = np.asarray(a_values, np.float64), np.asarray(b_values, np.float64)
-    if len(a) < 2 or len(b) < 2:
+    if len(a) < MIN_SEEDS or len(b) < MIN_SEEDS:
         return NOT_JUDGED
     if a.min() <= b.max() and b.min() <= a.max():
         return WITHIN
@@ -218,8 +220,9 @@ on the config's test split, as bin/evaluate.py reports it.
 
 The paper's numbers are VOC 2007 test mAP of models S, M and L on a GPU; ours are not
 comparable in size, so each comparison sets the *difference* we measured beside the
-paper's. The verdict follows one rule: with fewer than two seeds on either side
-nothing is judged; if the two arms' per-seed ranges overlap, the difference is
+paper's. The verdict follows one rule: with fewer than three seeds on either side
+nothing is judged (two arms of two seeds from the same distribution fail to overlap one
+time in three, of three seeds one time in ten); if the two arms' per-seed ranges overlap, the difference is
 "within the seed spread" whatever its sign, and is not a finding; if they do not
 overlap, it "agrees" when its direction is the paper's and "disagrees" when not (where
 the paper saw no meaningful difference, separated ranges disagree; where it claimed only

@@ -90,10 +90,27 @@ def trained_settings(config):
 
 
 def evaluation_settings(config):
-    """What decides an evaluation of a model: the test section and the test split."""
-    data = json.loads(config.to_json_best_effort())
-    flat = _flatten(data)
-    return {"test": data["test"], **{key: flat.get(key) for key in TEST_ONLY}}
+    """What decides an evaluation of a model: the test section's settings where they
+    differ from base_config()'s (as trained_settings, so that a test key added later
+    with a default leaves recorded evaluations matching) and the test split."""
+    from keras_frcnn.configs import base_config
+
+    flat = _flatten(json.loads(config.to_json_best_effort()))
+    defaults = _flatten(json.loads(base_config().to_json_best_effort()))
+    settings = {key: value for key, value in flat.items() if key.startswith("test.")
+                and (key not in defaults or defaults[key] != value)}
+    settings.update({key: flat.get(key) for key in TEST_ONLY})
+    return dict(sorted(settings.items()))
+
+
+# Bump when a default or the code changes what a recorded model or test means: every
+# digest then changes, and nothing made before is reused. (Left out of the digests while
+# it is 1, so that the runs recorded before it existed keep their names.)
+KEY_VERSION = 1
+
+
+def _keyed(key):
+    return {**key, "version": KEY_VERSION} if KEY_VERSION > 1 else key
 
 
 @dataclasses.dataclass
@@ -133,7 +150,7 @@ class Study:
                "source": source.folder.name if source else None}
         if variant.kind == "svm":  # its features are taken at the first test scale
             key["features"] = [config.test.scales[0], config.test.max_size]
-        folder = self.root / "runs" / f"{variant.kind}-{_digest(key)}"
+        folder = self.root / "runs" / f"{variant.kind}-{_digest(_keyed(key))}"
         return Run(variant.kind, config, folder, source)
 
     def make(self, run):
@@ -226,7 +243,7 @@ class Study:
         config = _apply(run.config, {f"test.{k}": v for k, v in test_overrides.items()})
         with config.unlocked():
             config.test.picture_images = 0
-        name = f"{test_name or 'test'}-{_digest(evaluation_settings(config))}"
+        name = f"{test_name or 'test'}-{_digest(_keyed(evaluation_settings(config)))}"
         return config, run.folder / "eval" / name
 
     def evaluate(self, run, test_name, test_overrides):
@@ -302,6 +319,19 @@ class Study:
                 return None
             found.append(match[0])
         return found
+
+    def still_valid(self, experiment, row):
+        """Whether a recorded ``row`` still describes ``experiment``: its model and test
+        digests are those its variant and seed would have now (a row of a variant this
+        experiment does not have, another sweep's, is kept under its own digests)."""
+        variant = {v.name: v for v in experiment.variants}.get(row["variant"])
+        if variant is None:
+            return True
+        if row["test"] not in variant.tests:
+            return False
+        run = self.run_for(experiment, variant, row["seed"])
+        evaluation = self._evaluation(run, row["test"], variant.tests[row["test"]])[1].name
+        return row["run"] == run.folder.name and row.get("evaluation") == evaluation
 
     def run_experiment(self, experiment, seeds, recorded=(), on_row=None):
         """Makes and tests every variant at every seed; returns the experiment's rows:
