@@ -276,7 +276,9 @@ def _check_weights(name, weights):
                              "file (.npz or Keras) or None")
         return
     if not Path(weights).is_file():
-        raise ValueError(f"backbone weights {weights!r}: not 'imagenet', None or an existing file")
+        raise ValueError(f"backbone weights {weights!r}: not 'imagenet', None or an existing "
+                         "file; give --config.model.weights=imagenet (downloads Keras' file) "
+                         "or a weights file's path (docs/kangaroo.md#the-imagenet-weights)")
     if str(weights).endswith(".npz") and name not in PROTOTXT:
         raise ValueError(f"backbone weights {weights!r}: .npz files load into {sorted(PROTOTXT)}; "
                          f"for {name!r} pass a Keras weights file")

@@ -17,7 +17,9 @@ rbgirshick/py-faster-rcnn keeps; docs/fidelity.md row 41), with its constants:
 - one pass over the images: a negative is "hard" when the current SVM scores it
   above -1.0001 (every negative, while the SVM is still zero); after more than 2000
   new hard negatives the class's SVM is retrained and negatives it scores below
-  -1.1 are evicted; one final retraining at the end;
+  -1.1 are evicted; one final retraining at the end (the constants are the Python
+  port's, which the release ran: R-CNN's rcnn_train.m evicts below -1.2 and also
+  retrains after the first image, with every negative below 0.3 overlap);
 - the SVM: L2-regularised hinge loss (liblinear's dual solver, here scikit-learn's
   LinearSVC), C = 0.001, positives weighted 2, a bias feature of 10.
 
