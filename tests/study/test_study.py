@@ -381,3 +381,27 @@ def test_sampling_refuses_an_uneven_split(tmp_path):
     config = tiny_config(tmp_path, steps=2)  # 32 RoIs per minibatch
     with pytest.raises(ValueError, match="--sampling_images=5 does not divide the 32 RoIs"):
         build("sampling", config, Options(sampling_images=(2, 5)))
+
+
+def test_judged_arms_do_not_depend_on_flag_order(tmp_path):
+    from keras_frcnn.study.runner import Study
+
+    config = tiny_config(tmp_path, steps=2)
+    options = Options(proposal_counts=(10, 0, 25), dense_added=(-1, 500),
+                      sampling_images=(8, 2, 32))
+    experiment = build("proposals", config, options)
+    arms = {c.label: (c.a[0], c.b[0]) for c in experiment.comparisons}
+    assert set(arms.values()) == {("ssall", "dense"), ("ssall", "ss_denseall")}
+    # Only the judged ends get the study's seeds; the points between are drawn from one.
+    seeds = {}
+    for variant, seed, _ in Study(config, tmp_path / "s").plan(experiment, 3):
+        seeds[variant.name] = seeds.get(variant.name, 0) + 1
+    assert seeds == {"ss10": 1, "ssall": 3, "ss25": 1, "ss_denseall": 3, "ss_dense500": 1,
+                     "dense": 3}
+    sampling = build("sampling", config, options)
+    assert {(c.a[0], c.b[0]) for c in sampling.comparisons} == {("n2", "n8"), ("n2", "n32")}
+    # --experiments=all may leave out what the config cannot run, never a bad flag.
+    from keras_frcnn.study import runnable
+
+    with pytest.raises(ValueError, match="does not divide"):
+        runnable(config, ["sampling"], Options(sampling_images=(2, 5)), skip=True)
