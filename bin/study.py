@@ -105,7 +105,8 @@ def main(argv):
             sys.exit(f"error: {results} holds no results (<experiment>.json); run "
                      "experiments first, or give --results_dir")
         report = _REPORT.value or root / "study.md"
-        write_report(load_results(root, results), report, _FIGURE_DIR.value or root / "figures")
+        write_report(load_results(root, results), report, _FIGURE_DIR.value or root / "figures",
+                     config=config)
         print(f"report written to {report}")
         return
     names = _EXPERIMENTS.value

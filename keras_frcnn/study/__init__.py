@@ -95,7 +95,7 @@ def run_study(config, study_dir, names, seeds=3, options=Options(), report=None,
         done[experiment.name] = entry
     report = report or study.root / "study.md"
     write_report(load_results(study.root, results_dir), report,
-                 figure_dir or study.root / "figures", intro)
+                 figure_dir or study.root / "figures", intro, config)
     return done
 
 

@@ -239,19 +239,41 @@ completed over several sittings, on fresh machines, and `frcnn-study --report_on
 """
 
 
-def write_report(results, path, figure_dir, intro=None):
-    """Writes the Markdown report of ``results`` ({experiment name: entry}, in order) and
-    its figures into ``figure_dir``; returns the report's text."""
-    from keras_frcnn.study.experiments import NAMES
+def planned_section(experiment):
+    """Markdown lines of an experiment not run yet: its heading (the same as when it has
+    run, so links to it hold either way), its question and the command that runs it."""
+    command = f"frcnn-study --experiments={experiment.name}"
+    if experiment.needs_pretrained:
+        command += " --config=configs/kangaroo.py"
+    return [f"## {experiment.title} ({experiment.section})", "", experiment.question, "",
+            f"Not run yet: `{command}`.", ""]
+
+
+def write_report(results, path, figure_dir, intro=None, config=None):
+    """Writes the Markdown report of ``results`` ({experiment name: entry}) and its
+    figures into ``figure_dir``; returns the report's text. With ``config``, each
+    experiment not in ``results`` gets its section too, saying how to run it."""
+    from keras_frcnn.study.experiments import NAMES, build
 
     path, figure_dir = Path(path), Path(figure_dir)
     figure_dir.mkdir(parents=True, exist_ok=True)
     lines = (INTRO if intro is None else intro).splitlines() + [""]
     missing = [name for name in NAMES if name not in results]
-    if missing:
+    if missing and config is not None:
+        lines += ["Not run yet: " + ", ".join(f"`{name}`" for name in missing)
+                  + " (each section below gives the command).", ""]
+    elif missing:
         lines += ["Not run yet: " + ", ".join(f"`{name}` (`frcnn-study --experiments={name}`)"
                                              for name in missing) + ".", ""]
-    for name, result in results.items():
+    for name in NAMES:
+        if name not in results:
+            if config is not None:
+                try:
+                    lines += planned_section(build(name, config))
+                except ValueError:  # this config cannot build it (e.g. svd without fc)
+                    pass
+            continue
+        result = results[name]
         figures = [f"study_{name}.png"]
         plot_experiment(result, figure_dir / figures[0])
         if result["experiment"]["proposal_quality"]:

@@ -405,3 +405,22 @@ def test_judged_arms_do_not_depend_on_flag_order(tmp_path):
 
     with pytest.raises(ValueError, match="does not divide"):
         runnable(config, ["sampling"], Options(sampling_images=(2, 5)), skip=True)
+
+
+def test_experiments_not_run_keep_their_sections(study, tmp_path):
+    # Links into the report (docs/paper.md's) must hold before an experiment has run:
+    # its heading is the one it will have, with the command that runs it.
+    from keras_frcnn.study.report import write_report
+
+    results = {"multitask": load_results(study["root"])["multitask"]}
+    text = write_report(results, tmp_path / "r.md", tmp_path / "f", config=study["config"])
+    proposals = build("proposals", study["config"], OPTIONS)
+    heading = f"## {proposals.title} ({proposals.section})"
+    assert heading in text
+    after = text.split(heading, 1)[1]
+    assert after.index("Not run yet: `frcnn-study --experiments=proposals`.") < after.index("## ")
+    assert "--experiments=finetune --config=configs/kangaroo.py" in text
+    assert "| multi-task, lambda = 1 |" in text  # the run experiment's table as before
+    assert text.index("## Multi-task") < text.index(heading)  # the paper's order
+    bare = write_report(results, tmp_path / "s.md", tmp_path / "f")
+    assert heading not in bare
