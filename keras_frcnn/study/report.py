@@ -235,7 +235,9 @@ Every row is kept in its experiment's results file (`--results_dir`; docs/study.
 in docs/study/results/) with the digests of its model and test, and a study run again
 with the same results folder reuses it even where the models are gone: the page can be
 completed over several sittings, on fresh machines, and `frcnn-study --report_only
---results_dir=docs/study/results` rewrites it from the repository alone.
+--results_dir=docs/study/results` rewrites it from the repository alone. A row on data
+outside the repository (finetune's kangaroo photos) is keyed by the data's resolved path
+too, so a machine that keeps the photos elsewhere trains that row again.
 """
 
 
