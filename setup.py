@@ -68,8 +68,8 @@ setup(
     install_requires=requirements("requirements.txt"),
     extras_require={"test": requirements("requirements-test.txt")},
     entry_points={"console_scripts": [
-        f"frcnn-{name}=keras_frcnn_bin.{name}:run"
+        f"frcnn-{name.replace('_', '-')}=keras_frcnn_bin.{name}:run"
         for name in ("train", "evaluate", "detect", "proposals", "compress", "export",
-                     "study")]},
+                     "study", "convert_caffemodel")]},
     zip_safe=False,
 )

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PROGRAMS = ("train", "evaluate", "detect", "proposals", "compress", "export", "study")
+PROGRAMS = ("train", "evaluate", "detect", "proposals", "compress", "export", "study",
+            "convert_caffemodel")
 
 
 def help_text(argv):
@@ -18,7 +19,7 @@ def help_text(argv):
 
 @pytest.mark.parametrize("name", PROGRAMS)
 def test_console_script_help_lists_the_program_s_flags(name):
-    script = Path(sys.executable).parent / f"frcnn-{name}"
+    script = Path(sys.executable).parent / f"frcnn-{name.replace('_', '-')}"
     if not script.is_file():
         pytest.skip(f"{script} not installed (pip install -e . installs it)")
     source = ROOT / "bin" / f"{name}.py"
