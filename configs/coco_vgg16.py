@@ -30,9 +30,11 @@ def get_config():
     config.model.dropout = 0.0  # the release's COCO prototxt has no dropout
     config.train.steps = 240000  # coco_vgg16.sh: --iters 240000 (row 42)
     config.train.step_size = 160000  # one drop, at 160k (the release's COCO solver)
-    # coco_vgg16.sh tests on coco_2014_minival, 5000 images of val2014: point
-    # dataset.annotations at the val JSON to evaluate.
+    # coco_vgg16.sh tests on coco_2014_minival, 5000 images of val2014 (the release's
+    # data/coco/annotations/instances_minival2014.json).
     config.dataset.test_split = "val"
+    config.dataset.test_annotations = "data/coco/annotations/instances_minival2014.json"
+    config.dataset.test_images = "data/coco/val2014"
     config.test.metric = "coco"  # COCOeval's AP, as the release's coco.py and paper 5.6
     config.test.use_07_metric = False  # undo voc07_config's VOC 2007 11-point AP
     config.test.devkit_ge = False  # ... and its MATLAB devkit match rule (VOC only)

@@ -6,6 +6,7 @@ key (``--config.sampling.fg_fraction=0.5``) and unknown keys are an error.
 """
 
 import importlib.util
+from pathlib import Path
 
 import ml_collections
 
@@ -13,8 +14,22 @@ import ml_collections
 def split_sections(config, split):
     """(dataset, proposals) sections for ``split``: the test split reads
     ``dataset.test_root`` and ``proposals.test_mat_file`` where they are set
-    (VOC 07+12 trains on two devkit years and tests on VOC 2007 alone)."""
+    (VOC 07+12 trains on two devkit years and tests on VOC 2007 alone), and COCO's
+    ``dataset.test_annotations`` and ``test_images``, which it must have: a COCO
+    instances file is one split, and ``dataset.annotations`` is the training one."""
     dataset, proposals = config.dataset, config.proposals
+    if split == dataset.test_split and dataset.kind == "coco" and split != dataset.train_split:
+        test = dataset.get("test_annotations", "")
+        if not test or Path(test).resolve() == Path(dataset.annotations).resolve():
+            raise ValueError(
+                f"COCO's test split {split!r} needs its own instances file: "
+                f"dataset.test_annotations is {test or 'empty'!r}, and dataset.annotations "
+                f"({dataset.annotations}) holds the training images, which a test would "
+                "score; set --config.dataset.test_annotations (e.g. "
+                "instances_minival2014.json) and --config.dataset.test_images")
+        dataset = ml_collections.ConfigDict(dataset.to_dict())
+        dataset.annotations = config.dataset.test_annotations
+        dataset.images = config.dataset.get("test_images", "") or config.dataset.images
     if split == dataset.test_split:
         if dataset.get("test_root"):
             dataset = ml_collections.ConfigDict(dataset.to_dict())
@@ -64,6 +79,8 @@ def base_config():
     config.dataset.train_split = "train"  # split used for training
     config.dataset.test_split = "test"  # split used for evaluation
     config.dataset.test_root = ""  # voc: devkit folder(s) of the test split ("": root), VOC 07+12
+    config.dataset.test_annotations = ""  # coco: instances JSON of the test split (required)
+    config.dataset.test_images = ""  # coco: image folder of the test split ("": images)
     config.dataset.train_fraction = 0.8  # voc_folder: share of sorted files in "trainval"
     config.dataset.val_fraction = 0.0  # voc_folder: last share of "trainval" held out as "val"
     config.dataset.val_fold = 0  # voc_folder: which val share, counted from the end (0: last)
@@ -121,6 +138,10 @@ def base_config():
     config.model.head = "fc"  # per-RoI layers: fc (fc6/fc7) | imagenet_blocks (mobilenet_v2's blocks 13-16)
     config.model.roi_pool = ""  # RoI pooling: "" (custom op if built) | custom_op | composite
     config.model.svd = ""  # truncated-SVD layers "fc6:1024,fc7:256" (set by bin/compress.py)
+    config.model.require_weights = False  # True: refuse to train from random backbone weights
+    # TensorFlow's default: float32 convolutions and matrix products run in TF32 (10-bit
+    # mantissa) on Ampere and newer GPUs; False: full float32, as Caffe computed (numerics.py).
+    config.model.tf32 = True
 
     config.train = ml_collections.ConfigDict()
     config.train.steps = 40000  # SGD iterations (minibatches)
@@ -181,6 +202,11 @@ def voc07_config(backbone, weights="imagenet", multiscale=False):
     config.proposals.min_size = 1  # ... or small boxes (1 drops only x2 < x1; files have none)
     config.model.backbone = backbone
     config.model.weights = weights
+    # The paper fine-tunes from ImageNet (section 2.2): random weights cannot give its tables.
+    config.model.require_weights = True
+    config.model.tf32 = False  # Caffe computed in full float32 (docs/fidelity.md)
+    config.train.step_size = 30000  # solver.prototxt: lr x 0.1 every 30k, however long the run
+    config.test.score_empty_rois = True  # the release scores every RoI (fidelity row 33)
     config.test.mode = "frcnn"  # test.py as published with the paper (docs/fidelity.md)
     config.test.use_07_metric = True  # the paper's VOC 2007 numbers: 11-point AP
     config.test.devkit_ge = True  # the MATLAB devkit matches at IoU >= 0.5

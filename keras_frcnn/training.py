@@ -31,6 +31,7 @@ from keras_frcnn.data.sampling import SamplingConfig, trainable_entries
 from keras_frcnn.data.sources import load_dataset
 from keras_frcnn.files import WorkdirLock, atomic_write
 from keras_frcnn.model.fast_rcnn import FastRCNN, fold_target_stats, sgd, step_schedule
+from keras_frcnn.numerics import apply_tf32
 from keras_frcnn.progress import training_bar
 from keras_frcnn.proposals.sources import proposals_for_dataset
 from keras_frcnn.workdirs import (clear_training_outputs, fc_units, lock_name, model_head,
@@ -81,6 +82,32 @@ def make_strategy(config):
     if t.distribute == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def check_required_weights(config):
+    """ValueError unless the backbone starts from pretrained weights where the config
+    says it must (model.require_weights: the paper configs, whose models S, M and L
+    are fine-tuned from ImageNet, section 2.2), fc6/fc7 included for the fc head: an
+    ``.npz`` of conv layers alone would leave them random."""
+    m = config.model
+    if not m.get("require_weights", False):
+        return
+    fix = ("convert the release's ImageNet model (data/imagenet_models/*.v2.caffemodel) "
+           "with bin/convert_caffemodel.py and pass --config.model.weights=PATH.npz "
+           "(docs/voc07.md), or pass --config.model.require_weights=False to train from "
+           "random weights")
+    if not m.weights:
+        raise ValueError(f"model.weights is empty, but this config trains {m.backbone} from "
+                         f"ImageNet weights, as the paper does: {fix}")
+    if str(m.weights).endswith(".npz") and m.get("head", "fc") == "fc":
+        try:
+            with np.load(m.weights, allow_pickle=False) as file:
+                names = set(file.files)
+        except (OSError, ValueError):
+            return  # not a readable .npz: load_npz says why, naming the file
+        if not {"fc6/kernel", "fc7/kernel"} <= names:
+            raise ValueError(f"model.weights={m.weights} holds no fc6/fc7, which the paper "
+                             f"also initialises from ImageNet: {fix}")
 
 
 def check_step_counts(config):
@@ -264,6 +291,8 @@ def train(config, workdir, progress=True, overwrite=False):
     and starts over.
     """
     check_step_counts(config)
+    check_required_weights(config)
+    apply_tf32(config.model.get("tf32", True))
     workdir = Path(workdir)
     if workdir.exists() and not workdir.is_dir():
         raise ValueError(f"--workdir={workdir} is a file, not a folder; give a folder")

@@ -113,9 +113,11 @@ def model_head(config, workdir=None):
 TRAINED_SECTIONS = ("dataset", "proposals", "sampling", "pipeline", "model", "train")
 NOT_TRAINED = frozenset({
     "dataset.root", "dataset.annotations", "dataset.images", "dataset.cache_dir",
-    "dataset.test_split", "dataset.test_root", "dataset.on_error", "dataset.max_image_pixels",
+    "dataset.test_split", "dataset.test_root", "dataset.test_annotations", "dataset.test_images",
+    "dataset.on_error", "dataset.max_image_pixels",
     "proposals.cache_dir", "proposals.workers", "proposals.mat_file",
-    "proposals.test_mat_file", "proposals.mat_dir", "model.roi_pool", "train.log_every",
+    "proposals.test_mat_file", "proposals.mat_dir", "model.roi_pool", "model.require_weights",
+    "model.tf32", "train.log_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.devices", "train.distribute"})
 # What --overwrite deletes before training starts over (the layout above, and eval/).
 TRAINING_OUTPUTS = ("checkpoints", "logs", "model.keras", "config.json", "target_stats.json",

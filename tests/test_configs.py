@@ -48,6 +48,15 @@ def test_paper_settings():
     assert config.test.devkit_ge and not base_config().test.devkit_ge  # MATLAB devkit: >= 0.5
     assert tuple(config.test.scales) == (600,) and config.test.max_size == 1000
     assert tuple(multiscale.test.scales) == (480, 576, 688, 864, 1200)
+    # As the release computed and ran: full float32 (Caffe had no TF32), ImageNet weights
+    # required, the solver's fixed step at 30k, and every RoI scored (fidelity rows).
+    for name in ("voc07_vgg16", "voc07_caffenet", "voc07_vgg_cnn_m_1024_multiscale",
+                 "voc0712_vgg16", "coco_vgg16"):
+        paper = load_config_file(Path(__file__).resolve().parents[1] / "configs" / f"{name}.py")
+        assert paper.model.tf32 is False and paper.model.require_weights, name
+        assert paper.test.score_empty_rois, name
+        assert paper.train.step_size == (160000 if name == "coco_vgg16" else 30000), name
+    assert base_config().model.tf32 and not base_config().model.require_weights
 
 
 def test_voc_roots_joined_with_plus(tmp_path):
@@ -257,3 +266,22 @@ def test_kangaroo_config_builds_from_imagenet_or_a_weights_file(tmp_path, monkey
     model = training.build_model(config, num_classes=2)
     loaded = model.get_layer("mobilenet_v2_features").get_layer("Conv1").kernel.numpy()
     np.testing.assert_array_equal(loaded, np.full(conv1.kernel.shape, 0.25, np.float32))
+
+
+def test_coco_test_split_needs_its_own_instances_file(tmp_path):
+    # A COCO instances file is one split: testing on dataset.annotations would score the
+    # training images (coco_vgg16.py names the release's minival file for its test split).
+    from keras_frcnn.configs import split_sections
+
+    config = load_config_file(Path(__file__).resolve().parents[1] / "configs" / "coco_vgg16.py")
+    dataset, _ = split_sections(config, "val")
+    assert dataset.annotations.endswith("instances_minival2014.json")
+    assert dataset.images.endswith("val2014")
+    train, _ = split_sections(config, "train")
+    assert train.annotations.endswith("instances_train2014.json")
+    config.dataset.test_annotations = ""
+    with pytest.raises(ValueError, match="COCO's test split 'val' needs its own instances file"):
+        split_sections(config, "val")
+    config.dataset.test_annotations = "./" + config.dataset.annotations  # the same file
+    with pytest.raises(ValueError, match="holds the training images"):
+        split_sections(config, "val")

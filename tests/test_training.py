@@ -202,3 +202,39 @@ def test_demo_config_end_to_end(tmp_path):
     out = run("export.py", f"--workdir={svd}")
     assert "verified: no Python-function op, no keras_frcnn op" in out
     assert "inputs['proposals']" in out and (svd / "export" / "1" / "saved_model.pb").is_file()
+
+
+def test_tf32_setting_holds_once_the_trainer_starts(tmp_path, monkeypatch):
+    # Caffe computed in full float32; the paper configs say model.tf32 = False, and the
+    # trainer turns TensorFlow's TF32 default off before it builds anything.
+    seen = []
+    build = training.build_model
+
+    def spy(*args, **kwargs):
+        seen.append(tf.config.experimental.tensor_float_32_execution_enabled())
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(training, "build_model", spy)
+    config = tiny_config(tmp_path, steps=1)
+    config.model.tf32 = False
+    try:
+        assert tf.config.experimental.tensor_float_32_execution_enabled()  # TF's default
+        training.train(config, tmp_path / "wd", progress=False)
+        assert seen and not any(seen)
+        assert not tf.config.experimental.tensor_float_32_execution_enabled()
+    finally:
+        tf.config.experimental.enable_tensor_float_32_execution(True)
+
+
+def test_configs_that_require_weights_refuse_random_ones(tmp_path):
+    config = tiny_config(tmp_path, steps=1)
+    config.model.require_weights = True
+    with pytest.raises(ValueError, match="model.weights is empty, but this config trains small "
+                                         "from ImageNet weights.*bin/convert_caffemodel.py"):
+        training.train(config, tmp_path / "wd", progress=False)
+    assert not (tmp_path / "wd").exists()  # refused before anything is written
+    convs_only = tmp_path / "convs.npz"
+    np.savez(convs_only, **{"conv1/kernel": np.zeros((1, 1, 3, 1), np.float32)})
+    config.model.weights = str(convs_only)
+    with pytest.raises(ValueError, match="holds no fc6/fc7, which the paper also initialises"):
+        training.train(config, tmp_path / "wd", progress=False)

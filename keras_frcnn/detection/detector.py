@@ -65,6 +65,7 @@ from keras_frcnn.boxes import as_proposals
 from keras_frcnn.data import transforms
 from keras_frcnn.data.images import read_image_bgr
 from keras_frcnn.data.records import DatasetError, dataset_error
+from keras_frcnn.numerics import apply_tf32
 from keras_frcnn.detection import graph
 from keras_frcnn.detection.graph import make_network
 from keras_frcnn.detection.postprocess import (Detections, PostprocessConfig, apply_set_cap,
@@ -98,6 +99,7 @@ class DetectorConfig:
     score_empty_rois: bool = False  # True: RoIs beyond the feature map keep their score
     flip: bool = False  # also test the mirrored image and average the two (decision)
     bbox_reg: bool = True  # decode bbox_pred; False: every class's box is the proposal
+    tf32: bool = True  # False: full float32 on Ampere+ GPUs, as Caffe (numerics.py)
 
 
 class Detector:
@@ -113,6 +115,7 @@ class Detector:
                              f"got {config.preprocessing!r}")
         if not config.scales:
             raise ValueError("DetectorConfig.scales is empty: give at least one test scale")
+        apply_tf32(config.tf32)
         self.model = model
         self.config = config
         self.num_classes = int(model.get_layer("cls_score").units)

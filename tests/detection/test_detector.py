@@ -342,3 +342,21 @@ def test_an_image_that_scales_to_nothing_is_named(model, tmp_path):
     with pytest.raises(DatasetError, match="thin.png: a 4000x1 image scales to 0 pixels"):
         detector.detect_dataset(dataset, {"thin": np.array([[0, 0, 10, 0]], np.float32)},
                                 progress=False)
+
+
+def test_detector_sets_tf32_as_its_config_says(model):
+    # The paper configs detect in full float32, as Caffe (evaluation.run.detector_config
+    # passes model.tf32 through).
+    from keras_frcnn.configs import load_config_file
+    from keras_frcnn.evaluation.run import detector_config
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[2]
+    paper = detector_config(load_config_file(str(root / "configs" / "voc07_vgg16.py")))
+    assert paper.tf32 is False and paper.score_empty_rois
+    try:
+        Detector(model, DetectorConfig(preprocessing="tf", tf32=False))
+        assert not tf.config.experimental.tensor_float_32_execution_enabled()
+        Detector(model, DetectorConfig(preprocessing="tf"))
+        assert tf.config.experimental.tensor_float_32_execution_enabled()
+    finally:
+        tf.config.experimental.enable_tensor_float_32_execution(True)
