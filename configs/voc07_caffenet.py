@@ -1,4 +1,4 @@
-"""PASCAL VOC 2007: CaffeNet (model S). No ImageNet weights ship for it: pass a converted file with --config.model.weights=PATH.
+"""PASCAL VOC 2007: CaffeNet (model S). Its ImageNet weights: the release's .v2.caffemodel converted by bin/convert_caffemodel.py, passed with --config.model.weights=PATH.npz (docs/voc07.md); the config refuses to train without them.
 
     python bin/train.py --config=configs/voc07_caffenet.py --workdir=workdirs/voc07_caffenet \
         --config.dataset.root=data/VOCdevkit/VOC2007
@@ -9,6 +9,6 @@ from keras_frcnn.configs import voc07_config
 
 def get_config():
     # Model S (paper 4.1) at the paper's single scale 600 (section 5.2); weights "" since no
-    # ImageNet weights ship for it (docs/model.md): pass a converted file.
+    # ImageNet weights ship with us: convert the release's (docs/voc07.md) and pass them.
     config = voc07_config("caffenet", weights="", multiscale=False)
     return config

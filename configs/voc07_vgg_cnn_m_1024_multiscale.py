@@ -9,6 +9,6 @@ from keras_frcnn.configs import voc07_config
 
 def get_config():
     # Model M with the five-scale pyramid of section 5.2 (Table 7); weights "" since no
-    # ImageNet weights ship for it (docs/model.md): pass a converted file.
+    # ImageNet weights ship with us: convert the release's (docs/voc07.md) and pass them.
     config = voc07_config("vgg_cnn_m_1024", weights="", multiscale=True)
     return config
