@@ -21,10 +21,12 @@ model and test digests is reused even where runs/ is gone, so the results kept w
 docs (docs/study/results) let a study go on from a fresh clone.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -130,6 +132,37 @@ class Run:
         return json.loads((self.folder / "study_run.json").read_text())
 
 
+TIME_KEEPING_SECONDS = 30.0
+
+
+@contextlib.contextmanager
+def _time_kept(path, every=TIME_KEEPING_SECONDS):
+    """Adds the seconds spent inside the block to the total in ``path`` (study_seconds.json),
+    rewriting it every ``every`` seconds as well as at the end: a sitting that is killed,
+    not stopped (a machine handed back), loses at most that much of its time, where a
+    write at the end alone lost all of it (a 145-minute model was recorded as the 30 of
+    its last sitting)."""
+    before = json.loads(path.read_text())["seconds"] if path.is_file() else 0.0
+    start = time.perf_counter()
+    done = threading.Event()
+
+    def write():
+        atomic_write(path, json.dumps({"seconds": before + time.perf_counter() - start}))
+
+    def keep():
+        while not done.wait(every):
+            write()
+
+    keeper = threading.Thread(target=keep, name="study-time", daemon=True)
+    keeper.start()
+    try:
+        yield
+    finally:
+        done.set()
+        keeper.join()
+        write()
+
+
 class Study:
     """Runs variants of experiments from ``config`` in ``root``."""
 
@@ -165,12 +198,8 @@ class Study:
         if run.kind not in makers:
             raise ValueError(f"unknown variant kind {run.kind!r}")
         spent = run.folder / "study_seconds.json"  # summed over sittings: a stop resumes
-        start = time.perf_counter()
-        try:
+        with _time_kept(spent):
             makers[run.kind](run)
-        finally:
-            before = json.loads(spent.read_text())["seconds"] if spent.is_file() else 0.0
-            atomic_write(spent, json.dumps({"seconds": before + time.perf_counter() - start}))
         record = {"kind": run.kind, "seconds": json.loads(spent.read_text())["seconds"],
                   "source": run.source.folder.name if run.source else None,
                   "config": json.loads(run.config.to_json_best_effort())}

@@ -131,3 +131,25 @@ def test_warm_up_traces_the_graphs_detection_then_uses(scales, flip):
     detector.detect(image, np.array([[5, 5, 40, 30], [20, 10, 70, 50]], np.float32))
     assert (detector._forward.experimental_get_tracing_count(),
             detector._postprocess.experimental_get_tracing_count()) == traced
+
+
+def test_time_is_kept_while_a_model_is_made(tmp_path):
+    # A sitting killed mid-training (no finally runs) keeps the seconds written so far.
+    import json
+    import threading
+    import time
+
+    from keras_frcnn.study.runner import _time_kept
+
+    spent = tmp_path / "study_seconds.json"
+    spent.write_text(json.dumps({"seconds": 100.0}))
+    seen = []
+    start = time.perf_counter()
+    with _time_kept(spent, every=0.05):
+        for _ in range(40):
+            threading.Event().wait(0.01)
+            seen.append(json.loads(spent.read_text())["seconds"])
+    elapsed = time.perf_counter() - start
+    assert max(seen) > 100.0  # written while the block ran, added to the earlier total
+    final = json.loads(spent.read_text())["seconds"]
+    assert max(seen) <= final <= 100.0 + elapsed
