@@ -167,6 +167,14 @@ def test_imagenet_model_converts_blob_for_blob(backbone, layer_format, legacy, t
     np.testing.assert_array_equal(model.get_layer(conv1).get_weights()[0],
                                   arrays[f"{conv1}/kernel"])
     np.testing.assert_array_equal(fc_init["fc6"][0], arrays["fc6/kernel"])
+    # ... and computes Caffe's conv5 from the same blobs.
+    image = np.random.default_rng(1).uniform(-120, 130, (1, 64, 80, 3)).astype(np.float32)
+    expected = caffe_reference.features(
+        image[0].transpose(2, 0, 1).astype(np.float64),
+        {k: [v.astype(np.float64) for v in vals] for k, vals in blobs.items()},
+        PROTOTXT[backbone])
+    ours = np.asarray(model(image))[0].transpose(2, 0, 1)
+    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
 
 def forward_both(backbone, blobs, tmp_path, layer_format="layer", classes=3):
