@@ -52,9 +52,16 @@ def class_names(value):
     if path.suffix in (".json", ".txt"):
         if not path.is_file():
             raise ValueError(f"--classes={value}: no such file")
-        if path.suffix == ".json":
-            return tuple(json.loads(path.read_text()))
-        return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+        if path.suffix == ".txt":
+            return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+        try:
+            names = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--classes={value}: not JSON ({err})") from None
+        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+            raise ValueError(f"--classes={value}: must hold a JSON list of class names, as a "
+                             "workdir's classes.json does")
+        return tuple(names)
     return tuple(name.strip() for name in value.split(",") if name.strip())
 
 
@@ -79,6 +86,9 @@ def main(argv):
             print(f"{backbone} ImageNet weights ({len(arrays) // 2} layers, fc8 left out) in "
                   f"{output}: train with --config.model.weights={output}")
             return
+        if Path(_OUTPUT.value).suffix == ".npz":
+            raise ValueError(f"--output={_OUTPUT.value}: a trained detector converts to a "
+                             "workdir (a folder), not a weights .npz; give a folder path")
         model, report = caffemodel.fast_rcnn_model(layers, class_names(_CLASSES.value),
                                                    path=source)
         config = _CONFIG.value or load_config_file(

@@ -22,11 +22,15 @@ def get_config():
     # coco_vgg16.sh trains on coco_2014_train: its instances file ...
     config.dataset.annotations = "data/coco/annotations/instances_train2014.json"
     config.dataset.images = "data/coco/train2014"  # ... and its images
+    config.dataset.train_split = "train"  # the name of that split (voc07_config's is trainval)
     config.proposals.method = "selective_search"  # the release's COCO proposals do not ship
     config.proposals.top_k = 2000  # the release's coco.py keeps the top 2000 (row 42)
     config.proposals.unique = True  # ... and drops duplicates, as coco.py (after its top 2000)
-    # Computed proposals keep the base filter (docs/data.md#object-proposals); coco.py has none.
-    config.proposals.min_size = 2
+    # coco.py filters its proposals by no size (its _validate_boxes only asserts x2 >= x1), so
+    # neither the base filter nor R-CNN's 20-pixel one (a VOC-era selective-search setting)
+    # applies: 1 drops only inverted boxes, as for the VOC .mat files.
+    config.proposals.min_size = 1
+    config.proposals.selective_search_min_size = 0
     config.model.dropout = 0.0  # the release's COCO prototxt has no dropout
     config.train.steps = 240000  # coco_vgg16.sh: --iters 240000 (row 42)
     config.train.step_size = 160000  # one drop, at 160k (the release's COCO solver)

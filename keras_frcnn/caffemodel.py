@@ -37,11 +37,14 @@ import dataclasses
 import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
+
+from keras_frcnn.model.weights_files import check_finite
 
 # caffe.proto's messages, only the fields that locate weights: (name, number, type,
 # repeated). Field numbers are caffe.proto's; V1LayerParameter's LayerType enum is read
@@ -132,12 +135,16 @@ def _shape(blob):
     return (blob.num, blob.channels, blob.height, blob.width)  # the old 4-D header
 
 
-def _raw_values(blob):
+def _raw_values(blob, where):
     """A blob's values from its packed records (RAW_MESSAGES); None if it has none."""
-    if len(blob.data):
-        return np.frombuffer(b"".join(blob.data), "<f4")
-    if len(blob.double_data):
-        return np.frombuffer(b"".join(blob.double_data), "<f8")
+    for records, dtype in ((blob.data, "<f4"), (blob.double_data, "<f8")):
+        if len(records):
+            raw = b"".join(records)
+            if len(raw) % np.dtype(dtype).itemsize:
+                raise ValueError(f"{where}: a packed record of {len(raw)} bytes is not whole "
+                                 f"{np.dtype(dtype).itemsize}-byte values; the file is damaged "
+                                 "or truncated: get it again")
+            return np.frombuffer(raw, dtype)
     return None
 
 
@@ -171,7 +178,7 @@ def read_caffemodel(path):
         raise ValueError(f"{path}: not a Caffe model, or a truncated one ({err}); give "
                          "the binary .caffemodel (not its .prototxt), downloaded whole") from None
     layers = _layer_list(net)
-    unpacked = any(_raw_values(blob) is None and int(np.prod(_shape(blob))) > 0
+    unpacked = any(_raw_values(blob, path) is None and int(np.prod(_shape(blob))) > 0
                    for _, _, blobs in layers for blob in blobs)
     if unpacked:  # values written one record each: read the file again as floats
         net = MESSAGES["NetParameter"]()
@@ -187,13 +194,16 @@ def read_caffemodel(path):
         seen.add(name)
         arrays = []
         for i, blob in enumerate(blobs):
-            values = _typed_values(blob) if unpacked else _raw_values(blob)
+            where = f"{path}: layer {name!r} blob {i}"
+            values = _typed_values(blob) if unpacked else _raw_values(blob, where)
             shape, size = _shape(blob), 0 if values is None else values.size
-            if int(np.prod(shape)) != size:
-                raise ValueError(f"{path}: layer {name!r} blob {i} of shape {shape} holds "
-                                 f"{size} values; the file is damaged or truncated: get it "
-                                 "again")
-            arrays.append(values.astype(np.float32).reshape(shape))
+            if min(shape, default=0) < 0 or int(np.prod(shape)) != size:
+                raise ValueError(f"{where} of shape {shape} holds {size} values; the file is "
+                                 "damaged or truncated: get it again")
+            with np.errstate(over="ignore"):  # a double beyond float32 becomes inf: refused
+                values = values.astype(np.float32).reshape(shape)
+            check_finite(values, where)
+            arrays.append(values)
         found.append(Layer(name, kind, arrays))
     if not found:
         raise ValueError(f"{path}: no layer holds weights (a Caffe model file, but of a net "
@@ -411,7 +421,8 @@ def fast_rcnn_model(layers, class_names, backbone=None, path="the model"):
     class_names = tuple(class_names)
     if len(class_names) != num_classes - 1:
         raise ValueError(f"{path}: cls_score scores {num_classes - 1} object classes and "
-                         f"background, but {len(class_names)} class names were given")
+                         f"background, but {len(class_names)} class names were given; pass "
+                         "the model's classes in its order with --classes")
     used |= {"cls_score", "bbox_pred"}
     _leftover(by_name, used, path, backbone)
     widths = (fc["fc6"][0].shape[1], fc["fc7"][0].shape[1])
@@ -435,11 +446,14 @@ def fast_rcnn_model(layers, class_names, backbone=None, path="the model"):
 
 
 def write_npz(path, arrays):
-    """Writes a backbone ``.npz`` whole or not at all (files.atomic_write)."""
+    """Writes a backbone ``.npz`` whole or not at all (files.atomic_write); an existing
+    file is refused, not replaced."""
     import io
 
     from keras_frcnn.files import atomic_write
 
+    if Path(path).exists():
+        raise ValueError(f"{path} exists; give a new path with --output, or remove it")
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -460,13 +474,14 @@ def write_workdir(model, report, config, workdir, source):
     target_stats.json (the identity: the release saved raw deltas) and convert.json
     (the source file, its SHA-256 and what was mapped)."""
     from keras_frcnn.configs import format_ranks
-    from keras_frcnn.files import atomic_write
+    from keras_frcnn.files import make_temp_dir
     from keras_frcnn.workdirs import save_model
 
     workdir = Path(workdir)
-    if (workdir / "model.keras").exists():
-        raise ValueError(f"{workdir} already holds a model; give a new --workdir or remove it")
-    workdir.mkdir(parents=True, exist_ok=True)
+    if workdir.exists() and (not workdir.is_dir() or any(workdir.iterdir())):
+        what = "a file" if not workdir.is_dir() else "a folder that is not empty"
+        raise ValueError(f"{workdir} is {what}; a converted model gets a workdir of its own: "
+                         "give a new path with --output, or remove that one")
     config = config.copy_and_resolve_references()
     num_classes = report["num_classes"]
     with config.unlocked():
@@ -474,14 +489,26 @@ def write_workdir(model, report, config, workdir, source):
         config.model.fc_units = tuple(report["fc_units"])
         config.model.svd = format_ranks(report["svd"]) if report["svd"] else ""
         config.model.weights = ""
-    atomic_write(workdir / "classes.json", json.dumps(list(model.get_config()["class_names"])))
-    atomic_write(workdir / "target_stats.json", json.dumps(
-        {"means": np.zeros((num_classes, 4)).tolist(), "stds": np.ones((num_classes, 4)).tolist()}))
-    atomic_write(workdir / "config.json", json.dumps(json.loads(config.to_json_best_effort()),
-                                                     indent=2))
-    save_model(model, workdir / "model.keras")
-    atomic_write(workdir / "convert.json", json.dumps(
-        {**report, "source": str(source), "sha256": file_digest(source),
-         "target_stats": "identity: the release saved bbox_pred with its targets' "
-                         "normalisation folded in"}, indent=2) + "\n")
+    workdir.parent.mkdir(parents=True, exist_ok=True)
+    # Written whole beside it, then renamed into place: a failure leaves no half workdir.
+    building = make_temp_dir(workdir.parent, f".{workdir.name}.")
+    try:
+        (building / "classes.json").write_text(
+            json.dumps(list(model.get_config()["class_names"])))
+        (building / "target_stats.json").write_text(json.dumps(
+            {"means": np.zeros((num_classes, 4)).tolist(),
+             "stds": np.ones((num_classes, 4)).tolist()}))
+        (building / "config.json").write_text(
+            json.dumps(json.loads(config.to_json_best_effort()), indent=2))
+        save_model(model, building / "model.keras")
+        (building / "convert.json").write_text(json.dumps(
+            {**report, "source": str(source), "sha256": file_digest(source),
+             "target_stats": "identity: the release saved bbox_pred with its targets' "
+                             "normalisation folded in"}, indent=2) + "\n")
+        if workdir.exists():
+            workdir.rmdir()  # empty (checked above)
+        building.rename(workdir)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
     return workdir

@@ -18,6 +18,10 @@ def split_sections(config, split):
     ``dataset.test_annotations`` and ``test_images``, which it must have: a COCO
     instances file is one split, and ``dataset.annotations`` is the training one."""
     dataset, proposals = config.dataset, config.proposals
+    if dataset.kind == "coco" and split not in (dataset.train_split, dataset.test_split):
+        raise ValueError(f"COCO split {split!r}: an instances file is one split, and this "
+                         f"config names two, {dataset.train_split!r} (dataset.annotations) and "
+                         f"{dataset.test_split!r} (dataset.test_annotations); give one of them")
     if split == dataset.test_split and dataset.kind == "coco" and split != dataset.train_split:
         test = dataset.get("test_annotations", "")
         if not test or Path(test).resolve() == Path(dataset.annotations).resolve():

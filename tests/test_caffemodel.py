@@ -177,9 +177,9 @@ def test_imagenet_model_converts_blob_for_blob(backbone, layer_format, legacy, t
     np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
 
-def forward_both(backbone, blobs, tmp_path, layer_format="layer", classes=3):
+def forward_both(backbone, blobs, tmp_path, layer_format="layer", classes=3, legacy=False):
     path = tmp_path / "frcnn.caffemodel"
-    write_caffemodel(path, to_layers(blobs), layer_format)
+    write_caffemodel(path, to_layers(blobs), layer_format, legacy_shapes=legacy)
     names = [f"class{k}" for k in range(classes)]
     model, report = fast_rcnn_model(read_caffemodel(path), names)
     rng = np.random.default_rng(1)
@@ -194,12 +194,16 @@ def forward_both(backbone, blobs, tmp_path, layer_format="layer", classes=3):
     return model, report, ours, prob, boxes
 
 
-@pytest.mark.parametrize("backbone,svd,layer_format", [
-    ("caffenet", None, "layer"), ("vgg_cnn_m_1024", None, "layers"), ("vgg16", None, "layer"),
-    ("caffenet", (16, 8), "layer")])
-def test_fast_rcnn_model_gives_caffe_s_outputs(backbone, svd, layer_format, tmp_path):
+@pytest.mark.parametrize("backbone,svd,layer_format,legacy", [
+    ("caffenet", None, "layer", False), ("vgg_cnn_m_1024", None, "layers", False),
+    ("vgg16", None, "layer", False), ("caffenet", (16, 8), "layer", False),
+    ("vgg_cnn_m_1024", (16, 8), "layers", True), ("caffenet", None, "v0", True)])
+def test_fast_rcnn_model_gives_caffe_s_outputs(backbone, svd, layer_format, legacy, tmp_path):
+    # legacy: every blob's shape in the old num/channels/height/width header (fc weights
+    # 1 x 1 x out x in), as old V1 and V0 files hold them.
     blobs = caffe_blobs(backbone, np.random.default_rng(2), head=3, svd=svd)
-    model, report, ours, prob, boxes = forward_both(backbone, blobs, tmp_path, layer_format)
+    model, report, ours, prob, boxes = forward_both(backbone, blobs, tmp_path, layer_format,
+                                                    legacy=legacy)
     assert report["svd"] == ({"fc6": svd[0], "fc7": svd[1]} if svd else {})
     np.testing.assert_allclose(ours["cls_prob"], prob, rtol=2e-4, atol=2e-6)
     assert prob.std() > 0.01  # the scores differ between RoIs and classes
@@ -253,6 +257,17 @@ def test_files_that_are_not_caffemodels_are_refused(tmp_path):
     truncated.write_bytes(truncated.read_bytes()[:-7])
     with pytest.raises(ValueError, match="cut.caffemodel"):
         read_caffemodel(truncated)
+    def one_blob(packed, count=3):
+        blob = field(7, 2, field(1, 2, varint(count))) + field(5, 2, packed)
+        return field(100, 2, field(1, 2, b"fc") + field(7, 2, blob))
+
+    values = struct.pack("<3f", 1.0, float("nan"), 2.0)
+    (tmp_path / "nan.caffemodel").write_bytes(one_blob(values))
+    with pytest.raises(ValueError, match="layer 'fc' blob 0 holds 1 non-finite values"):
+        read_caffemodel(tmp_path / "nan.caffemodel")
+    (tmp_path / "odd.caffemodel").write_bytes(one_blob(values[:-1]))
+    with pytest.raises(ValueError, match="a packed record of 11 bytes is not whole 4-byte"):
+        read_caffemodel(tmp_path / "odd.caffemodel")
     with pytest.raises(ValueError, match="conv1 has 5x5 kernels"):
         detect_backbone([Layer("conv1", "Convolution", [np.zeros((8, 3, 5, 5), np.float32)])])
 
@@ -278,8 +293,29 @@ def test_converted_workdir_records_what_it_holds(tmp_path):
     image = np.random.default_rng(5).uniform(-100, 100, (1, 64, 80, 3)).astype(np.float32)
     np.testing.assert_allclose(loaded({"images": image, "rois": rois})["bbox_pred"],
                                model({"images": image, "rois": rois})["bbox_pred"], rtol=1e-6)
-    with pytest.raises(ValueError, match="already holds a model"):
+    with pytest.raises(ValueError, match="is a folder that is not empty"):
         write_workdir(model, report, config, workdir, tmp_path / "frcnn.caffemodel")
+    # A workdir still training (checkpoints, no model.keras yet) is never written into.
+    training = tmp_path / "training"
+    (training / "checkpoints").mkdir(parents=True)
+    with pytest.raises(ValueError, match="is a folder that is not empty"):
+        write_workdir(model, report, config, training, tmp_path / "frcnn.caffemodel")
+    assert sorted(p.name for p in training.iterdir()) == ["checkpoints"]
+    # A failure while writing leaves nothing behind, not half a workdir.
+    import keras_frcnn.workdirs
+
+    def full_disk(model, path):
+        raise OSError(28, "No space left on device")
+
+    original = keras_frcnn.workdirs.save_model
+    keras_frcnn.workdirs.save_model = full_disk
+    try:
+        with pytest.raises(OSError):
+            write_workdir(model, report, config, tmp_path / "new", tmp_path / "frcnn.caffemodel")
+    finally:
+        keras_frcnn.workdirs.save_model = original
+    assert not (tmp_path / "new").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".new.")]
 
 
 def test_converted_model_runs_through_evaluate_and_detect(tmp_path):
@@ -319,13 +355,21 @@ def test_converted_model_runs_through_evaluate_and_detect(tmp_path):
         f"--output_dir={tmp_path / 'pictures'}", "--score_threshold=0.0")
     assert list(json.loads((tmp_path / "pictures" / "detections.json").read_text())) == [
         str(image)]
-    # Converting again over the workdir is refused; so is a class list of another length.
-    assert "already holds a model" in run("convert_caffemodel.py", f"--caffemodel={model_file}",
-                                          f"--output={workdir}", f"--classes={classes}",
-                                          ok=False)
+    # Converting again over the workdir is refused; so is a class list of another length,
+    # a bad classes file, and a trained model sent to an .npz.
+    out = run("convert_caffemodel.py", f"--caffemodel={model_file}", f"--output={workdir}",
+              f"--classes={classes}", ok=False)
+    assert "is a folder that is not empty" in out and "Traceback" not in out
     out = run("convert_caffemodel.py", f"--caffemodel={model_file}",
               f"--output={tmp_path / 'voc'}", ok=False)
-    assert "5 object classes and background, but 20 class names" in out
+    assert "5 object classes and background, but 20 class names were given; pass" in out
+    (tmp_path / "classes.json").write_text('{"a": 1}')
+    out = run("convert_caffemodel.py", f"--caffemodel={model_file}",
+              f"--output={tmp_path / 'x'}", f"--classes={tmp_path / 'classes.json'}", ok=False)
+    assert "must hold a JSON list of class names" in out
+    out = run("convert_caffemodel.py", f"--caffemodel={model_file}",
+              f"--output={tmp_path / 'x.npz'}", f"--classes={classes}", ok=False)
+    assert "converts to a workdir (a folder), not a weights .npz" in out
     # An ImageNet model: a backbone .npz, written whole.
     imagenet = tmp_path / "CaffeNet.v2.caffemodel"
     write_caffemodel(imagenet, to_layers(caffe_blobs("caffenet", np.random.default_rng(7),
@@ -335,6 +379,9 @@ def test_converted_model_runs_through_evaluate_and_detect(tmp_path):
     assert "caffenet ImageNet weights (7 layers, fc8 left out)" in out
     assert sorted(np.load(tmp_path / "w" / "caffenet.npz").files)[:2] == ["conv1/bias",
                                                                           "conv1/kernel"]
+    assert "exists; give a new path" in run("convert_caffemodel.py", f"--caffemodel={imagenet}",
+                                            f"--output={tmp_path / 'w' / 'caffenet.npz'}",
+                                            ok=False)
     assert "give a path ending in .npz" in run("convert_caffemodel.py",
                                                f"--caffemodel={imagenet}",
                                                f"--output={tmp_path / 'w'}", ok=False)

@@ -279,6 +279,8 @@ def test_coco_test_split_needs_its_own_instances_file(tmp_path):
     assert dataset.images.endswith("val2014")
     train, _ = split_sections(config, "train")
     assert train.annotations.endswith("instances_train2014.json")
+    with pytest.raises(ValueError, match="COCO split 'test': an instances file is one split"):
+        split_sections(config, "test")
     config.dataset.test_annotations = ""
     with pytest.raises(ValueError, match="COCO's test split 'val' needs its own instances file"):
         split_sections(config, "val")
