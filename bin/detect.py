@@ -67,6 +67,7 @@ def main(argv):
         run = detect_images(model, _IMAGES.value, names, detector_config(config),
                             config.proposals, _OUTPUT.value, _THRESHOLD.value,
                             max_image_pixels=config.dataset.max_image_pixels,
+                            exif_orientation=config.dataset.get("exif_orientation", True),
                             overlap=_OVERLAP.value, on_error=config.dataset.on_error,
                             recursive=_RECURSIVE.value)
     except (DatasetError, FileNotFoundError, ValueError) as err:

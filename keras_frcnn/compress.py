@@ -152,7 +152,8 @@ def calibration_inputs(config, model, count):
     detector = Detector(model, detector_config(config))
     inputs = []
     for record, proposals in first_images(config, config.dataset.train_split, count):
-        image = read_image_bgr(record.image_path, config.dataset.max_image_pixels)
+        image = read_image_bgr(record.image_path, config.dataset.max_image_pixels,
+                               config.dataset.get("exif_orientation", True))
         proposals = detector.usable_proposals(proposals, image.shape[1], image.shape[0])
         images, rois, _ = detector.prepare(image, proposals)
         if len(rois):

@@ -92,6 +92,10 @@ def base_config():
     config.dataset.use_difficult = True  # train on VOC "difficult" objects too (the release loads all)
     config.dataset.on_error = ""  # bad records: raise | skip (warn); "": raise, bin/detect.py skips
     config.dataset.max_image_pixels = 50_000_000  # refuse larger images before decoding (0: no limit)
+    # Turn photos as their EXIF orientation tag says (OpenCV's default since 3.1); False: the
+    # stored pixels, as the release's OpenCV 2.4 decoded them, and as VOC's and COCO's boxes
+    # are drawn on them.
+    config.dataset.exif_orientation = True
     config.dataset.seed = 0  # demo: generator seed
     config.dataset.demo_sizes = (400, 60, 120)  # demo: images in train, val, test
     config.dataset.cache_dir = ""  # demo: cache root (default $KERAS_FRCNN_CACHE or ~/.cache)
@@ -209,6 +213,7 @@ def voc07_config(backbone, weights="imagenet", multiscale=False):
     # The paper fine-tunes from ImageNet (section 2.2): random weights cannot give its tables.
     config.model.require_weights = True
     config.model.tf32 = False  # Caffe computed in full float32 (docs/fidelity.md)
+    config.dataset.exif_orientation = False  # the release's cv2.imread ignored it (row 46)
     config.train.step_size = 30000  # solver.prototxt: lr x 0.1 every 30k, however long the run
     config.test.score_empty_rois = True  # the release scores every RoI (fidelity row 33)
     config.test.mode = "frcnn"  # test.py as published with the paper (docs/fidelity.md)

@@ -358,7 +358,8 @@ def verification_inputs(config):
         raise ValueError(f"{config.dataset.kind} dataset: no test image to verify the export "
                          "with; pass --noverify")
     record, proposals = images[0]
-    image = read_image_bgr(record.image_path, config.dataset.max_image_pixels)
+    image = read_image_bgr(record.image_path, config.dataset.max_image_pixels,
+                           config.dataset.get("exif_orientation", True))
     return image[..., ::-1].copy(), proposals
 
 

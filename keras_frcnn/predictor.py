@@ -177,7 +177,8 @@ class Predictor:
         path = None
         if isinstance(image, (str, Path)):
             path = Path(image)
-            image_bgr = read_image_bgr(path, self.config.dataset.max_image_pixels)
+            image_bgr = read_image_bgr(path, self.config.dataset.max_image_pixels,
+                                       self.config.dataset.get("exif_orientation", True))
         else:
             image_bgr = _as_bgr(image, rgb)
         if proposals is None:
@@ -197,7 +198,9 @@ class Predictor:
         cfg = self.config.proposals
         if path is not None:
             dataset = load_images([path], self.class_names,
-                                  max_image_pixels=self.config.dataset.max_image_pixels)
+                                  max_image_pixels=self.config.dataset.max_image_pixels,
+                                  exif_orientation=self.config.dataset.get("exif_orientation",
+                                                                           True))
             return proposals_for_dataset(dataset, cfg, progress=False)[dataset.records[0].image_id]
         height, width = image_bgr.shape[:2]
         record = types.SimpleNamespace(width=width, height=height)

@@ -233,7 +233,8 @@ def make_dataset(config, roidb, stats, start_batch, input_context=None):
                               distort_colors=config.pipeline.distort_colors,
                               crop_probability=config.pipeline.crop_probability,
                               crop_min_scale=config.pipeline.crop_min_scale,
-                              max_image_pixels=config.dataset.max_image_pixels)
+                              max_image_pixels=config.dataset.max_image_pixels,
+                              exif_orientation=config.dataset.get("exif_orientation", True))
     return training_dataset(roidb, stats, sampling, pipeline, input_context=input_context,
                             start_batch=start_batch)
 

@@ -54,9 +54,10 @@ def test_paper_settings():
                  "voc0712_vgg16", "coco_vgg16"):
         paper = load_config_file(Path(__file__).resolve().parents[1] / "configs" / f"{name}.py")
         assert paper.model.tf32 is False and paper.model.require_weights, name
-        assert paper.test.score_empty_rois, name
+        assert paper.test.score_empty_rois and not paper.dataset.exif_orientation, name
         assert paper.train.step_size == (160000 if name == "coco_vgg16" else 30000), name
     assert base_config().model.tf32 and not base_config().model.require_weights
+    assert base_config().dataset.exif_orientation
 
 
 def test_voc_roots_joined_with_plus(tmp_path):

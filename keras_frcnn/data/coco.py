@@ -21,7 +21,7 @@ from keras_frcnn.data.records import (MAX_IMAGE_PIXELS, Dataset, DatasetError, I
 
 
 def load_coco(annotation_file, images_dir, name=None, on_error="raise",
-              max_image_pixels=MAX_IMAGE_PIXELS):
+              max_image_pixels=MAX_IMAGE_PIXELS, exif_orientation=True):
     """An instances_*.json file and its image folder -> Dataset (images without
     objects are kept: they are valid negatives and count in evaluation).
 
@@ -63,7 +63,7 @@ def load_coco(annotation_file, images_dir, name=None, on_error="raise",
                 raise DatasetError(f"{annotation_file}: image {image_path} (id {image_id}) "
                                    "not found")
             probe_image(image_path, max_image_pixels, (width, height),
-                        source=f"{annotation_file} (id {image_id})")
+                        source=f"{annotation_file} (id {image_id})", orient=exif_orientation)
         except DatasetError as err:
             handle_error(err, on_error)
             continue
@@ -71,4 +71,4 @@ def load_coco(annotation_file, images_dir, name=None, on_error="raise",
                                           np.array(boxes).reshape(-1, 4), labels))
     return Dataset(name or annotation_file.stem, classes, tuple(records),
                    {"category_ids": category_ids, "annotation_file": str(annotation_file)},
-                   max_image_pixels)
+                   max_image_pixels, exif_orientation)

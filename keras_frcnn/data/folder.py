@@ -38,7 +38,7 @@ def image_files(folder, recursive=False):
 
 
 def load_images(paths, classes=(), name="images", on_error="raise",
-                max_image_pixels=MAX_IMAGE_PIXELS, recursive=False):
+                max_image_pixels=MAX_IMAGE_PIXELS, recursive=False, exif_orientation=True):
     """Image files, or folders of them (sorted), -> Dataset of records without boxes.
 
     Only the image header is read here (its size; data/images.py ``probe_image``);
@@ -58,7 +58,7 @@ def load_images(paths, classes=(), name="images", on_error="raise",
     records, ids, skipped = [], set(), []
     for path in files:
         try:
-            width, height = probe_image(path, max_image_pixels)
+            width, height = probe_image(path, max_image_pixels, orient=exif_orientation)
         except DatasetError as err:
             handle_error(err, on_error)
             skipped.append(str(err))
@@ -73,4 +73,4 @@ def load_images(paths, classes=(), name="images", on_error="raise",
         reason = f" ({len(skipped)} unreadable)" if skipped else ""
         raise DatasetError(f"no readable images in {paths}{reason}")
     return Dataset(name, tuple(classes), tuple(records), metadata={"skipped": skipped},
-                   max_image_pixels=max_image_pixels)
+                   max_image_pixels=max_image_pixels, exif_orientation=exif_orientation)

@@ -31,8 +31,9 @@ _warned_damaged = set()
 _Header = collections.namedtuple("_Header", "width height format turned")
 
 
-def _read_header(path):
-    """_Header(width, height, Pillow format, turned by EXIF) or None if Pillow cannot parse it."""
+def _read_header(path, orient=True):
+    """_Header(width, height, Pillow format, turned by EXIF) or None if Pillow cannot parse
+    it; ``orient=False``: the stored size, whatever the EXIF orientation says."""
     from PIL import Image
 
     with _PILLOW_LOCK:
@@ -49,15 +50,15 @@ def _read_header(path):
             return None
         finally:
             Image.MAX_IMAGE_PIXELS = previous
-    if orientation in _TRANSPOSING_ORIENTATIONS:
+    if orient and orientation in _TRANSPOSING_ORIENTATIONS:
         return _Header(height, width, image_format, True)
     return _Header(width, height, image_format, False)
 
 
-def image_size(path):
+def image_size(path, orient=True):
     """(width, height) of the decoded image, read from the file header alone; None
     when Pillow cannot parse the header (OpenCV may still decode the file)."""
-    header = _read_header(path)
+    header = _read_header(path, orient)
     return None if header is None else (header.width, header.height)
 
 
@@ -74,7 +75,8 @@ def check_image_pixels(path, width, height, max_pixels=MAX_IMAGE_PIXELS):
             f"--config.dataset.max_image_pixels on the command line)")
 
 
-def probe_image(path, max_pixels=MAX_IMAGE_PIXELS, expected_size=None, source=None):
+def probe_image(path, max_pixels=MAX_IMAGE_PIXELS, expected_size=None, source=None,
+                orient=True):
     """(width, height) of an image file as read_image_bgr decodes it, checked against
     the pixel limit and, if given, the (width, height) its annotation states.
 
@@ -82,9 +84,9 @@ def probe_image(path, max_pixels=MAX_IMAGE_PIXELS, expected_size=None, source=No
     its size (OpenCV's own limit, 2^30 pixels, bounds that decode). ``source`` names the
     annotation in the mismatch message. Raises DatasetError naming the file.
     """
-    header = _read_header(path)
+    header = _read_header(path, orient)
     if header is None:
-        image = read_image_bgr(path, max_pixels)
+        image = read_image_bgr(path, max_pixels, orient)
         header = _Header(image.shape[1], image.shape[0], None, False)
     else:
         check_image_pixels(path, header.width, header.height, max_pixels)
@@ -93,14 +95,16 @@ def probe_image(path, max_pixels=MAX_IMAGE_PIXELS, expected_size=None, source=No
         where = f"{source}: image {path}" if source else f"{path}: image"
         turned = (f" (stored {header.height}x{header.width}, turned by its EXIF orientation, "
                   "as OpenCV decodes it)" if header.turned else "")
+        stored = ("; if the annotation is of the stored pixels, set "
+                  "dataset.exif_orientation=False" if header.turned else "")
         raise DatasetError(
             f"{where} is {size[0]}x{size[1]}{turned} but the annotation says "
             f"{expected_size[0]}x{expected_size[1]}; fix the annotation's size (or the image), "
-            "or set dataset.on_error=skip to leave the image out")
+            f"or set dataset.on_error=skip to leave the image out{stored}")
     return size
 
 
-def _decode_damaged(path):
+def _decode_damaged(path, orient=True):
     """Pillow's decoding of a truncated file (what OpenCV refuses), or None."""
     from PIL import Image, ImageFile, ImageOps
 
@@ -109,7 +113,7 @@ def _decode_damaged(path):
         ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = True, None  # checked before
         try:
             with Image.open(path) as image:
-                if image.format in _ORIENTED_FORMATS:  # as OpenCV would have turned it
+                if orient and image.format in _ORIENTED_FORMATS:  # as OpenCV would turn it
                     image = ImageOps.exif_transpose(image)
                 return np.ascontiguousarray(np.asarray(image.convert("RGB"))[..., ::-1])
         except (OSError, ValueError):
@@ -118,25 +122,32 @@ def _decode_damaged(path):
             ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = previous
 
 
+def _flags(flags, orient):
+    return flags if orient else flags | cv2.IMREAD_IGNORE_ORIENTATION
+
+
 def _decode(path, flags):
     """OpenCV's decoding of the file, or None if it is missing, empty or refused."""
     data = np.fromfile(str(path), np.uint8) if Path(path).is_file() else None
     return cv2.imdecode(data, flags) if data is not None and data.size else None
 
 
-def read_image_bgr(path, max_pixels=MAX_IMAGE_PIXELS):
+def read_image_bgr(path, max_pixels=MAX_IMAGE_PIXELS, orient=True):
     """Decodes an image file (BGR uint8); DatasetError naming the file if it cannot,
     or if it has more than ``max_pixels`` pixels (0: no limit; checked on the header).
+    ``orient``: turn the image as its EXIF orientation says (OpenCV's default since
+    3.1); False: the stored pixels, as the release's OpenCV 2.4 decoded them
+    (``dataset.exif_orientation``, docs/data.md).
 
     A truncated or damaged file that OpenCV rejects is decoded by Pillow as far
     as it goes (the missing part is grey), with a warning once per file.
     """
-    size = image_size(path)
+    size = image_size(path, orient)
     if size is not None:
         check_image_pixels(path, *size, max_pixels)
-    image = _decode(path, cv2.IMREAD_COLOR)
+    image = _decode(path, _flags(cv2.IMREAD_COLOR, orient))
     if image is None and Path(path).is_file() and Path(path).stat().st_size:
-        image = _decode_damaged(path)
+        image = _decode_damaged(path, orient)
         if image is not None and str(path) not in _warned_damaged:
             _warned_damaged.add(str(path))
             logger.warning("%s: truncated or damaged image, decoded what is there", path)
@@ -163,7 +174,7 @@ def downscale(image, max_size):
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
-def read_image_bgr_within(path, max_size, max_pixels=MAX_IMAGE_PIXELS):
+def read_image_bgr_within(path, max_size, max_pixels=MAX_IMAGE_PIXELS, orient=True):
     """(image, (width, height)): the image downscaled so its longest side is at most
     ``max_size`` (as ``downscale``), and the full size it was decoded from.
 
@@ -173,7 +184,7 @@ def read_image_bgr_within(path, max_size, max_pixels=MAX_IMAGE_PIXELS):
     """
     if max_size < 1:
         raise ValueError(f"max_size must be a positive number of pixels, got {max_size}")
-    header = _read_header(path)
+    header = _read_header(path, orient)
     image = None
     if header is not None:
         check_image_pixels(path, header.width, header.height, max_pixels)
@@ -181,9 +192,9 @@ def read_image_bgr_within(path, max_size, max_pixels=MAX_IMAGE_PIXELS):
         if header.format in ("JPEG", "MPO") and longest > max_size:
             flags = [f for k, f in _REDUCED_JPEG if longest >= k * max_size]
             # None (under twice max_size, or a damaged file): the full decode below.
-            image = _decode(path, flags[0]) if flags else None
+            image = _decode(path, _flags(flags[0], orient)) if flags else None
     if image is None:
-        image = read_image_bgr(path, max_pixels)
+        image = read_image_bgr(path, max_pixels, orient)
         full_size = (image.shape[1], image.shape[0])
     else:
         full_size = (header.width, header.height)

@@ -49,6 +49,7 @@ class PipelineConfig:
     crop_probability: float = 0.0  # random crop before scaling (not in the paper)
     crop_min_scale: float = 0.5  # crop sides drawn from [min_scale, 1] of the image's
     max_image_pixels: int = MAX_IMAGE_PIXELS  # refuse larger images (config.dataset; 0: none)
+    exif_orientation: bool = True  # turn photos by their EXIF tag (config.dataset)
 
     def __post_init__(self):
         if not 0 <= self.crop_probability <= 1:
@@ -69,7 +70,7 @@ def load_example(entry, rng, sampling, config, stats):
         if window is not None:
             entry = crop_entry(entry, window)
     sample = sample_rois(entry, rng, sampling, stats, flipped=flipped)
-    image = read_image_bgr(record.image_path, config.max_image_pixels)
+    image = read_image_bgr(record.image_path, config.max_image_pixels, config.exif_orientation)
     if image.shape[:2] != (record.height, record.width):
         # The readers compare each header with its annotation (data/images.py probe_image);
         # this catches records made elsewhere, or a file replaced since it was read.

@@ -66,6 +66,7 @@ class Dataset:
     records: tuple
     metadata: dict = dataclasses.field(default_factory=dict)
     max_image_pixels: int = MAX_IMAGE_PIXELS  # the readers' limit; decoders use it (0: none)
+    exif_orientation: bool = True  # decoders turn photos by their EXIF tag (images.py)
 
     @property
     def num_classes(self):

@@ -25,14 +25,15 @@ def load_dataset(dataset_config, split):
     classes = tuple(cfg.classes) if cfg.get("classes") else None
     kind = cfg.kind
     max_pixels = cfg.get("max_image_pixels", MAX_IMAGE_PIXELS)
+    orient = cfg.get("exif_orientation", True)
     if kind == "demo":
         splits = tuple(zip(("train", "val", "test"), (int(n) for n in cfg.demo_sizes)))
         return dataclasses.replace(
             demo.load_demo(split, cfg.get("cache_dir") or None, cfg.get("seed", 0), splits),
-            max_image_pixels=max_pixels)
+            max_image_pixels=max_pixels, exif_orientation=orient)
     if kind == "voc":  # several devkit years joined with "+" (VOC 07+12)
-        parts = [voc.load_voc(root, split, classes or voc.VOC_CLASSES, cfg.on_error, max_pixels)
-                 for root in cfg.root.split("+")]
+        parts = [voc.load_voc(root, split, classes or voc.VOC_CLASSES, cfg.on_error, max_pixels,
+                              orient) for root in cfg.root.split("+")]
         records = tuple(r for part in parts for r in part.records)
         return dataclasses.replace(parts[0], name="+".join(p.name for p in parts),
                                    records=records)
@@ -63,11 +64,12 @@ def load_dataset(dataset_config, split):
             raise DatasetError(f"{annotations}: the val split is empty; hold out a share of "
                                "the training files with dataset.val_fraction (e.g. 0.2)")
         return voc.load_voc_folder(annotations, images, classes or voc.VOC_CLASSES, parts[split],
-                                   f"{annotations.parent.name}_{split}", cfg.on_error, max_pixels)
+                                   f"{annotations.parent.name}_{split}", cfg.on_error, max_pixels,
+                                   orient)
     if kind == "coco":
         return coco.load_coco(cfg.annotations, cfg.images, on_error=cfg.on_error,
-                              max_image_pixels=max_pixels)
+                              max_image_pixels=max_pixels, exif_orientation=orient)
     if kind == "images":
         return folder.load_images(cfg.root, classes or (), on_error=cfg.on_error,
-                                  max_image_pixels=max_pixels)
+                                  max_image_pixels=max_pixels, exif_orientation=orient)
     raise ValueError(f"dataset.kind must be one of {KINDS}, got {kind!r}")

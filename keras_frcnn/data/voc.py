@@ -64,7 +64,8 @@ def _image_path(xml_root, xml_path, images_dir, image_id):
                        f"{', '.join(str(c) for c in candidates[:2])})")
 
 
-def parse_voc_xml(xml_path, images_dir, classes=VOC_CLASSES, max_image_pixels=MAX_IMAGE_PIXELS):
+def parse_voc_xml(xml_path, images_dir, classes=VOC_CLASSES, max_image_pixels=MAX_IMAGE_PIXELS,
+                  exif_orientation=True):
     """One VOC XML file -> ImageRecord (0-based boxes). Raises DatasetError naming the file,
     also when the image's header disagrees with <size> or exceeds ``max_image_pixels``
     (data/images.py ``probe_image``; 0: no limit)."""
@@ -80,7 +81,8 @@ def parse_voc_xml(xml_path, images_dir, classes=VOC_CLASSES, max_image_pixels=MA
         raise DatasetError(f"{xml_path}: image size {width}x{height} is not positive")
     # Before the boxes: against a wrong <size> their bounds check would mislead.
     image_path = _image_path(root, xml_path, images_dir, image_id)
-    probe_image(image_path, max_image_pixels, (width, height), source=xml_path)
+    probe_image(image_path, max_image_pixels, (width, height), source=xml_path,
+                orient=exif_orientation)
     class_index = {name: k + 1 for k, name in enumerate(classes)}
     boxes, labels, difficult = [], [], []
     for obj in root.findall("object"):
@@ -101,7 +103,7 @@ def parse_voc_xml(xml_path, images_dir, classes=VOC_CLASSES, max_image_pixels=MA
 
 
 def load_voc_folder(annotations_dir, images_dir, classes=VOC_CLASSES, ids=None, name=None,
-                    on_error="raise", max_image_pixels=MAX_IMAGE_PIXELS):
+                    on_error="raise", max_image_pixels=MAX_IMAGE_PIXELS, exif_orientation=True):
     """Every ``<id>.xml`` of a folder (or the given ids, in order) -> Dataset.
 
     on_error="skip" logs a warning and drops a bad record instead of raising.
@@ -117,15 +119,15 @@ def load_voc_folder(annotations_dir, images_dir, classes=VOC_CLASSES, ids=None, 
     for image_id in ids:
         try:
             records.append(parse_voc_xml(annotations_dir / f"{image_id}.xml", images_dir,
-                                         classes, max_image_pixels))
+                                         classes, max_image_pixels, exif_orientation))
         except DatasetError as err:
             handle_error(err, on_error)
     return Dataset(name or annotations_dir.parent.name, tuple(classes), tuple(records),
-                   max_image_pixels=max_image_pixels)
+                   max_image_pixels=max_image_pixels, exif_orientation=exif_orientation)
 
 
 def load_voc(root, split, classes=VOC_CLASSES, on_error="raise",
-             max_image_pixels=MAX_IMAGE_PIXELS):
+             max_image_pixels=MAX_IMAGE_PIXELS, exif_orientation=True):
     """A split of a devkit-layout VOC year, e.g. ``load_voc("VOCdevkit/VOC2007", "trainval")``.
 
     Reads ImageSets/Main/<split>.txt, Annotations/<id>.xml and JPEGImages/<id>.jpg.
@@ -137,7 +139,8 @@ def load_voc(root, split, classes=VOC_CLASSES, on_error="raise",
                            "such as VOCdevkit/VOC2007?)")
     ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
     dataset = load_voc_folder(root / "Annotations", root / "JPEGImages", classes, ids,
-                              f"{root.name}_{split}", on_error, max_image_pixels)
+                              f"{root.name}_{split}", on_error, max_image_pixels,
+                              exif_orientation)
     return dataset
 
 

@@ -221,7 +221,8 @@ class Detector:
 
         def read(index):
             record = records[int(index)]
-            image = read_image_bgr(record.image_path, dataset.max_image_pixels)
+            image = read_image_bgr(record.image_path, dataset.max_image_pixels,
+                                   dataset.exif_orientation)
             self.check_size(*image.shape[:2], record.image_path)
             try:
                 boxes = as_proposals(proposals[record.image_id],

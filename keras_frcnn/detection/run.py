@@ -53,7 +53,7 @@ def check_output_dir(output_dir, flag="--output_dir"):
 
 def detect_images(model, paths, class_names, detector_config, proposals_config, output_dir,
                   score_threshold=0.5, progress=True, max_image_pixels=MAX_IMAGE_PIXELS,
-                  overlap=True, on_error="skip", recursive=False):
+                  overlap=True, on_error="skip", recursive=False, exif_orientation=True):
     """Detects objects in ``paths`` (files or folders); returns a DetectionRun.
 
     Writes ``<output_dir>/<image id>.detections.jpg`` per image (the file name
@@ -84,7 +84,8 @@ def detect_images(model, paths, class_names, detector_config, proposals_config, 
                          f"{detector.num_classes - 1} object classes")
     output_dir = check_output_dir(output_dir)  # before any worker starts
     dataset = load_images(paths, tuple(class_names), max_image_pixels=max_image_pixels,
-                          on_error=on_error, recursive=recursive)
+                          on_error=on_error, recursive=recursive,
+                          exif_orientation=exif_orientation)
     run = DetectionRun({}, list(dataset.metadata.get("skipped", ())))
     if overlap:
         stream = ProposalStream(dataset, proposals_config, progress)
@@ -102,7 +103,7 @@ def detect_images(model, paths, class_names, detector_config, proposals_config, 
             for record, boxes in pairs:
                 try:
                     rows = _detect_one(detector, record, boxes, class_names, score_threshold,
-                                       output_dir, dataset.max_image_pixels)
+                                       output_dir, dataset)
                 except DatasetError as err:
                     handle_error(err, on_error)
                     run.skipped.append(str(err))
@@ -116,9 +117,10 @@ def detect_images(model, paths, class_names, detector_config, proposals_config, 
 
 
 def _detect_one(detector, record, proposals, class_names, score_threshold, output_dir,
-                max_image_pixels):
+                dataset):
     """The listed detections of one image; writes its picture."""
-    image = read_image_bgr(record.image_path, max_image_pixels)
+    image = read_image_bgr(record.image_path, dataset.max_image_pixels,
+                           dataset.exif_orientation)
     dets = detector.detect(image, proposals)
     ok, jpg = cv2.imencode(".jpg", draw_detections(image, dets, class_names, score_threshold))
     if ok:

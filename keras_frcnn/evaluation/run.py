@@ -118,7 +118,8 @@ def draw_examples(dataset, detections, path, count, threshold):
 
     pictures = []
     for record in dataset.records[:count]:
-        image = read_image_bgr(record.image_path, dataset.max_image_pixels)
+        image = read_image_bgr(record.image_path, dataset.max_image_pixels,
+                               dataset.exif_orientation)
         scale = tile_scale(*image.shape[:2])
         pictures.append(draw_detections(image, detections[record.image_id], dataset.classes,
                                         threshold, scale))

@@ -130,9 +130,9 @@ class ClassSVM:
                     self.name, len(self.positives), len(self.negatives), self.retrainings)
 
 
-def _training_views(entry, flip):
+def _training_views(entry, flip, orient=True):
     """(image_bgr, boxes) of a roidb entry, and of its mirror with ``flip``."""
-    image = read_image_bgr(entry.record.image_path)
+    image = read_image_bgr(entry.record.image_path, orient=orient)
     yield image, entry.boxes
     if flip:
         yield image[:, ::-1], flip_horizontally(entry.boxes, entry.record.width)
@@ -152,14 +152,14 @@ def train_svms(model, dataset, proposals, scale, max_size, preprocessing, flip=F
     rng = np.random.default_rng(seed)
 
     picked = rng.choice(len(roidb), min(NORM_IMAGES, len(roidb)), replace=False)
-    norms = [np.linalg.norm(extract(*next(_training_views(roidb[k], False))), axis=1)
+    norms = [np.linalg.norm(extract(*next(_training_views(roidb[k], False, dataset.exif_orientation))), axis=1)
              for k in picked]
     norms = np.concatenate(norms)
     feature_scale = TARGET_NORM / float(np.mean(norms)) if np.mean(norms) > 0 else 1.0
 
     positives = {k: [] for k in range(1, num_classes)}
     for entry in roidb:
-        for image, boxes in _training_views(entry, flip):
+        for image, boxes in _training_views(entry, flip, dataset.exif_orientation):
             gt = entry.gt_classes > 0
             if gt.any():
                 features = extract(image, boxes[gt]) * feature_scale
@@ -171,7 +171,7 @@ def train_svms(model, dataset, proposals, scale, max_size, preprocessing, flip=F
                         else np.zeros((0, dim), np.float32), seed)
             for k in range(1, num_classes)}
     for entry in roidb:
-        for image, boxes in _training_views(entry, flip):
+        for image, boxes in _training_views(entry, flip, dataset.exif_orientation):
             features = extract(image, boxes) * feature_scale
             for k, svm in svms.items():
                 overlap = np.where(entry.max_classes == k, entry.max_overlaps, 0.0)

@@ -123,15 +123,18 @@ def _search(image_bgr, mode):
     return np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:] - 1], axis=1)
 
 
-def method_key(mode, max_size=None):
+def method_key(mode, max_size=None, orient=True):
     """Digest of everything besides the image that determines the output: the mode,
     OpenCV's version, the C rand() seed each search starts from (boxes cached before it
-    was reset depended on what their worker had searched before) and, for images it
-    downscales only, ``max_size``."""
+    was reset depended on what their worker had searched before), for images it
+    downscales only, ``max_size``, and, when the EXIF orientation is ignored
+    (``orient=False``), that."""
     settings = {"method": "opencv_selective_search", "mode": mode, "opencv": cv2.__version__,
                 "rand_seed": 1}
     if max_size is not None:
         settings["max_size"] = int(max_size)
+    if not orient:
+        settings["exif_orientation"] = False
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -169,12 +172,12 @@ class ProposalCache:
         atomic_write(self.path(digest), buffer.getvalue())
 
 
-def _compute_one(path, mode, max_size, max_pixels):
-    image, full_size = read_image_bgr_within(path, max_size, max_pixels)
+def _compute_one(path, mode, max_size, max_pixels, orient=True):
+    image, full_size = read_image_bgr_within(path, max_size, max_pixels, orient)
     return scale_boxes(_search(image, mode), (image.shape[1], image.shape[0]), full_size)
 
 
-def _plan(image_paths, cache_dir, mode, max_size, max_pixels):
+def _plan(image_paths, cache_dir, mode, max_size, max_pixels, orient=True):
     """(paths, caches, digests, cached boxes or None per image), after refusing missing
     images and images above ``max_pixels`` (DatasetError) before anything is computed."""
     _check_arguments(mode, max_size)
@@ -183,13 +186,13 @@ def _plan(image_paths, cache_dir, mode, max_size, max_pixels):
     for path in paths:
         if not path.is_file():
             raise DatasetError(f"{path}: image not found")
-        sizes.append(image_size(path))
+        sizes.append(image_size(path, orient))
         if sizes[-1] is not None:
             check_image_pixels(path, *sizes[-1], max_pixels)
     # An unreadable header leaves the size unknown: keyed as downscaled, which is right
     # whichever it turns out to be.
     caches = [ProposalCache(Path(cache_dir) / method_key(
-        mode, None if size is not None and max(size) <= max_size else max_size))
+        mode, None if size is not None and max(size) <= max_size else max_size, orient))
         for size in sizes]
     digests = [image_digest(p) for p in paths]
     return paths, caches, digests, [cache.load(d) for cache, d in zip(caches, digests)]
@@ -204,7 +207,8 @@ def _progress_bar(progress, count, mode):
 
 
 def compute_selective_search(image_paths, cache_dir, mode="fast", workers=None, progress=True,
-                             max_size=MAX_SIZE, max_pixels=MAX_IMAGE_PIXELS, on_error="raise"):
+                             max_size=MAX_SIZE, max_pixels=MAX_IMAGE_PIXELS, on_error="raise",
+                             orient=True):
     """Selective search for many images, cached; returns a list of [n, 4] arrays in
     each image's own coordinates (None for an image skipped under ``on_error``).
 
@@ -219,8 +223,11 @@ def compute_selective_search(image_paths, cache_dir, mode="fast", workers=None, 
         is decoded or computed; 0: no limit (config.dataset.max_image_pixels).
       on_error: "skip" logs an image that cannot be decoded and leaves it None;
         "raise" (or "") raises its DatasetError.
+      orient: decode photos turned by their EXIF orientation (False: the stored pixels,
+        config.dataset.exif_orientation; cached apart).
     """
-    paths, caches, digests, results = _plan(image_paths, cache_dir, mode, max_size, max_pixels)
+    paths, caches, digests, results = _plan(image_paths, cache_dir, mode, max_size, max_pixels,
+                                            orient)
     todo = [k for k, r in enumerate(results) if r is None]
     bar = _progress_bar(progress, len(todo), mode)
     workers = os.cpu_count() if workers is None else workers
@@ -228,7 +235,7 @@ def compute_selective_search(image_paths, cache_dir, mode="fast", workers=None, 
         if workers == 0 or len(todo) <= 1:
             for k in todo:
                 try:
-                    boxes = _compute_one(paths[k], mode, max_size, max_pixels)
+                    boxes = _compute_one(paths[k], mode, max_size, max_pixels, orient)
                 except DatasetError as err:
                     _skip(err, on_error, bar)
                     continue
@@ -236,8 +243,8 @@ def compute_selective_search(image_paths, cache_dir, mode="fast", workers=None, 
         else:
             pool = start_pool(workers)
             try:
-                futures = {pool.submit(_compute_one, paths[k], mode, max_size, max_pixels): k
-                           for k in todo}
+                futures = {pool.submit(_compute_one, paths[k], mode, max_size, max_pixels,
+                                       orient): k for k in todo}
                 for future in concurrent.futures.as_completed(futures):
                     k = futures[future]
                     try:
@@ -278,10 +285,10 @@ class SelectiveSearchStream:
     """
 
     def __init__(self, image_paths, cache_dir, mode="fast", workers=None, progress=True,
-                 max_size=MAX_SIZE, max_pixels=MAX_IMAGE_PIXELS, ahead=None):
+                 max_size=MAX_SIZE, max_pixels=MAX_IMAGE_PIXELS, ahead=None, orient=True):
         self._paths, self._caches, self._digests, self._cached = _plan(
-            image_paths, cache_dir, mode, max_size, max_pixels)
-        self._args = (mode, max_size, max_pixels)
+            image_paths, cache_dir, mode, max_size, max_pixels, orient)
+        self._args = (mode, max_size, max_pixels, orient)
         self._todo = collections.deque(k for k, r in enumerate(self._cached) if r is None)
         workers = os.cpu_count() if workers is None else workers
         if ahead is not None and ahead < 1:

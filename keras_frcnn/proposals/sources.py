@@ -43,7 +43,8 @@ def proposals_for_dataset(dataset, proposals_config, progress=True, split="", on
         paths, cache, mode, workers = _selective_search_arguments(dataset, cfg)
         raw = selective_search.compute_selective_search(paths, cache, mode, workers, progress,
                                                         max_pixels=dataset.max_image_pixels,
-                                                        on_error=on_error)
+                                                        on_error=on_error,
+                                                        orient=dataset.exif_orientation)
     elif cfg.method == "dense":
         raw = [dense.dense_boxes(r.width, r.height) for r in records]
     elif cfg.method == "mat":
@@ -157,7 +158,8 @@ class ProposalStream(Mapping):
         if proposals_config.method == "selective_search":
             paths, cache, mode, workers = _selective_search_arguments(dataset, proposals_config)
             self._stream = SelectiveSearchStream(paths, cache, mode, workers, progress,
-                                                 max_pixels=dataset.max_image_pixels)
+                                                 max_pixels=dataset.max_image_pixels,
+                                                 orient=dataset.exif_orientation)
         else:  # files or arithmetic: nothing to overlap
             by_id = proposals_for_dataset(dataset, proposals_config, progress, split)
             self._ready = {k: by_id[r.image_id] for k, r in enumerate(self._records)}

@@ -72,6 +72,28 @@ def test_transposing_exif_orientations_give_the_turned_size_and_pixels(tmp_path,
     np.testing.assert_array_equal(image, expected)
 
 
+@pytest.mark.parametrize("suffix", ["png", "jpg"])
+def test_orientation_ignored_gives_the_stored_pixels(tmp_path, suffix):
+    """dataset.exif_orientation=False (the paper configs): the stored size and pixels,
+    as the release's OpenCV 2.4 decoded them, in every decode path; the reduced JPEG
+    decode and the Pillow fallback too."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turned 90 degrees clockwise when shown
+    stored = np.repeat(np.repeat(STORED, 40, axis=0), 40, axis=1)  # 120 x 80: JPEG-safe
+    path = tmp_path / f"turned.{suffix}"
+    Image.fromarray(np.repeat(stored[..., None], 3, axis=2)).save(path, exif=exif.tobytes())
+    assert images.image_size(path) == (80, 120)  # as shown
+    assert images.image_size(path, orient=False) == (120, 80)  # as stored
+    assert images.probe_image(path, expected_size=(120, 80), orient=False) == (120, 80)
+    plain = images.read_image_bgr(path, orient=False)
+    assert plain.shape == (80, 120, 3) and images.read_image_bgr(path).shape == (120, 80, 3)
+    tolerance = 0 if suffix == "png" else 8
+    assert np.abs(plain[..., 0].astype(int) - stored).max() <= tolerance
+    assert images._decode_damaged(path, orient=False).shape == (80, 120, 3)
+    reduced, full_size = images.read_image_bgr_within(path, 50, orient=False)
+    assert full_size == (120, 80) and reduced.shape[:2] == (33, 50)
+
+
 @pytest.mark.parametrize("width, flag, decoded_width", [
     (1999, cv2.IMREAD_COLOR, 1999),  # under twice max_size: the full decode
     (2000, cv2.IMREAD_REDUCED_COLOR_2, 1000),  # exactly twice: 1/2

@@ -104,3 +104,36 @@ def test_images_with_the_same_name_get_distinct_ids(tmp_path):
     dataset = folder.load_images([tmp_path / "one", tmp_path / "two", tmp_path / "photo_2.png"])
     assert [(r.image_id, r.width) for r in dataset.records] == [
         ("photo", 20), ("photo_2", 30), ("photo_2_2", 40)]
+
+
+def test_exif_orientation_setting_reaches_readers_decoders_and_the_proposal_cache(tmp_path):
+    """A VOC photo whose JPEG carries an EXIF turn: its XML size is the stored one (VOC's
+    and COCO's boxes are drawn on the stored pixels). With dataset.exif_orientation
+    False (the paper configs, as the release's OpenCV 2.4) it loads and decodes as
+    stored; with True the size check names the turn. Selective search caches the two
+    apart."""
+    from PIL import Image
+
+    from keras_frcnn.configs import base_config
+    from keras_frcnn.data.images import read_image_bgr
+    from keras_frcnn.data.sources import load_dataset
+    from keras_frcnn.proposals import selective_search
+
+    root = write_voc(tmp_path / "VOC", {"turned": (96, 64, [("cat", 0, 10, 10, 50, 40)])})
+    jpeg = root / "JPEGImages" / "turned.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.open(jpeg).convert("RGB").save(jpeg, exif=exif.tobytes())
+    config = base_config().dataset
+    config.kind, config.root, config.classes = "voc", str(root), ("cat",)
+    config.exif_orientation = False
+    dataset = load_dataset(config, "trainval")
+    assert not dataset.exif_orientation
+    record = dataset.records[0]
+    assert (record.width, record.height) == (96, 64)
+    assert read_image_bgr(record.image_path, orient=dataset.exif_orientation).shape == (64, 96, 3)
+    config.exif_orientation = True
+    with pytest.raises(DatasetError, match="is 64x96 \\(stored 96x64, turned by its EXIF"):
+        load_dataset(config, "trainval")
+    assert selective_search.method_key("fast") != selective_search.method_key("fast", orient=False)
+    assert selective_search.method_key("fast") == selective_search.method_key("fast", orient=True)

@@ -45,7 +45,8 @@ def test_detections_png_tiles_photos_of_different_sizes_at_one_height(tmp_path):
     for name, (h, w) in {"big": (900, 1200), "small": (120, 90)}.items():
         cv2.imwrite(str(tmp_path / f"{name}.png"), np.full((h, w, 3), 128, np.uint8))
         records.append(types.SimpleNamespace(image_id=name, image_path=tmp_path / f"{name}.png"))
-    dataset = types.SimpleNamespace(records=records, max_image_pixels=0, classes=("cat",))
+    dataset = types.SimpleNamespace(records=records, max_image_pixels=0, exif_orientation=True,
+                                    classes=("cat",))
     box = Detections(np.array([[10.0, 10.0, 50.0, 50.0]]), np.array([0.9]), np.array([1]))
     draw_examples(dataset, {"big": box, "small": box}, tmp_path / "detections.png", 6, 0.5)
     sheet = cv2.imread(str(tmp_path / "detections.png"))
