@@ -1,8 +1,8 @@
 """Image decoding shared by the dataset readers, the input pipeline, proposals and detection.
 
 Sizes are (width, height) as OpenCV decodes the image, i.e. after its EXIF
-orientation. Every decode reads the file's header first (Pillow reads nothing
-else) and refuses an image above ``max_pixels`` before a pixel is decoded: a
+orientation, unless ``orient=False`` (``dataset.exif_orientation``: the stored pixels).
+Every decode reads the file's header first (Pillow reads nothing else) and refuses an image above ``max_pixels`` before a pixel is decoded: a
 12000 x 12000 photo is 432 MB as BGR bytes, and selective search at that size
 needs about 20 GB (docs/data.md, "Image sizes and the pixel limit"). ``max_pixels`` 0
 means no limit.
@@ -18,7 +18,8 @@ import numpy as np
 from keras_frcnn.data.records import MAX_IMAGE_PIXELS, DatasetError, logger
 
 # Formats whose EXIF orientation OpenCV applies while Pillow reports the stored size
-# (checked with the pinned OpenCV 5.0 and Pillow 13; Pillow already turns TIFF sizes).
+# (checked with the pinned OpenCV 5.0 and Pillow 13; Pillow already turns TIFF sizes, and
+# OpenCV turns TIFFs even with IMREAD_IGNORE_ORIENTATION: orient=False keeps them turned).
 _ORIENTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP")
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)

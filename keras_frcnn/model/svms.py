@@ -152,8 +152,8 @@ def train_svms(model, dataset, proposals, scale, max_size, preprocessing, flip=F
     rng = np.random.default_rng(seed)
 
     picked = rng.choice(len(roidb), min(NORM_IMAGES, len(roidb)), replace=False)
-    norms = [np.linalg.norm(extract(*next(_training_views(roidb[k], False, dataset.exif_orientation))), axis=1)
-             for k in picked]
+    views = (next(_training_views(roidb[k], False, dataset.exif_orientation)) for k in picked)
+    norms = [np.linalg.norm(extract(*view), axis=1) for view in views]
     norms = np.concatenate(norms)
     feature_scale = TARGET_NORM / float(np.mean(norms)) if np.mean(norms) > 0 else 1.0
 

@@ -306,8 +306,10 @@ class Study:
 
         split = config.dataset.test_split
         dataset_config, proposals_config = split_sections(config, split)
-        key = {"dataset": dataset_config.to_dict(), "proposals": proposals_config.to_dict(),
-               "split": split}
+        dataset_key = dataset_config.to_dict()
+        if dataset_key.get("exif_orientation", True):  # the default: keys as before it existed
+            dataset_key.pop("exif_orientation", None)
+        key = {"dataset": dataset_key, "proposals": proposals_config.to_dict(), "split": split}
         path = self.root / "proposals" / f"{_digest(key)}.json"
         if path.is_file():
             return json.loads(path.read_text())
