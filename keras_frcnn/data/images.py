@@ -2,10 +2,10 @@
 
 Sizes are (width, height) as OpenCV decodes the image, i.e. after its EXIF
 orientation, unless ``orient=False`` (``dataset.exif_orientation``: the stored pixels).
-Every decode reads the file's header first (Pillow reads nothing else) and refuses an image above ``max_pixels`` before a pixel is decoded: a
-12000 x 12000 photo is 432 MB as BGR bytes, and selective search at that size
-needs about 20 GB (docs/data.md, "Image sizes and the pixel limit"). ``max_pixels`` 0
-means no limit.
+Every decode reads the file's header first (Pillow reads nothing else) and refuses an
+image above ``max_pixels`` before a pixel is decoded: a 12000 x 12000 photo is 432 MB
+as BGR bytes, and selective search at that size needs about 20 GB (docs/data.md, "Image
+sizes and the pixel limit"). ``max_pixels`` 0 means no limit.
 """
 
 import collections
