@@ -38,12 +38,15 @@ naming the file and the layer (model/weights_files.py).
 """
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
 from keras_frcnn.model.weights_files import check_model_weights_finite, load_npz
+
+logger = logging.getLogger("keras_frcnn.model")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -358,6 +361,10 @@ def build_backbone_and_head(name, weights=None, head="fc"):
     model = keras.Model(images, features, name=f"{name}_features")
     if weights is not None and str(weights).endswith(".npz"):
         fc_init = load_npz(model, weights, spec)
+        if fc_init is None and head == "fc":
+            logger.warning("%s holds no fc6/fc7: they start from random weights (the paper "
+                           "initialises them from ImageNet too; the paper configs refuse "
+                           "this, model.require_weights)", weights)
     elif name == "vgg16" and weights is not None:
         fc_init = _copy_from_applications_vgg16(model, weights)
     elif weights is not None:

@@ -185,13 +185,15 @@ def test_npz_initialises_the_convs_and_fc6_fc7(tmp_path):
         np.testing.assert_array_equal(bias, arrays[f"{name}/bias"])
 
 
-def test_npz_with_convs_only_leaves_fc_init_empty(tmp_path):
+def test_npz_with_convs_only_leaves_fc_init_empty(tmp_path, caplog):
     model, spec, _ = build_backbone("vgg_cnn_m_1024")
     arrays = {k: v for k, v in _random_npz(tmp_path / "m.npz", model, (8, 4)).items()
               if not k.startswith("fc")}
     np.savez(tmp_path / "convs.npz", **arrays)
-    loaded, _, fc_init = build_backbone("vgg_cnn_m_1024", str(tmp_path / "convs.npz"))
+    with caplog.at_level("WARNING", logger="keras_frcnn.model"):
+        loaded, _, fc_init = build_backbone("vgg_cnn_m_1024", str(tmp_path / "convs.npz"))
     assert fc_init is None
+    assert "holds no fc6/fc7: they start from random weights" in caplog.text  # not silently
     np.testing.assert_array_equal(loaded.get_layer("conv2").kernel.numpy(), arrays["conv2/kernel"])
 
 
