@@ -146,7 +146,7 @@ def test_a_dataset_error_inside_the_pipeline_is_one_line(tmp_path, monkeypatch):
 
     config = tiny_config(tmp_path, steps=2)
     monkeypatch.setattr(pipeline, "read_image_bgr",
-                        lambda path, max_pixels: np.zeros((10, 10, 3), np.uint8))
+                        lambda path, max_pixels, orient=True: np.zeros((10, 10, 3), np.uint8))
     with pytest.raises(DatasetError, match=r"^\S+\.jpg: image is 10x10 but its record says "
                                            r"96x72; fix the annotation") as caught:
         training.train(config, tmp_path / "work", progress=False)
