@@ -176,7 +176,7 @@ def plot_figure3(result, path):
     by_variant = {}
     for row in rows:
         by_variant.setdefault(row["variant"], []).append(row)
-    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)
+    fig, ax = plt.subplots(figsize=(9, 5), dpi=100)
     recall_ax = ax.twinx()
     groups = (("ss", "selective search", "o-"), ("ss_dense", "selective search + dense", "s--"),
               ("dense", "dense only", "D"))
@@ -202,7 +202,9 @@ def plot_figure3(result, path):
     recall_ax.set_ylim(0, 1)
     handles = ax.get_legend_handles_labels()
     more = recall_ax.get_legend_handles_labels()
-    ax.legend(handles[0] + more[0], handles[1] + more[1], fontsize=7, loc="lower left")
+    # Below the axes, not inside them: inside, it hid the fewest-boxes point.
+    ax.legend(handles[0] + more[0], handles[1] + more[1], fontsize=7, loc="upper center",
+              bbox_to_anchor=(0.5, -0.14), ncol=3, frameon=False)
     ax.set_title("mAP and AR against proposals per image (the paper's Figure 3)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
