@@ -70,6 +70,6 @@ setup(
     entry_points={"console_scripts": [
         f"frcnn-{name.replace('_', '-')}=keras_frcnn_bin.{name}:run"
         for name in ("train", "evaluate", "detect", "proposals", "compress", "export",
-                     "study", "convert_caffemodel")]},
+                     "study", "convert_caffemodel", "convert_tflite")]},
     zip_safe=False,
 )
