@@ -2,7 +2,7 @@
 
     python bin/proposals.py --config=configs/demo.py --split=train
     python bin/proposals.py --config=configs/kangaroo.py \
-        --config.dataset.root=../shared/data/kangaroo --config.proposals.mode=quality
+        --config.dataset.root=data/kangaroo --config.proposals.mode=quality
 
 Selective search results are cached per image (keyed by content and method),
 so training and detection later reuse them; an interrupted run resumes.

@@ -31,7 +31,7 @@ Weights (``build_backbone(name, weights)``):
               blobs to it).
   other path  a Keras weights file, no fc6/fc7: for vgg16 and mobilenet_v2 of
               keras.applications' model with include_top=False (e.g.
-              ../shared/weights/mobilenet_v2_1.0_224_from_coral_quant.weights.h5),
+              data/weights/mobilenet_v2_1.0_224_from_coral_quant.weights.h5),
               for the other backbones of the features model itself.
 Every weights file is checked as it loads: values that are not finite are refused
 naming the file and the layer (model/weights_files.py).
