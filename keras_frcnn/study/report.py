@@ -215,9 +215,10 @@ INTRO = """# The paper's design evaluations, run
 
 Written by `bin/study.py` (`frcnn-study`); run it again to update this page. Each
 experiment below asks one of the paper's section 5 questions (and section 2.3's) of a
-small model: every variant is trained and tested from several seeds (the seed sets the
-initial weights, dropout, and the data order, flips and RoI sampling; seed 0 of the demo
-config is the README's main job). mAP is VOC AP at IoU 0.5 (area under the curve)
+small model: every variant is trained and tested from `--seeds` seeds (3 unless told;
+each table says how many ran per arm). The seed sets the initial weights, dropout, and
+the data order, flips and RoI sampling; seed 0 of the demo config is the README's main
+job. mAP is VOC AP at IoU 0.5 (area under the curve)
 on the config's test split, as bin/evaluate.py reports it.
 
 The paper's numbers are VOC 2007 test mAP of models S, M and L on a GPU; ours are not
