@@ -8,7 +8,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PROGRAMS = ("train", "evaluate", "detect", "proposals", "compress", "export", "study",
-            "convert_caffemodel")
+            "convert_caffemodel", "convert_tflite")
+FIRST_FLAG = {"convert_tflite": "--tflite:"}  # the others all take --config
 
 
 def help_text(argv):
@@ -28,4 +29,5 @@ def test_console_script_help_lists_the_program_s_flags(name):
     # The same text but for the program's name in the flags' heading and usage lines.
     assert got.replace(str(script), "PROGRAM") == expected.replace(str(source), "PROGRAM")
     assert got_code == code
-    assert "--config:" in got and got.splitlines()[0].strip()  # flags, then the docstring
+    assert FIRST_FLAG.get(name, "--config:") in got  # its flags are listed
+    assert got.splitlines()[0].strip()  # after the docstring
