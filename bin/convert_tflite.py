@@ -6,7 +6,7 @@ loads (docs/kangaroo.md): how our kangaroo runs' weights file was made.
     python bin/convert_tflite.py --tflite=mobilenet_v2_1.0_224_quant.tflite \
         --output=data/weights/mobilenet_v2_1.0_224_from_coral_quant.weights.h5
 
-Any MobileNetV2 .tflite converts, quantised (uint8, int8, float16) or float; --alpha is
+Any MobileNetV2 .tflite converts, quantised (uint8, int8; float16 untested) or float; --alpha is
 the file's width multiplier. The classifier is left out. keras_frcnn/tflite_weights.py
 says how each tensor maps.
 """

@@ -10,7 +10,8 @@ module makes such a weights file from any TensorFlow Lite MobileNetV2, quantised
   convolution in the Coral/TF-slim files, is left out, as ``include_top=False`` has none;
 * quantised tensors are dequantised as ``(q - zero_point) * scale``, per output channel
   where the file gives per-channel parameters (``quantized_dimension``); a weight that
-  a ``DEQUANTIZE`` op produces (float16 files) is read from that op's input;
+  a ``DEQUANTIZE`` op produces (float16 files) is read from that op's input (float16
+  files are not among the tested ones);
 * TensorFlow Lite kernels are [out, h, w, in] (``CONV_2D``) and [1, h, w, channels]
   (``DEPTHWISE_CONV_2D``): both become Keras' [h, w, in, out] by one transpose;
 * the file's batch normalisation is folded into each convolution's bias, so each Keras
@@ -23,6 +24,7 @@ naming the layer.
 """
 
 import os
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,22 +69,29 @@ def _interpreter(source):
     with warnings.catch_warnings():  # tf.lite.Interpreter's notice of its successor
         warnings.simplefilter("ignore")
         try:
+            # No XNNPACK delegate: it would fold the convolutions into one DELEGATE op.
+            plain = tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
             if isinstance(source, (bytes, bytearray)):
-                interpreter = tf.lite.Interpreter(model_content=bytes(source))
+                interpreter = tf.lite.Interpreter(model_content=bytes(source),
+                                                  experimental_op_resolver_type=plain)
             else:
-                interpreter = tf.lite.Interpreter(model_path=str(source))
+                interpreter = tf.lite.Interpreter(model_path=str(source),
+                                                  experimental_op_resolver_type=plain)
             interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as err:
             where = "the given bytes" if isinstance(source, (bytes, bytearray)) else source
+            reason = (str(err).splitlines() or [type(err).__name__])[0]
             raise ValueError(f"{where}: not a TensorFlow Lite model TensorFlow can read "
-                             f"({str(err).splitlines()[0]})") from None
+                             f"({reason})") from None
     return interpreter
 
 
 def read_convolutions(source):
     """[Convolution] of a .tflite file (a path, or its bytes), in the order it runs them."""
     interpreter = _interpreter(source)
-    tensors = {d["index"]: d for d in interpreter.get_tensor_details()}
+    def name(index):  # get_tensor_details() leaves out tensors without a name
+        return interpreter._get_tensor_details(index, 0)["name"] or f"tensor {index}"
+
     ops = interpreter._get_ops_details()  # the public API lists tensors, not ops
     producer = {out: op for op in ops for out in op["outputs"]}
 
@@ -91,10 +100,10 @@ def read_convolutions(source):
         if op is not None and op["op_name"] == "DEQUANTIZE":
             return constant(op["inputs"][0])
         if op is not None:
-            raise ValueError(f"{source}: the weights {tensors[index]['name']!r} are computed "
+            raise ValueError(f"{source}: the weights {name(index)!r} are computed "
                              f"by a {op['op_name']} op, not stored in the file")
-        details = tensors[index]
-        return dequantize(interpreter.get_tensor(index), details["quantization_parameters"])
+        params = interpreter._get_tensor_details(index, 0)["quantization_parameters"]
+        return dequantize(interpreter.get_tensor(index), params)
 
     convolutions = []
     for op in ops:
@@ -106,9 +115,12 @@ def read_convolutions(source):
         kernel = constant(inputs[1])
         out = kernel.shape[0] if op["op_name"] == "CONV_2D" else kernel.shape[-1]
         bias = constant(inputs[2]) if len(inputs) > 2 else np.zeros([out], np.float32)
+        if bias.size != out:
+            raise ValueError(f"{source}: {name(inputs[1])!r} has {out} outputs but its bias "
+                             f"{bias.size} values")
         before = producer.get(inputs[0])
         convolutions.append(Convolution(
-            op["op_name"], tensors[inputs[1]]["name"], kernel, bias.reshape([out]),
+            op["op_name"], name(inputs[1]), kernel, bias.reshape([out]),
             before is not None and before["op_name"] in POOL_OPS))
     return convolutions
 
@@ -185,7 +197,5 @@ def convert(tflite, output, alpha=1.0):
         model.save_weights(built)
         os.replace(built, output)
     finally:
-        for leftover in scratch.iterdir():
-            leftover.unlink()
-        scratch.rmdir()
+        shutil.rmtree(scratch, ignore_errors=True)
     return model

@@ -122,6 +122,10 @@ def test_dequantize_per_tensor_and_per_channel():
     per_channel = tflite_weights.dequantize(
         q.astype(np.int16), {"scales": [1.0, 0.25], "zero_points": [0, 4], "quantized_dimension": 0})
     np.testing.assert_array_equal(per_channel.ravel(), [0.0, 255.0, 1.5, 4.0])
+    last_axis = tflite_weights.dequantize(  # a depthwise kernel's [1, h, w, channels]
+        np.array([[[[3, 3]]]], np.int8), {"scales": [2.0, 0.5], "zero_points": [1, -1],
+                                          "quantized_dimension": 3})
+    np.testing.assert_array_equal(last_axis.ravel(), [4.0, 2.0])
     floats = np.array([1.5, -2.0], np.float32)
     np.testing.assert_array_equal(tflite_weights.dequantize(floats, {}), floats)
 
@@ -174,6 +178,13 @@ def test_bad_inputs_are_refused(tmp_path, files):
     junk.write_bytes(b"not a flatbuffer at all" * 10)
     with pytest.raises(ValueError, match="not a TensorFlow Lite model"):
         tflite_weights.read_convolutions(junk)
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, str(REPO / "bin" / "convert_tflite.py"),
+                          f"--tflite={junk}", f"--output={out / 'w.weights.h5'}"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith(f"error: {junk}: not a TensorFlow")
+    assert not out.exists()
     with pytest.raises(ValueError, match="no such file"):
         tflite_weights.convert(tmp_path / "absent.tflite", tmp_path / "w.weights.h5")
     with pytest.raises(ValueError, match=r"end in \.weights\.h5"):
