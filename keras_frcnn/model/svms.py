@@ -13,7 +13,9 @@ rbgirshick/py-faster-rcnn keeps; docs/fidelity.md row 41), with its constants:
 - positives: the ground-truth boxes of the class; negatives: every roidb row (ground
   truth of other classes and proposals) whose overlap with the class is below 0.3,
   where, as the release's roidb records it, a row overlaps only the class of the
-  ground-truth box it overlaps most;
+  ground-truth box it overlaps most. This departs from R-CNN, whose rcnn_train.m keeps
+  every row's overlap with every class: a proposal at 0.6 with a dog and 0.4 with a cat
+  is a cat negative here and in the release, and no cat negative in R-CNN;
 - one pass over the images: a negative is "hard" when the current SVM scores it
   above -1.0001 (every negative, while the SVM is still zero); after more than 2000
   new hard negatives the class's SVM is retrained and negatives it scores below

@@ -153,3 +153,63 @@ def test_time_is_kept_while_a_model_is_made(tmp_path):
     assert max(seen) > 100.0  # written while the block ran, added to the earlier total
     final = json.loads(spent.read_text())["seconds"]
     assert max(seen) <= final <= 100.0 + elapsed
+
+
+def test_train_svms_scales_features_to_norm_20_and_takes_the_releases_negatives(monkeypatch):
+    """One image, two classes: the feature scale is 20 over the mean norm, positives are
+    each class's ground truth, and a row is a class's negative when its recorded overlap
+    with that class is below 0.3, where a row overlaps only its max_classes (the
+    release's roidb; R-CNN would keep a 0.6-with-class-1 box out of class 2's negatives)."""
+    from types import SimpleNamespace
+
+    from keras_frcnn.model import svms
+    from keras_frcnn.model.fast_rcnn import FastRCNN
+
+    # Rows: gt class 1, gt class 2, then proposals at 0.6 / 0.2 / 0.3 with their best class.
+    boxes = np.array([[k, 0, k + 8, 8] for k in range(5)], np.float32)
+    entry = SimpleNamespace(boxes=boxes, gt_classes=np.array([1, 2, 0, 0, 0]),
+                            max_classes=np.array([1, 2, 1, 2, 1]),
+                            max_overlaps=np.array([1.0, 1.0, 0.6, 0.2, 0.3]))
+    network = FastRCNN(3, "small")
+    width = network.get_layer("cls_score").get_weights()[0].shape[0]  # fc7's
+    features = np.zeros((5, width))
+    features[np.arange(5), np.arange(5)] = np.arange(1, 6)  # row k: k + 1 on axis k
+
+    class Extractor:
+        dim = width
+
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __call__(self, image, rows):
+            return features[rows[:, 0].astype(int)].astype(np.float32)
+
+    added, trained = {}, {}
+    add_negatives = svms.ClassSVM.add_negatives
+
+    def record(svm, rows):
+        added.setdefault(svm.name, []).append(rows.copy())
+        trained[svm.name] = svm
+        add_negatives(svm, rows)
+
+    monkeypatch.setattr(svms, "build_roidb", lambda *args: [entry])
+    monkeypatch.setattr(svms, "_training_views", lambda entry, flip, orient: iter([(None, boxes)]))
+    monkeypatch.setattr(svms, "FeatureExtractor", Extractor)
+    monkeypatch.setattr(svms.ClassSVM, "add_negatives", record)
+    dataset = SimpleNamespace(num_classes=3, classes=["a", "b"], exif_orientation=True)
+    model, report = svms.train_svms(network, dataset, None, 32, 64, "caffe")
+
+    scale = 20.0 / np.mean(np.linalg.norm(features, axis=1))
+    assert report["feature_scale"] == pytest.approx(scale)
+    assert report["classes"]["a"]["positives"] == report["classes"]["b"]["positives"] == 1
+    # SVMs start at zero, so every negative of the one image is hard (scored 0 > -1.0001).
+    np.testing.assert_allclose(np.concatenate(added["a"]), features[[1, 3]] * scale, rtol=1e-6)
+    np.testing.assert_allclose(np.concatenate(added["b"]), features[[0, 2, 3, 4]] * scale,
+                               rtol=1e-6)
+    kernel, bias = model.get_layer("cls_score").get_weights()
+    assert np.all(kernel[:, 0] == 0) and bias[0] == 0  # background has no SVM
+    for k, name in ((1, "a"), (2, "b")):  # w . (scale x) + b on the raw features x
+        np.testing.assert_allclose(kernel[:, k], trained[name].weights * scale, rtol=1e-5)
+        assert bias[k] == pytest.approx(trained[name].bias)
+    scores = features @ kernel + bias  # each class's ground truth above its negatives
+    assert scores[0, 1] > scores[[1, 3], 1].max() and scores[1, 2] > scores[[0, 2, 3, 4], 2].max()
