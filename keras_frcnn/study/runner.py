@@ -23,6 +23,7 @@ docs (docs/study/results) let a study go on from a fresh clone.
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -65,13 +66,36 @@ TEST_ONLY = ("dataset.test_split", "dataset.test_root", "proposals.test_mat_file
 # moves; a study's key keeps them, resolved, since two datasets make two models).
 DATA_PATHS = ("dataset.root", "dataset.annotations", "dataset.images", "proposals.mat_file",
               "proposals.mat_dir")
+# Weights files a model starts from: keyed by their contents, so the same file at another
+# path (or a link to it) reuses the model and another file at the same path does not.
+WEIGHT_FILES = ("model.weights",)
+
+
+def _file_key(value):
+    """``value``'s contents as "sha256:<hex>" where it names a file; otherwise (imagenet,
+    "", a missing file, which training then refuses) the value itself."""
+    path = Path(value) if value else None
+    if path is None or not path.is_file():
+        return value
+    stat = path.stat()
+    return _contents_digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _contents_digest(path, size, mtime_ns):  # size and time: a rewritten file is read again
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()}"
 
 
 def trained_settings(config):
     """The settings that decide ``config``'s model, as {dotted key: value}: its trained
     sections (workdirs.TRAINED_SECTIONS) without what does not change the weights
     (workdirs.NOT_TRAINED: logging, checkpoints, caches, devices) or is read by the test
-    split only, data paths resolved, and only where they differ from base_config()'s,
+    split only, data paths resolved, a weights file by its contents' digest, and only
+    where they differ from base_config()'s,
     so that a key the package adds later, with a default, leaves the digests of earlier
     runs (and so their reuse) as they were."""
     from keras_frcnn.configs import base_config
@@ -84,6 +108,8 @@ def trained_settings(config):
             continue
         if key in DATA_PATHS:
             value = "+".join(str(Path(p).resolve()) for p in value.split("+")) if value else ""
+        elif key in WEIGHT_FILES:
+            value = _file_key(value)
         elif key in NOT_TRAINED:
             continue
         if key not in defaults or defaults[key] != value:

@@ -329,6 +329,31 @@ def test_a_model_is_keyed_by_what_decides_it(tmp_path):
     assert study.run_for(experiment, softmax, 1).folder != base[0]  # another seed
 
 
+def test_a_weights_file_is_keyed_by_its_contents_not_its_path(tmp_path):
+    from keras_frcnn.study.runner import Study
+
+    first, copy, other = (tmp_path / name for name in ("a.weights.h5", "b.weights.h5",
+                                                        "c.weights.h5"))
+    first.write_bytes(b"weights one")
+    copy.write_bytes(b"weights one")
+    other.write_bytes(b"weights two")
+    config = tiny_config(tmp_path, steps=2)
+    experiment = build("data", config, OPTIONS)
+
+    def folder(weights):
+        changed = config.copy_and_resolve_references()
+        changed.model.weights = str(weights)
+        return Study(changed, tmp_path / "study").run_for(experiment,
+                                                          experiment.variants[0], 0).folder
+
+    assert folder(first) == folder(copy)  # the same file elsewhere: the same model
+    assert folder(first) != folder(other)
+    assert folder(first) != folder("imagenet") != folder("")
+    before = folder(first)
+    first.write_bytes(b"weights three")  # another file at the same path
+    assert folder(first) != before
+
+
 def test_a_stopped_run_resumes_and_sums_its_minutes(tmp_path, monkeypatch):
     from keras_frcnn.study.runner import Study
 
