@@ -424,11 +424,14 @@ def test_judged_arms_do_not_depend_on_flag_order(tmp_path):
     assert seeds == {"ss10": 1, "ssall": 3, "ss25": 1, "ss_denseall": 3, "ss_dense500": 1,
                      "dense": 3}
     sampling = build("sampling", config, options)
-    assert {(c.a[0], c.b[0]) for c in sampling.comparisons} == {("n2", "n8")}
+    assert {(c.a[0], c.b[0]) for c in sampling.comparisons} == {("n2", "n8"), ("n2_as_n8", "n8")}
     # The costliest arm (the largest N, of three or more) runs one seed, not judged.
-    assert [sampling.variant(n).seeds for n in ("n8", "n2", "n32")] == [0, 0, 1]
+    assert [sampling.variant(n).seeds for n in ("n8", "n2", "n32", "n2_as_n8")] == [0, 0, 1, 0]
+    # N = 2 given N = 8's images: four times the steps, the rest as N = 2.
+    assert sampling.variant("n2_as_n8").overrides == {"sampling.images_per_batch": 2,
+                                                      "train.steps": 4 * config.train.steps}
     two = build("sampling", config, Options(sampling_images=(2, 8)))
-    assert [v.seeds for v in two.variants] == [0, 0] and len(two.comparisons) == 1
+    assert [v.seeds for v in two.variants] == [0, 0, 0] and len(two.comparisons) == 2
     # --experiments=all may leave out what the config cannot run, never a bad flag.
     from keras_frcnn.study import runnable
 
