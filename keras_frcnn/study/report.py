@@ -245,7 +245,8 @@ with the same results folder reuses it even where the models are gone: the page 
 completed over several sittings, on fresh machines, and `frcnn-study --report_only
 --results_dir=docs/study/results` rewrites it from the repository alone. A row on data
 outside the repository (finetune's kangaroo photos) is keyed by the data's resolved path
-too, so a machine that keeps the photos elsewhere trains that row again.
+too, so a machine that keeps the photos elsewhere trains that row again; a weights file
+is keyed by its contents, wherever it lies.
 """
 
 
