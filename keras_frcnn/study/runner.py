@@ -74,15 +74,16 @@ WEIGHT_FILES = ("model.weights",)
 def _file_key(value):
     """``value``'s contents as "sha256:<hex>" where it names a file; otherwise (imagenet,
     "", a missing file, which training then refuses) the value itself."""
-    path = Path(value) if value else None
+    path = Path(value) if value and value != "imagenet" else None
     if path is None or not path.is_file():
         return value
     stat = path.stat()
-    return _contents_digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    return _contents_digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns,
+                            stat.st_ctime_ns, stat.st_ino)
 
 
 @functools.lru_cache(maxsize=16)
-def _contents_digest(path, size, mtime_ns):  # size and time: a rewritten file is read again
+def _contents_digest(path, *stat):  # size, times, inode: a replaced file is read again
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -241,7 +242,14 @@ class Study:
     def _train(self, run):
         from keras_frcnn.training import train
 
-        result = train(run.config, run.folder, progress=self.progress)
+        config = run.config
+        recorded = run.folder / "config.json"  # a stopped run resumes under its own path
+        if recorded.is_file():  # to the weights file, where the contents are the same
+            earlier = json.loads(recorded.read_text()).get("model", {}).get("weights", "")
+            if earlier != config.model.weights and _file_key(earlier) == _file_key(
+                    config.model.weights):
+                config = _apply(config, {"model.weights": earlier})
+        result = train(config, run.folder, progress=self.progress)
         if result["interrupted"]:
             raise KeyboardInterrupt(f"training in {run.folder} stopped after step "
                                     f"{result['step']}")

@@ -430,6 +430,9 @@ def test_judged_arms_do_not_depend_on_flag_order(tmp_path):
     # N = 2 given N = 8's images: four times the steps, the rest as N = 2.
     assert sampling.variant("n2_as_n8").overrides == {"sampling.images_per_batch": 2,
                                                       "train.steps": 4 * config.train.steps}
+    fixed = config.copy_and_resolve_references()
+    fixed.train.step_size = 3  # an absolute lr step (the VOC configs') stretches with the steps
+    assert build("sampling", fixed, options).variant("n2_as_n8").overrides["train.step_size"] == 12
     two = build("sampling", config, Options(sampling_images=(2, 8)))
     assert [v.seeds for v in two.variants] == [0, 0, 0] and len(two.comparisons) == 2
     # --experiments=all may leave out what the config cannot run, never a bad flag.

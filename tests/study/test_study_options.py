@@ -159,7 +159,8 @@ def test_train_svms_scales_features_to_norm_20_and_takes_the_releases_negatives(
     """One image, two classes: the feature scale is 20 over the mean norm, positives are
     each class's ground truth, and a row is a class's negative when its recorded overlap
     with that class is below 0.3, where a row overlaps only its max_classes (the
-    release's roidb; R-CNN would keep a 0.6-with-class-1 box out of class 2's negatives)."""
+    release's roidb: a box at 0.6 with one class and 0.4 with another is the other's
+    negative here, not in R-CNN)."""
     from types import SimpleNamespace
 
     from keras_frcnn.model import svms
