@@ -9,7 +9,8 @@ reports the mean and range of mAP beside the paper's numbers, with a verdict.
         --config.dataset.root=data/kangaroo
 
 Experiments (docs/study.md says what each asks and what it found on the demo):
-  sampling   section 2.3: R = 128 RoIs from N = 2, 8 and 32 images, same steps; N = 2 with N = 8's images
+  sampling   section 2.3: R = 128 RoIs from N = 2, 8 and 32 images, same steps; and N = 2
+             given N = 8's images (4x the steps)
   multitask  Table 6: lambda = 1, lambda = 0, stage-wise; with and without box regression
   scales     Table 7: one training/test scale against the five-scale pyramid
   data       section 5.3: mAP against the share of training images (25 / 50 / 100 %)

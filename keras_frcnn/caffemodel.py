@@ -34,7 +34,6 @@ one missing, of the wrong shape or left over is an error naming it.
 """
 
 import dataclasses
-import hashlib
 import json
 import re
 import shutil
@@ -44,6 +43,7 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
+from keras_frcnn.files import file_digest
 from keras_frcnn.model.weights_files import check_finite
 
 # caffe.proto's messages, only the fields that locate weights: (name, number, type,
@@ -458,14 +458,6 @@ def write_npz(path, arrays):
     np.savez(buffer, **arrays)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, buffer.getvalue())
-
-
-def file_digest(path):
-    sha = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            sha.update(chunk)
-    return sha.hexdigest()
 
 
 def write_workdir(model, report, config, workdir, source):

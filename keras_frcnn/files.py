@@ -1,5 +1,6 @@
 """Writing files so that nobody ever reads a half-written one, reading them back with
-errors that name the file, and locking a workdir against a second writer.
+errors that name the file, telling files apart by their contents, and locking a workdir
+against a second writer.
 
 Modes: every file and folder written here gets the mode the process's umask gives a
 newly created one (0644 and 0755 under the usual umask 022), as ``open`` and
@@ -11,6 +12,8 @@ a proposal cache) out of outputs renamed from them.
 import contextlib
 import errno
 import fcntl
+import functools
+import hashlib
 import json
 import os
 import re
@@ -177,6 +180,31 @@ def read_json(path, fix, expect=dict):
         kind = {dict: "an object", list: "an array"}.get(expect, expect.__name__)
         raise CorruptFile(f"{path}: corrupt (a JSON {type(value).__name__}, not {kind}); {fix}")
     return value
+
+
+def file_digest(path):
+    """The SHA-256 (hex) of the file's bytes, read in chunks (an image or a weights file
+    can be hundreds of MB)."""
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def weights_key(value):
+    """What a ``model.weights`` setting loads: "sha256:<hex>" of the file it names, so
+    that the same file at another path (or a link to it) is the same weights and another
+    file at the same path is not; the value itself where it names no file ("imagenet",
+    "", a missing file, which loading then refuses)."""
+    path = Path(value) if value and value != "imagenet" else None
+    if path is None or not path.is_file():
+        return value
+    stat = path.stat()
+    return _cached_digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns,
+                          stat.st_ctime_ns, stat.st_ino)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_digest(path, *stat):  # size, times, inode: a replaced file is read again
+    return f"sha256:{file_digest(path)}"
 
 
 class WorkdirBusy(RuntimeError):

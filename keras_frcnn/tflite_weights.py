@@ -89,6 +89,7 @@ def _interpreter(source):
 def read_convolutions(source):
     """[Convolution] of a .tflite file (a path, or its bytes), in the order it runs them."""
     interpreter = _interpreter(source)
+
     def name(index):  # get_tensor_details() leaves out tensors without a name
         return interpreter._get_tensor_details(index, 0)["name"] or f"tensor {index}"
 

@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from keras_frcnn.configs import format_ranks, parse_ranks
 from keras_frcnn.data.roidb import TargetStats
-from keras_frcnn.files import CorruptFile, read_json
+from keras_frcnn.files import CorruptFile, read_json, weights_key
 
 logger = logging.getLogger("keras_frcnn.workdirs")
 
@@ -148,8 +148,9 @@ def workdir_conflicts(config, workdir):
     workdir's config.json: what a training run in it must not change, for its model
     was trained with the recorded ones (TRAINED_SECTIONS but NOT_TRAINED). Empty when
     nothing was trained there yet (trained_in). ``train.steps`` may grow (training
-    further from the last checkpoint). A key the workdir predates is compared with
-    its default."""
+    further from the last checkpoint), and ``model.weights`` may name the same file
+    elsewhere (files.weights_key compares contents). A key the workdir predates is
+    compared with its default."""
     from keras_frcnn.configs import base_config
 
     saved = Path(workdir) / "config.json"
@@ -165,6 +166,8 @@ def workdir_conflicts(config, workdir):
                 or old == value):
             continue
         if key == "train.steps" and isinstance(old, int) and value > old:
+            continue
+        if key == "model.weights" and weights_key(old) == weights_key(value):
             continue
         conflicts.append((key, old, value))
     return conflicts

@@ -172,6 +172,27 @@ def test_missing_and_extra_convolutions_are_named(files):
         tflite_weights.mobilenet_v2(extra, ALPHA)
 
 
+def test_a_bias_of_the_wrong_size_names_the_kernel(monkeypatch):
+    # No converter writes such a file, so the interpreter is a stand-in: one CONV_2D of
+    # 2 output channels (tensor 1, unnamed) whose bias (tensor 2) holds 3 values.
+    class Interpreter:
+        tensors = {1: np.ones([2, 1, 1, 1], np.float32), 2: np.zeros([3], np.float32)}
+
+        def _get_ops_details(self):
+            return [{"op_name": "CONV_2D", "inputs": [0, 1, 2], "outputs": [3]}]
+
+        def _get_tensor_details(self, index, subgraph):
+            return {"name": "", "quantization_parameters": {}}
+
+        def get_tensor(self, index):
+            return self.tensors[index]
+
+    monkeypatch.setattr(tflite_weights, "_interpreter", lambda source: Interpreter())
+    with pytest.raises(ValueError, match=r"^m.tflite: 'tensor 1' has 2 outputs but its bias "
+                                         r"3 values$"):
+        tflite_weights.read_convolutions("m.tflite")
+
+
 def test_bad_inputs_are_refused(tmp_path, files):
     _, paths = files
     junk = tmp_path / "junk.tflite"

@@ -214,3 +214,25 @@ def test_fc_widths_are_compared_only_where_the_config_names_them():
     config.model.fc_units = (64, 64)
     with pytest.raises(ValueError, match=r"model.fc_units=\(32, 16\) in the model but \(64, 64\)"):
         workdirs.check_model_config(model, config, ["cat"])
+
+
+def test_the_same_weights_file_at_another_path_is_no_conflict(tmp_path):
+    # A workdir trained from ../shared's copy resumes from data/weights/'s (the study's
+    # finetune runs): the same bytes are the same start; other bytes are not.
+    first, copy, other = (tmp_path / name for name in ("a.weights.h5", "b.weights.h5",
+                                                        "c.weights.h5"))
+    first.write_bytes(b"weights one")
+    copy.write_bytes(b"weights one")
+    other.write_bytes(b"weights two")
+    config = tiny_config(tmp_path, steps=2)
+    config.model.weights = str(first)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    (workdir / "config.json").write_text(config.to_json_best_effort())
+    (workdir / "model.keras").write_bytes(b"")  # trained there (workdirs.trained_in)
+    moved = config.copy_and_resolve_references()
+    moved.model.weights = str(copy)
+    assert workdirs.workdir_conflicts(moved, workdir) == []
+    moved.model.weights = str(other)
+    assert workdirs.workdir_conflicts(moved, workdir) == [("model.weights", str(first),
+                                                           str(other))]

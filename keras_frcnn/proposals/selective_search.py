@@ -48,7 +48,7 @@ import numpy as np
 from keras_frcnn.data.images import (check_image_pixels, downscale, image_size,
                                      read_image_bgr_within)
 from keras_frcnn.data.records import MAX_IMAGE_PIXELS, DatasetError, handle_error
-from keras_frcnn.files import atomic_write
+from keras_frcnn.files import atomic_write, file_digest
 from keras_frcnn.proposals.workers import start_pool, worker_result
 
 logger = logging.getLogger("keras_frcnn.proposals")
@@ -138,9 +138,7 @@ def method_key(mode, max_size=None, orient=True):
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def image_digest(path):
-    with open(path, "rb") as file:  # in chunks: an image file can be hundreds of MB
-        return hashlib.file_digest(file, "sha256").hexdigest()
+image_digest = file_digest  # a proposal cache entry's name: its image's SHA-256
 
 
 class ProposalCache:

@@ -23,7 +23,6 @@ docs (docs/study/results) let a study go on from a fresh clone.
 
 import contextlib
 import dataclasses
-import functools
 import hashlib
 import json
 import logging
@@ -33,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_frcnn.files import atomic_write
+from keras_frcnn.files import atomic_write, weights_key
 from keras_frcnn.workdirs import NOT_TRAINED, TRAINED_SECTIONS, _flatten
 
 logger = logging.getLogger("keras_frcnn.study")
@@ -66,29 +65,8 @@ TEST_ONLY = ("dataset.test_split", "dataset.test_root", "proposals.test_mat_file
 # moves; a study's key keeps them, resolved, since two datasets make two models).
 DATA_PATHS = ("dataset.root", "dataset.annotations", "dataset.images", "proposals.mat_file",
               "proposals.mat_dir")
-# Weights files a model starts from: keyed by their contents, so the same file at another
-# path (or a link to it) reuses the model and another file at the same path does not.
+# Weights files a model starts from: keyed by their contents (files.weights_key).
 WEIGHT_FILES = ("model.weights",)
-
-
-def _file_key(value):
-    """``value``'s contents as "sha256:<hex>" where it names a file; otherwise (imagenet,
-    "", a missing file, which training then refuses) the value itself."""
-    path = Path(value) if value and value != "imagenet" else None
-    if path is None or not path.is_file():
-        return value
-    stat = path.stat()
-    return _contents_digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns,
-                            stat.st_ctime_ns, stat.st_ino)
-
-
-@functools.lru_cache(maxsize=16)
-def _contents_digest(path, *stat):  # size, times, inode: a replaced file is read again
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return f"sha256:{digest.hexdigest()}"
 
 
 def trained_settings(config):
@@ -110,7 +88,7 @@ def trained_settings(config):
         if key in DATA_PATHS:
             value = "+".join(str(Path(p).resolve()) for p in value.split("+")) if value else ""
         elif key in WEIGHT_FILES:
-            value = _file_key(value)
+            value = weights_key(value)
         elif key in NOT_TRAINED:
             continue
         if key not in defaults or defaults[key] != value:
@@ -242,14 +220,7 @@ class Study:
     def _train(self, run):
         from keras_frcnn.training import train
 
-        config = run.config
-        recorded = run.folder / "config.json"  # a stopped run resumes under its own path
-        if recorded.is_file():  # to the weights file, where the contents are the same
-            earlier = json.loads(recorded.read_text()).get("model", {}).get("weights", "")
-            if earlier != config.model.weights and _file_key(earlier) == _file_key(
-                    config.model.weights):
-                config = _apply(config, {"model.weights": earlier})
-        result = train(config, run.folder, progress=self.progress)
+        result = train(run.config, run.folder, progress=self.progress)
         if result["interrupted"]:
             raise KeyboardInterrupt(f"training in {run.folder} stopped after step "
                                     f"{result['step']}")

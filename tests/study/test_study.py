@@ -425,6 +425,7 @@ def test_judged_arms_do_not_depend_on_flag_order(tmp_path):
                      "dense": 3}
     sampling = build("sampling", config, options)
     assert {(c.a[0], c.b[0]) for c in sampling.comparisons} == {("n2", "n8"), ("n2_as_n8", "n8")}
+    assert {c.claim for c in sampling.comparisons} == {"not lower"}  # N = 2 is no worse
     # The costliest arm (the largest N, of three or more) runs one seed, not judged.
     assert [sampling.variant(n).seeds for n in ("n8", "n2", "n32", "n2_as_n8")] == [0, 0, 1, 0]
     # N = 2 given N = 8's images: four times the steps, the rest as N = 2.
