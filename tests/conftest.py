@@ -19,6 +19,17 @@ def rng():
     return np.random.default_rng(20150413)
 
 
+@pytest.fixture
+def weights_files(tmp_path):
+    """(first, copy, other): two weights files with the same bytes at two paths and one
+    with other bytes (what the model.weights keys compare)."""
+    first, copy, other = (tmp_path / f"{name}.weights.h5" for name in "abc")
+    first.write_bytes(b"weights one")
+    copy.write_bytes(b"weights one")
+    other.write_bytes(b"weights two")
+    return first, copy, other
+
+
 def pytest_configure(config):
     """Two logical CPU devices, so tf.distribute tests can run on one CPU."""
     import tensorflow as tf

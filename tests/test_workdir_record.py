@@ -216,14 +216,10 @@ def test_fc_widths_are_compared_only_where_the_config_names_them():
         workdirs.check_model_config(model, config, ["cat"])
 
 
-def test_the_same_weights_file_at_another_path_is_no_conflict(tmp_path):
+def test_the_same_weights_file_at_another_path_is_no_conflict(tmp_path, weights_files):
     # A workdir trained from ../shared's copy resumes from data/weights/'s (the study's
     # finetune runs): the same bytes are the same start; other bytes are not.
-    first, copy, other = (tmp_path / name for name in ("a.weights.h5", "b.weights.h5",
-                                                        "c.weights.h5"))
-    first.write_bytes(b"weights one")
-    copy.write_bytes(b"weights one")
-    other.write_bytes(b"weights two")
+    first, copy, other = weights_files
     config = tiny_config(tmp_path, steps=2)
     config.model.weights = str(first)
     workdir = tmp_path / "work"

@@ -329,14 +329,10 @@ def test_a_model_is_keyed_by_what_decides_it(tmp_path):
     assert study.run_for(experiment, softmax, 1).folder != base[0]  # another seed
 
 
-def test_a_weights_file_is_keyed_by_its_contents_not_its_path(tmp_path):
+def test_a_weights_file_is_keyed_by_its_contents_not_its_path(tmp_path, weights_files):
     from keras_frcnn.study.runner import Study
 
-    first, copy, other = (tmp_path / name for name in ("a.weights.h5", "b.weights.h5",
-                                                        "c.weights.h5"))
-    first.write_bytes(b"weights one")
-    copy.write_bytes(b"weights one")
-    other.write_bytes(b"weights two")
+    first, copy, other = weights_files
     config = tiny_config(tmp_path, steps=2)
     experiment = build("data", config, OPTIONS)
 
