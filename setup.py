@@ -66,7 +66,8 @@ setup(
     ext_modules=[Extension("keras_frcnn.ops._roi_pool_ops", sources=[])],
     cmdclass={"build_ext": BuildCustomOps},
     install_requires=requirements("requirements.txt"),
-    extras_require={"test": requirements("requirements-test.txt")},
+    extras_require={"test": requirements("requirements-test.txt"),
+                    "beam": requirements("requirements-beam.txt")},
     entry_points={"console_scripts": [
         f"frcnn-{name.replace('_', '-')}=keras_frcnn_bin.{name}:run"
         for name in ("train", "evaluate", "detect", "proposals", "compress", "export",

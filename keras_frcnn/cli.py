@@ -45,9 +45,9 @@ def _unknown_key_message(argv, err):
     return f"bad configuration override: {first_line}"
 
 
-def _parse_flags(argv):
+def _parse_flags(argv, known_only=False):
     try:
-        return flags.FLAGS(argv)
+        return flags.FLAGS(argv, known_only=known_only)
     except (AttributeError, KeyError, TypeError) as err:
         sys.exit(f"error: {_unknown_key_message(argv, err)}")
     except OSError as err:  # ml_collections loads the file here when --config.* overrides it
@@ -91,16 +91,22 @@ def _adopt_program(main):
         wrapper.__doc__ = module.__doc__
 
 
-def run(main, required=("config",)):
+def run(main, required=("config",), pass_through=False):
     """app.run(main) with the ``required`` flags; a bad flag or config override, or
-    stray positional arguments, exit with one line."""
+    stray positional arguments, exit with one line.
+
+    ``pass_through``: flags the program does not define are handed to ``main`` in
+    ``argv[1:]`` instead of refused (Beam pipeline options, which ``main`` checks:
+    keras_frcnn.beam.pipeline_options); positional arguments are still refused."""
     flags.mark_flags_as_required(list(required))
     _adopt_program(main)
 
     def checked_main(argv):
-        if len(argv) > 1:
-            sys.exit(f"error: unexpected arguments: {argv[1:]}")
+        stray = [a for a in argv[1:] if not (pass_through and a.startswith("--"))]
+        if stray:
+            form = " (give pipeline options as --name=value)" if pass_through else ""
+            sys.exit(f"error: unexpected arguments: {stray}{form}")
         _check_config_file(_config_argument(sys.argv))
         return main(argv)
 
-    app.run(checked_main, flags_parser=_parse_flags)
+    app.run(checked_main, flags_parser=lambda argv: _parse_flags(argv, pass_through))

@@ -2,6 +2,14 @@
 errors that name the file, telling files apart by their contents, and locking a workdir
 against a second writer.
 
+Paths beyond the local disk: a path with a scheme (``gs://``, ``s3://``, ``hdfs://``,
+``ram://``) is read and written through TensorFlow's file systems (``tf.io.gfile``;
+s3 and hdfs need their plugin, tensorflow-io), local paths as they always were. The
+helpers below (``is_url``, ``join``, ``read_bytes``, ``is_file``, ``make_dirs``, and
+``atomic_write`` and ``file_digest``) take either, so that images, the proposal cache
+and detection outputs can sit in a bucket (docs/scale.md). TensorFlow is imported
+only when such a path is used.
+
 Modes: every file and folder written here gets the mode the process's umask gives a
 newly created one (0644 and 0755 under the usual umask 022), as ``open`` and
 ``mkdir`` would. ``tempfile`` creates its files 0600 and folders 0700 whatever the
@@ -20,9 +28,72 @@ import re
 import shutil
 import tempfile
 import threading
+import uuid
 from pathlib import Path
 
 _UMASK_LOCK = threading.Lock()
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(path):
+    """True for a path with a scheme (``gs://bucket/a.jpg``, ``ram://x``): one that the
+    helpers here read through tf.io.gfile. A ``pathlib.Path`` is never one (it would
+    have folded the ``//``)."""
+    return isinstance(path, str) and bool(_URL.match(path))
+
+
+def _gfile():
+    import tensorflow as tf
+
+    return tf.io.gfile
+
+
+def join(base, *parts):
+    """``base`` / ``parts``: a Path for a local ``base``, a "/"-joined string for a URL."""
+    if not is_url(base):
+        return Path(base).joinpath(*parts)
+    return "/".join([base.rstrip("/"), *(str(p).strip("/") for p in parts)])
+
+
+def parent(path):
+    """The folder holding ``path`` (a Path, or a URL string)."""
+    return path.rsplit("/", 1)[0] if is_url(path) else Path(path).parent
+
+
+def is_file(path):
+    """True if ``path`` is an existing file (not a folder); False where it cannot be
+    reached."""
+    if not is_url(path):
+        return Path(path).is_file()
+    gfile = _gfile()
+    try:
+        return gfile.exists(path) and not gfile.isdir(path)
+    except Exception:  # noqa: BLE001 - tf.errors of an unreachable bucket: "not there"
+        return False
+
+
+def read_bytes(path):
+    """The file's bytes. A missing file raises FileNotFoundError naming ``path``; another
+    failure of a URL's file system, OSError naming it."""
+    if not is_url(path):
+        return Path(path).read_bytes()
+    import tensorflow as tf
+
+    try:
+        with tf.io.gfile.GFile(path, "rb") as file:
+            return file.read()
+    except tf.errors.NotFoundError:
+        raise FileNotFoundError(errno.ENOENT, f"{path}: no such file") from None
+    except tf.errors.OpError as err:
+        raise OSError(errno.EIO, f"cannot read {path}: {err.message}") from None
+
+
+def make_dirs(path):
+    """Creates the folder ``path`` and its parents (a no-op where they exist)."""
+    if is_url(path):
+        _gfile().makedirs(path)
+    else:
+        Path(path).mkdir(parents=True, exist_ok=True)
 
 
 def current_umask():
@@ -54,7 +125,10 @@ def atomic_write(path, data):
     """Writes ``data`` (bytes or str) to a unique temporary file beside ``path``, then
     renames it over ``path``; on any error the temporary file is removed. The file gets
     the mode ``open`` would give a new one (0644 under umask 022). An OSError names
-    ``path``, not the temporary file."""
+    ``path``, not the temporary file. A URL is written the same way through tf.io.gfile
+    (``_atomic_write_url``)."""
+    if is_url(path):
+        return _atomic_write_url(path, data)
     path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
@@ -69,6 +143,27 @@ def atomic_write(path, data):
         Path(tmp).unlink(missing_ok=True)
         if isinstance(err, OSError):
             raise _naming(err, path) from None
+        raise
+
+
+def _atomic_write_url(path, data):
+    """atomic_write for a URL: a uniquely named temporary object beside ``path``, renamed
+    over it. (On an object store an object appears whole once its upload completes, and
+    the rename is a copy: either way nobody reads half of one.)"""
+    import tensorflow as tf
+
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    try:
+        with tf.io.gfile.GFile(tmp, "wb") as file:
+            file.write(data.encode() if isinstance(data, str) else data)
+        tf.io.gfile.rename(tmp, path, overwrite=True)
+    except BaseException as err:
+        try:
+            tf.io.gfile.remove(tmp)
+        except Exception:  # noqa: BLE001 - never written, or already renamed
+            pass
+        if isinstance(err, tf.errors.OpError):
+            raise OSError(errno.EIO, f"cannot write {path}: {err.message}") from None
         raise
 
 
@@ -184,7 +279,15 @@ def read_json(path, fix, expect=dict):
 
 def file_digest(path):
     """The SHA-256 (hex) of the file's bytes, read in chunks (an image or a weights file
-    can be hundreds of MB)."""
+    can be hundreds of MB); a URL through tf.io.gfile."""
+    if is_url(path):
+        import tensorflow as tf
+
+        digest = hashlib.sha256()
+        with tf.io.gfile.GFile(path, "rb") as file:  # no readinto: hashlib's reader refuses it
+            while chunk := file.read(1 << 20):
+                digest.update(chunk)
+        return digest.hexdigest()
     with open(path, "rb") as file:
         return hashlib.file_digest(file, "sha256").hexdigest()
 

@@ -6,9 +6,16 @@ Every decode reads the file's header first (Pillow reads nothing else) and refus
 image above ``max_pixels`` before a pixel is decoded: a 12000 x 12000 photo is 432 MB
 as BGR bytes, and selective search at that size needs about 20 GB (docs/data.md, "Image
 sizes and the pixel limit"). ``max_pixels`` 0 means no limit.
+
+Where the file is: a local path is read by Pillow and OpenCV directly, as always. A
+path beyond the local disk (``gs://``, ``ram://``: keras_frcnn.files) is read whole to
+bytes once per call and decoded from them; a caller that has the bytes already (the
+Beam pipelines, which also hash them) passes them as ``data``, and the path then only
+names the image in messages.
 """
 
 import collections
+import io
 import threading
 from pathlib import Path
 
@@ -16,9 +23,10 @@ import cv2
 import numpy as np
 
 from keras_frcnn.data.records import MAX_IMAGE_PIXELS, DatasetError, logger
+from keras_frcnn.files import is_url, read_bytes
 
 # Formats whose EXIF orientation OpenCV applies while Pillow reports the stored size
-# (checked with the pinned OpenCV 5.0 and Pillow 13; Pillow already turns TIFF sizes, and
+# (checked with OpenCV 5.0 and Pillow 12.3 and 13; Pillow already turns TIFF sizes, and
 # OpenCV turns TIFFs even with IMREAD_IGNORE_ORIENTATION: orient=False keeps them turned).
 _ORIENTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP")
 _EXIF_ORIENTATION = 0x0112
@@ -32,17 +40,57 @@ _warned_damaged = set()
 _Header = collections.namedtuple("_Header", "width height format turned")
 
 
+class _Source:
+    """An image file as the decoders read it: ``path``, read directly where it is local,
+    or its bytes (``data`` as given, or read whole from a URL; None if it is missing)."""
+
+    def __init__(self, path, data=None):
+        self.path = path
+        if data is None and is_url(str(path)):
+            try:
+                data = read_bytes(str(path))
+            except OSError:  # missing or unreachable: "missing or not decodable" below
+                data = None
+            self.local = False
+        else:
+            self.local = data is None
+        self.data = data
+
+    def nonempty(self):
+        """True if the file exists and holds at least one byte."""
+        if not self.local:
+            return bool(self.data)
+        return Path(self.path).is_file() and Path(self.path).stat().st_size > 0
+
+    def pillow(self):
+        """What Image.open takes: the path, or a stream of the bytes."""
+        if self.local:
+            return self.path
+        return io.BytesIO(self.data if self.data is not None else b"")
+
+    def buffer(self):
+        """The bytes as a uint8 array for cv2.imdecode; None if the file is missing."""
+        if not self.local:
+            return None if self.data is None else np.frombuffer(self.data, np.uint8)
+        return np.fromfile(str(self.path), np.uint8) if Path(self.path).is_file() else None
+
+
+def _source(path, data=None):
+    return path if isinstance(path, _Source) else _Source(path, data)
+
+
 def _read_header(path, orient=True):
     """_Header(width, height, Pillow format, turned by EXIF) or None if Pillow cannot parse
     it; ``orient=False``: the stored size, whatever the EXIF orientation says."""
     from PIL import Image
 
+    source = _source(path)
     with _PILLOW_LOCK:
         # Pillow's own decompression-bomb check would warn (89 MP) or refuse (179 MP)
         # at open; the caller applies max_pixels instead, with a message naming the fix.
         previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
-            with Image.open(path) as image:
+            with Image.open(source.pillow()) as image:
                 width, height = image.size
                 orientation = (image.getexif().get(_EXIF_ORIENTATION)
                                if image.format in _ORIENTED_FORMATS else None)
@@ -56,10 +104,10 @@ def _read_header(path, orient=True):
     return _Header(width, height, image_format, False)
 
 
-def image_size(path, orient=True):
+def image_size(path, orient=True, data=None):
     """(width, height) of the decoded image, read from the file header alone; None
     when Pillow cannot parse the header (OpenCV may still decode the file)."""
-    header = _read_header(path, orient)
+    header = _read_header(_source(path, data), orient)
     return None if header is None else (header.width, header.height)
 
 
@@ -77,7 +125,7 @@ def check_image_pixels(path, width, height, max_pixels=MAX_IMAGE_PIXELS):
 
 
 def probe_image(path, max_pixels=MAX_IMAGE_PIXELS, expected_size=None, source=None,
-                orient=True):
+                orient=True, data=None):
     """(width, height) of an image file as read_image_bgr decodes it, checked against
     the pixel limit and, if given, the (width, height) its annotation states.
 
@@ -85,9 +133,10 @@ def probe_image(path, max_pixels=MAX_IMAGE_PIXELS, expected_size=None, source=No
     its size (OpenCV's own limit, 2^30 pixels, bounds that decode). ``source`` names the
     annotation in the mismatch message. Raises DatasetError naming the file.
     """
-    header = _read_header(path, orient)
+    file = _source(path, data)
+    header = _read_header(file, orient)
     if header is None:
-        image = read_image_bgr(path, max_pixels, orient)
+        image = read_image_bgr(file, max_pixels, orient)
         header = _Header(image.shape[1], image.shape[0], None, False)
     else:
         check_image_pixels(path, header.width, header.height, max_pixels)
@@ -105,7 +154,7 @@ def probe_image(path, max_pixels=MAX_IMAGE_PIXELS, expected_size=None, source=No
     return size
 
 
-def _decode_damaged(path, orient=True):
+def _decode_damaged(file, orient=True):
     """Pillow's decoding of a truncated file (what OpenCV refuses), or None."""
     from PIL import Image, ImageFile, ImageOps
 
@@ -113,7 +162,7 @@ def _decode_damaged(path, orient=True):
         previous = ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS
         ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = True, None  # checked before
         try:
-            with Image.open(path) as image:
+            with Image.open(_source(file).pillow()) as image:
                 if orient and image.format in _ORIENTED_FORMATS:  # as OpenCV would turn it
                     image = ImageOps.exif_transpose(image)
                 return np.ascontiguousarray(np.asarray(image.convert("RGB"))[..., ::-1])
@@ -127,13 +176,13 @@ def _flags(flags, orient):
     return flags if orient else flags | cv2.IMREAD_IGNORE_ORIENTATION
 
 
-def _decode(path, flags):
+def _decode(file, flags):
     """OpenCV's decoding of the file, or None if it is missing, empty or refused."""
-    data = np.fromfile(str(path), np.uint8) if Path(path).is_file() else None
+    data = _source(file).buffer()
     return cv2.imdecode(data, flags) if data is not None and data.size else None
 
 
-def read_image_bgr(path, max_pixels=MAX_IMAGE_PIXELS, orient=True):
+def read_image_bgr(path, max_pixels=MAX_IMAGE_PIXELS, orient=True, data=None):
     """Decodes an image file (BGR uint8); DatasetError naming the file if it cannot,
     or if it has more than ``max_pixels`` pixels (0: no limit; checked on the header).
     ``orient``: turn the image as its EXIF orientation says (OpenCV's default since
@@ -141,14 +190,17 @@ def read_image_bgr(path, max_pixels=MAX_IMAGE_PIXELS, orient=True):
     (``dataset.exif_orientation``, docs/data.md).
 
     A truncated or damaged file that OpenCV rejects is decoded by Pillow as far
-    as it goes (the missing part is grey), with a warning once per file.
+    as it goes (the missing part is grey), with a warning once per file. ``data``: the
+    file's bytes, if the caller has them (module docstring).
     """
-    size = image_size(path, orient)
+    file = _source(path, data)
+    path = file.path
+    size = image_size(file, orient)
     if size is not None:
         check_image_pixels(path, *size, max_pixels)
-    image = _decode(path, _flags(cv2.IMREAD_COLOR, orient))
-    if image is None and Path(path).is_file() and Path(path).stat().st_size:
-        image = _decode_damaged(path, orient)
+    image = _decode(file, _flags(cv2.IMREAD_COLOR, orient))
+    if image is None and file.nonempty():
+        image = _decode_damaged(file, orient)
         if image is not None and str(path) not in _warned_damaged:
             _warned_damaged.add(str(path))
             logger.warning("%s: truncated or damaged image, decoded what is there", path)
@@ -175,17 +227,20 @@ def downscale(image, max_size):
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
-def read_image_bgr_within(path, max_size, max_pixels=MAX_IMAGE_PIXELS, orient=True):
+def read_image_bgr_within(path, max_size, max_pixels=MAX_IMAGE_PIXELS, orient=True, data=None):
     """(image, (width, height)): the image downscaled so its longest side is at most
     ``max_size`` (as ``downscale``), and the full size it was decoded from.
 
     A JPEG at least twice ``max_size`` is decoded at 1/2, 1/4 or 1/8 of its size by
     libjpeg (the largest reduction that keeps ``max_size``), so the full-resolution
-    array is never built: 12000 x 12000 takes 6.8 MB instead of 432 MB.
+    array is never built: 12000 x 12000 takes 6.8 MB instead of 432 MB. ``data``: the
+    file's bytes, if the caller has them.
     """
     if max_size < 1:
         raise ValueError(f"max_size must be a positive number of pixels, got {max_size}")
-    header = _read_header(path, orient)
+    file = _source(path, data)
+    path = file.path
+    header = _read_header(file, orient)
     image = None
     if header is not None:
         check_image_pixels(path, header.width, header.height, max_pixels)
@@ -193,9 +248,9 @@ def read_image_bgr_within(path, max_size, max_pixels=MAX_IMAGE_PIXELS, orient=Tr
         if header.format in ("JPEG", "MPO") and longest > max_size:
             flags = [f for k, f in _REDUCED_JPEG if longest >= k * max_size]
             # None (under twice max_size, or a damaged file): the full decode below.
-            image = _decode(path, _flags(flags[0], orient)) if flags else None
+            image = _decode(file, _flags(flags[0], orient)) if flags else None
     if image is None:
-        image = read_image_bgr(path, max_pixels, orient)
+        image = read_image_bgr(file, max_pixels, orient)
         full_size = (image.shape[1], image.shape[0])
     else:
         full_size = (header.width, header.height)

@@ -48,7 +48,8 @@ import numpy as np
 from keras_frcnn.data.images import (check_image_pixels, downscale, image_size,
                                      read_image_bgr_within)
 from keras_frcnn.data.records import MAX_IMAGE_PIXELS, DatasetError, handle_error
-from keras_frcnn.files import atomic_write, file_digest
+from keras_frcnn.files import (atomic_write, file_digest, is_file, is_url, join, make_dirs,
+                                read_bytes)
 from keras_frcnn.proposals.workers import start_pool, worker_result
 
 logger = logging.getLogger("keras_frcnn.proposals")
@@ -142,21 +143,22 @@ image_digest = file_digest  # a proposal cache entry's name: its image's SHA-256
 
 
 class ProposalCache:
-    """One folder of ``.npz`` files, one per image digest."""
+    """One folder of ``.npz`` files, one per image digest: a local folder, or a URL
+    read and written through tf.io.gfile (keras_frcnn.files)."""
 
     def __init__(self, directory):
-        self.directory = Path(directory)
+        self.directory = directory if is_url(directory) else Path(directory)
 
     def path(self, digest):
-        return self.directory / f"{digest}.npz"
+        return join(self.directory, f"{digest}.npz")
 
     def load(self, digest):
         """The cached boxes, or None (missing or unreadable entries are recomputed)."""
         path = self.path(digest)
-        if not path.is_file():
+        if not is_file(path):
             return None
         try:
-            with np.load(path, allow_pickle=False) as data:
+            with np.load(io.BytesIO(read_bytes(path)), allow_pickle=False) as data:
                 return data["boxes"].astype(np.float32)
         except (OSError, ValueError, KeyError) as err:
             logger.warning("recomputing unreadable proposal cache entry %s: %s", path, err)
@@ -164,14 +166,55 @@ class ProposalCache:
 
     def save(self, digest, boxes):
         """Writes atomically (keras_frcnn.files.atomic_write)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        np.savez(buffer, boxes=np.asarray(boxes, np.float32))
-        atomic_write(self.path(digest), buffer.getvalue())
+        make_dirs(self.directory)
+        atomic_write(self.path(digest), entry_bytes(boxes))
 
 
-def _compute_one(path, mode, max_size, max_pixels, orient=True):
-    image, full_size = read_image_bgr_within(path, max_size, max_pixels, orient)
+def entry_bytes(boxes):
+    """The bytes of a cache entry of ``boxes``: an ``.npz`` of one float32 array named
+    "boxes" (the same boxes always give the same bytes)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, boxes=np.asarray(boxes, np.float32))
+    return buffer.getvalue()
+
+
+def cache_for(cache_dir, mode, size, max_size=MAX_SIZE, orient=True):
+    """The ProposalCache of an image of ``size`` (width, height; None if its header
+    could not be read, keyed as downscaled, which is right whichever it turns out to
+    be) under ``cache_dir``."""
+    fits = size is not None and max(size) <= max_size
+    return ProposalCache(join(cache_dir, method_key(mode, None if fits else max_size, orient)))
+
+
+def search_into_cache(path, cache_dir, mode="fast", max_size=MAX_SIZE,
+                      max_pixels=MAX_IMAGE_PIXELS, orient=True, data=None):
+    """Selective search of one image into the cache, as ``compute_selective_search``
+    writes it (same key, same bytes); "cached" if its entry was there already (nothing
+    computed), else "computed". ``data``: the file's bytes (read here if not given;
+    they are hashed for the entry's name and decoded from, so the file is read once).
+    DatasetError naming the image if it is missing, too large or undecodable.
+    The unit of work of the Beam pipeline (keras_frcnn/beam/proposals.py)."""
+    _check_arguments(mode, max_size)
+    if data is None:
+        try:
+            data = read_bytes(path)
+        except FileNotFoundError:
+            raise DatasetError(f"{path}: image not found") from None
+        except OSError as err:
+            raise DatasetError(f"{path}: cannot read it ({err.strerror or err})") from None
+    size = image_size(path, orient, data=data)
+    if size is not None:
+        check_image_pixels(path, *size, max_pixels)
+    cache = cache_for(cache_dir, mode, size, max_size, orient)
+    digest = hashlib.sha256(data).hexdigest()
+    if cache.load(digest) is not None:
+        return "cached"
+    cache.save(digest, _compute_one(path, mode, max_size, max_pixels, orient, data))
+    return "computed"
+
+
+def _compute_one(path, mode, max_size, max_pixels, orient=True, data=None):
+    image, full_size = read_image_bgr_within(path, max_size, max_pixels, orient, data)
     return scale_boxes(_search(image, mode), (image.shape[1], image.shape[0]), full_size)
 
 
@@ -179,21 +222,25 @@ def _plan(image_paths, cache_dir, mode, max_size, max_pixels, orient=True):
     """(paths, caches, digests, cached boxes or None per image), after refusing missing
     images and images above ``max_pixels`` (DatasetError) before anything is computed."""
     _check_arguments(mode, max_size)
-    paths = [Path(p) for p in image_paths]
+    paths = [p if is_url(p) else Path(p) for p in image_paths]
     sizes = []
     for path in paths:
-        if not path.is_file():
+        if not is_file(path):
             raise DatasetError(f"{path}: image not found")
         sizes.append(image_size(path, orient))
         if sizes[-1] is not None:
             check_image_pixels(path, *sizes[-1], max_pixels)
-    # An unreadable header leaves the size unknown: keyed as downscaled, which is right
-    # whichever it turns out to be.
-    caches = [ProposalCache(Path(cache_dir) / method_key(
-        mode, None if size is not None and max(size) <= max_size else max_size, orient))
-        for size in sizes]
+    caches = [cache_for(cache_dir, mode, size, max_size, orient) for size in sizes]
     digests = [image_digest(p) for p in paths]
     return paths, caches, digests, [cache.load(d) for cache, d in zip(caches, digests)]
+
+
+def _workers(workers, paths):
+    """The worker processes to use: ``workers`` (None: all cores), or 0 where an image is
+    in TensorFlow's in-memory file system (``ram://``), which only this process sees."""
+    if any(str(p).startswith("ram://") for p in paths):
+        return 0
+    return os.cpu_count() if workers is None else workers
 
 
 def _progress_bar(progress, count, mode):
@@ -214,7 +261,8 @@ def compute_selective_search(image_paths, cache_dir, mode="fast", workers=None, 
       image_paths: image files.
       cache_dir: root of the proposal cache.
       mode: "fast" or "quality" (OpenCV's two strategies).
-      workers: processes (default: all cores); 0 computes in this process.
+      workers: processes (default: all cores); 0 computes in this process, as do images
+        on ``ram://`` (TensorFlow's in-memory file system is the process's own).
       progress: show a progress bar (log lines off a terminal: keras_frcnn.progress).
       max_size: longest side (pixels) the search runs at; larger images are downscaled.
       max_pixels: images with more pixels are refused (DatasetError) before anything
@@ -228,7 +276,7 @@ def compute_selective_search(image_paths, cache_dir, mode="fast", workers=None, 
                                             orient)
     todo = [k for k, r in enumerate(results) if r is None]
     bar = _progress_bar(progress, len(todo), mode)
-    workers = os.cpu_count() if workers is None else workers
+    workers = _workers(workers, paths)
     try:
         if workers == 0 or len(todo) <= 1:
             for k in todo:
@@ -288,7 +336,7 @@ class SelectiveSearchStream:
             image_paths, cache_dir, mode, max_size, max_pixels, orient)
         self._args = (mode, max_size, max_pixels, orient)
         self._todo = collections.deque(k for k, r in enumerate(self._cached) if r is None)
-        workers = os.cpu_count() if workers is None else workers
+        workers = _workers(workers, self._paths)
         if ahead is not None and ahead < 1:
             raise ValueError(f"ahead must be at least 1 image, got {ahead}")
         self._ahead = ahead or 2 * max(workers, 1)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_frcnn.data.records import DatasetError, handle_error
+from keras_frcnn.files import is_url
 from keras_frcnn.proposals import dense, mat, postprocess, selective_search
 
 METHODS = ("selective_search", "dense", "mat", "demo_mat")
@@ -119,9 +120,15 @@ def random_dense_boxes(record, count):
 
 def _selective_search_arguments(dataset, cfg):
     """(image paths, cache folder, mode, workers) of ``cfg``'s selective search."""
-    return ([r.image_path for r in dataset.records],
-            Path(cfg.get("cache_dir") or default_cache_dir()), cfg.mode,
+    return ([r.image_path for r in dataset.records], proposal_cache_dir(cfg), cfg.mode,
             cfg.get("workers") or None)
+
+
+def proposal_cache_dir(cfg):
+    """The proposal cache root of a ``proposals`` config section: ``cache_dir`` (a local
+    folder or a URL, keras_frcnn.files), or the default under the user's cache."""
+    cache_dir = cfg.get("cache_dir") or default_cache_dir()
+    return cache_dir if is_url(cache_dir) else Path(cache_dir)
 
 
 class ProposalStream(Mapping):

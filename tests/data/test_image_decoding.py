@@ -12,7 +12,7 @@ from keras_frcnn.data.records import DatasetError
 
 
 def write_pam(path, width, height):
-    """A PAM (netpbm P7) file: OpenCV decodes it, Pillow 13 cannot parse it."""
+    """A PAM (netpbm P7) file: OpenCV decodes it, Pillow 12 and 13 cannot parse it."""
     pixels = np.random.default_rng(0).integers(0, 255, (height, width, 3), np.uint8)
     ok, data = cv2.imencode(".pam", pixels)
     assert ok

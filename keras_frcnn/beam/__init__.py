@@ -1,0 +1,45 @@
+"""Apache Beam pipelines: selective search into the proposal cache, and batch
+detection with the exported SavedModel, on any Beam runner (DirectRunner on one
+machine; Dataflow, Flink or Spark on a cluster; docs/scale.md).
+
+Beam is an optional extra (``pip install ".[beam]"``): nothing else in the package
+imports it, and a program given Beam options without it says so in one line
+(``require_beam``)."""
+
+EXTRA = 'pip install ".[beam]" (or: pip install -r requirements-beam.txt)'
+
+
+class BeamMissing(ImportError):
+    """Apache Beam is not installed; the message names the extra."""
+
+
+def require_beam(what):
+    """Imports apache_beam, or raises BeamMissing saying that ``what`` needs it."""
+    try:
+        import apache_beam
+    except ImportError:
+        raise BeamMissing(f"{what} needs Apache Beam, which is not installed: {EXTRA}") from None
+    return apache_beam
+
+
+def pipeline_options(args):
+    """Beam's PipelineOptions of ``args`` (command-line flags, e.g. ``--runner=...``),
+    each of which must be an option Beam knows: ValueError naming one it does not,
+    with the nearest known option, since Beam itself would drop it with a warning."""
+    import difflib
+
+    require_beam(f"running as a Beam pipeline ({' '.join(args)})")
+    from apache_beam.options import pipeline_options as po
+
+    parser = po._BeamArgumentParser(allow_abbrev=False)  # what Beam parses options with
+    for cls in {str(c): c for c in po.PipelineOptions.__subclasses__()}.values():
+        cls._add_argparse_args(parser)
+    _, unknown = parser.parse_known_args(args)
+    if unknown:
+        known = [o for action in parser._actions for o in action.option_strings]
+        name = unknown[0].split("=", 1)[0]
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ValueError(f"{unknown[0]}: neither a flag of this program nor a Beam pipeline "
+                         f"option{hint} (--help lists the program's flags)")
+    return po.PipelineOptions(args)

@@ -1,0 +1,103 @@
+"""Selective search as a Beam pipeline: the images of a split in, proposal cache
+entries out, the same entries (same keys, same bytes) that
+``compute_selective_search`` writes on one machine, so training, evaluation and
+detection read them unchanged.
+
+The pipeline is one ParDo over the image paths (reshuffled, so that a runner spreads
+them over its workers). Each element reads its image once, hashes and decodes those
+bytes, and writes its cache entry atomically as soon as it is computed
+(proposals/selective_search.py ``search_into_cache``): an image already cached is
+skipped, and an image that fails never costs the others their work, whatever the
+runner does with the failure. With ``on_error="skip"`` a bad image (missing, too
+large, undecodable) goes to the dead-letter output, one line naming it and the
+reason, written to a text file; with ``"raise"`` the pipeline fails naming it.
+
+The cache must be where every worker can write: a local folder for DirectRunner, a
+bucket (``gs://...``) for a cluster (keras_frcnn.files).
+"""
+
+import re
+
+import apache_beam as beam
+
+from keras_frcnn.data.records import (MAX_IMAGE_PIXELS, DatasetError, check_on_error,
+                                      dataset_error)
+from keras_frcnn.proposals.selective_search import MAX_SIZE, search_into_cache
+
+DEAD_LETTER = "dead_letter"
+_NAMESPACE = "keras_frcnn.proposals"
+COUNTERS = ("computed", "cached", "dead_letter")
+
+
+class SearchImage(beam.DoFn):
+    """One image path in; its cache entry written (or found); out on the main output
+    ``(path, "computed" | "cached")``, or on ``DEAD_LETTER`` its one-line error."""
+
+    def __init__(self, cache_dir, mode="fast", max_size=MAX_SIZE, max_pixels=MAX_IMAGE_PIXELS,
+                 orient=True, on_error="skip"):
+        check_on_error(on_error)
+        self._args = (str(cache_dir), mode, max_size, max_pixels, orient)
+        self._on_error = on_error or "skip"
+        self._counters = {name: beam.metrics.Metrics.counter(_NAMESPACE, name)
+                          for name in COUNTERS}
+
+    def setup(self):
+        import cv2
+
+        cv2.setNumThreads(1)  # the runner runs one search per worker thread or process
+
+    def process(self, path):
+        try:
+            state = search_into_cache(path, *self._args)
+        except DatasetError as err:
+            if self._on_error != "skip":
+                raise
+            self._counters[DEAD_LETTER].inc()
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, " ".join(str(err).split()))
+            return
+        self._counters[state].inc()
+        yield path, state
+
+
+def search_images(images, cache_dir, mode="fast", max_size=MAX_SIZE,
+                  max_pixels=MAX_IMAGE_PIXELS, orient=True, on_error="skip"):
+    """The transform over a PCollection of image paths: returns its tagged outputs,
+    ``.done`` ((path, state) per image) and ``.dead_letter`` (lines)."""
+    return (images
+            | "Spread" >> beam.Reshuffle()
+            | "Search" >> beam.ParDo(SearchImage(cache_dir, mode, max_size, max_pixels, orient,
+                                                 on_error)).with_outputs(DEAD_LETTER, main="done"))
+
+
+def run_proposals_pipeline(options, image_paths, cache_dir, dead_letter, mode="fast",
+                           max_size=MAX_SIZE, max_pixels=MAX_IMAGE_PIXELS, orient=True,
+                           on_error="skip"):
+    """Runs the pipeline over ``image_paths`` with Beam ``options`` (PipelineOptions)
+    and waits for it. The dead-letter lines go to the text file ``dead_letter`` (empty
+    when every image was fine). Returns {"computed", "cached", "dead_letter"} counts."""
+    check_on_error(on_error)
+    pipeline = beam.Pipeline(options=options)
+    outputs = search_images(pipeline | "Images" >> beam.Create([str(p) for p in image_paths]),
+                            cache_dir, mode, max_size, max_pixels, orient, on_error)
+    (outputs[DEAD_LETTER]
+     | "DeadLetter" >> beam.io.WriteToText(str(dead_letter), shard_name_template="",
+                                           num_shards=1))
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    except Exception as err:  # noqa: BLE001 - a runner wraps a DoFn's error in its own
+        raised = err if isinstance(err, DatasetError) else dataset_error(err)
+        if raised is None:
+            raise
+        # The failing image, named in one line (without the runner's " [while running ...]")
+        raise DatasetError(re.sub(r"\s*\[while running .*$", "", str(raised))) from None
+    return counts(result)
+
+
+def counts(result):
+    """{counter: committed value} of a finished pipeline's proposal counters."""
+    totals = dict.fromkeys(COUNTERS, 0)
+    query = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(_NAMESPACE))
+    for counter in query["counters"]:
+        totals[counter.key.metric.name] += counter.committed or 0
+    return totals
