@@ -11,6 +11,18 @@ Writes <name>.detections.jpg per image and detections.json into --output_dir.
 Images that cannot be read are skipped with a warning each and counted at the end
 (--config.dataset.on_error=raise stops at the first; what was done is written).
 Exit status 1 if no image could be detected.
+
+On Apache Beam (the extra: pip install ".[beam]"): any Beam pipeline option, given as
+--name=value, runs detection over the images (--images, or a split of the config's
+dataset with --split) as a Beam pipeline with the SavedModel bin/export.py wrote
+(--saved_model), writing detections.jsonl and coco_results.json (every detection the
+export returns) and dead_letter.txt into --output_dir; bin/evaluate.py --detections
+scores either file. Proposals are read from the cache or computed in the pipeline.
+No pictures are drawn. (docs/scale.md)
+
+    python bin/detect.py --config=configs/demo.py --saved_model=exports/demo/1 \
+        --split=test --output_dir=detections/beam \
+        --runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=2
 """
 
 import logging
@@ -33,6 +45,10 @@ _THRESHOLD = flags.DEFINE_float("score_threshold", 0.5, "draw and list detection
 _OVERLAP = flags.DEFINE_bool("overlap", True, "compute proposals while the network runs on the "
                              "images before them (--nooverlap: every image's first)")
 _RECURSIVE = flags.DEFINE_bool("recursive", False, "also the images in subfolders of --images")
+_SAVED_MODEL = flags.DEFINE_string("saved_model", None, "with Beam options: the SavedModel "
+                                   "bin/export.py wrote (its folder, e.g. exports/demo/1)")
+_SPLIT = flags.DEFINE_string("split", None, "with Beam options: detect on this split of the "
+                             "config's dataset instead of --images")
 
 
 def class_names(workdir, classes):
@@ -51,6 +67,14 @@ def class_names(workdir, classes):
 
 
 def main(argv):
+    if argv[1:]:
+        return _main_on_beam(argv[1:])
+    if _SAVED_MODEL.value or _SPLIT.value:
+        flag = "--saved_model" if _SAVED_MODEL.value else "--split"
+        sys.exit(f"error: {flag} is for detection on Beam: add Beam pipeline options (e.g. "
+                 "--runner=DirectRunner), or give --workdir and --images")
+    if not _IMAGES.value:
+        sys.exit("error: give --images (image files or folders)")
     if not (_WORKDIR.value or _MODEL.value):
         sys.exit("error: give --workdir or --model")
     logging.getLogger("keras_frcnn").setLevel(logging.INFO)
@@ -80,9 +104,38 @@ def main(argv):
     print(run.summary(_OUTPUT.value))
 
 
+def _main_on_beam(beam_args):
+    """Batch detection as a Beam pipeline (module docstring)."""
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)  # its workers' INFO chatter
+    from keras_frcnn.beam import BeamMissing, pipeline_options
+
+    config = _CONFIG.value
+    if not _SAVED_MODEL.value:
+        sys.exit("error: detection on Beam runs an exported SavedModel: give --saved_model "
+                 "(bin/export.py writes one)")
+    if bool(_IMAGES.value) == bool(_SPLIT.value):
+        sys.exit("error: give one of --images and --split")
+    try:
+        options = pipeline_options(beam_args)
+    except BeamMissing as err:
+        sys.exit(f"error: {err}")
+    except ValueError as err:
+        sys.exit(f"error: {err}")
+    from keras_frcnn.data.records import DatasetError
+    from keras_frcnn.beam.detection import detect_on_beam
+
+    try:
+        done = detect_on_beam(options, config, _SAVED_MODEL.value, _OUTPUT.value,
+                              images=_IMAGES.value, split=_SPLIT.value,
+                              recursive=_RECURSIVE.value)
+    except (DatasetError, FileNotFoundError, ValueError) as err:
+        sys.exit(f"error: {err}")
+    print(done)
+
+
 def run():
     """Entry point of the console script frcnn-detect."""
-    cli.run(main, required=("config", "images"))
+    cli.run(main, pass_through=True)
 
 
 if __name__ == "__main__":

@@ -82,7 +82,9 @@ def test_selective_search_reads_and_caches_on_urls(tmp_path, request):
         url = f"{root}/cache/{path.parent.name}/{path.name}"
         assert files.read_bytes(url) == path.read_bytes()
     # A rerun reads the cache, and Beam's unit of work finds the entries there.
-    assert selective_search.search_into_cache(urls[0], f"{root}/cache") == "cached"
+    state, cached = selective_search.search_into_cache(urls[0], f"{root}/cache")
+    assert state == "cached"
+    np.testing.assert_array_equal(cached, expected[0])
     again = selective_search.compute_selective_search(urls, f"{root}/cache", progress=False)
     np.testing.assert_array_equal(again[1], expected[1])
     with pytest.raises(DatasetError, match="image not found"):

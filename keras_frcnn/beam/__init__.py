@@ -43,3 +43,35 @@ def pipeline_options(args):
         raise ValueError(f"{unknown[0]}: neither a flag of this program nor a Beam pipeline "
                          f"option{hint} (--help lists the program's flags)")
     return po.PipelineOptions(args)
+
+
+def run_pipeline(pipeline):
+    """Runs ``pipeline`` and waits for it; returns its result. A DatasetError raised in
+    a DoFn (a bad image under on_error="raise"), which the runner wraps in its own
+    error with a traceback, comes back as one DatasetError naming the file."""
+    import re
+
+    from keras_frcnn.data.records import DatasetError, dataset_error
+
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    except Exception as err:  # noqa: BLE001 - whatever the runner wraps it in
+        raised = err if isinstance(err, DatasetError) else dataset_error(err)
+        if raised is None:
+            raise
+        # Without the runner's " [while running 'Step']" suffix.
+        raise DatasetError(re.sub(r"\s*\[while running .*$", "", str(raised))) from None
+    return result
+
+
+def counter_totals(result, namespace, names):
+    """{name: committed value} of the counters ``names`` of a finished pipeline."""
+    import apache_beam as beam
+
+    totals = dict.fromkeys(names, 0)
+    query = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(namespace))
+    for counter in query["counters"]:
+        if counter.key.metric.name in totals:
+            totals[counter.key.metric.name] += counter.committed or 0
+    return totals

@@ -16,12 +16,10 @@ The cache must be where every worker can write: a local folder for DirectRunner,
 bucket (``gs://...``) for a cluster (keras_frcnn.files).
 """
 
-import re
-
 import apache_beam as beam
 
-from keras_frcnn.data.records import (MAX_IMAGE_PIXELS, DatasetError, check_on_error,
-                                      dataset_error)
+from keras_frcnn.beam import counter_totals, run_pipeline
+from keras_frcnn.data.records import MAX_IMAGE_PIXELS, DatasetError, check_on_error
 from keras_frcnn.proposals.selective_search import MAX_SIZE, search_into_cache
 
 DEAD_LETTER = "dead_letter"
@@ -48,7 +46,7 @@ class SearchImage(beam.DoFn):
 
     def process(self, path):
         try:
-            state = search_into_cache(path, *self._args)
+            state, _ = search_into_cache(path, *self._args)
         except DatasetError as err:
             if self._on_error != "skip":
                 raise
@@ -82,22 +80,4 @@ def run_proposals_pipeline(options, image_paths, cache_dir, dead_letter, mode="f
     (outputs[DEAD_LETTER]
      | "DeadLetter" >> beam.io.WriteToText(str(dead_letter), shard_name_template="",
                                            num_shards=1))
-    try:
-        result = pipeline.run()
-        result.wait_until_finish()
-    except Exception as err:  # noqa: BLE001 - a runner wraps a DoFn's error in its own
-        raised = err if isinstance(err, DatasetError) else dataset_error(err)
-        if raised is None:
-            raise
-        # The failing image, named in one line (without the runner's " [while running ...]")
-        raise DatasetError(re.sub(r"\s*\[while running .*$", "", str(raised))) from None
-    return counts(result)
-
-
-def counts(result):
-    """{counter: committed value} of a finished pipeline's proposal counters."""
-    totals = dict.fromkeys(COUNTERS, 0)
-    query = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(_NAMESPACE))
-    for counter in query["counters"]:
-        totals[counter.key.metric.name] += counter.committed or 0
-    return totals
+    return counter_totals(run_pipeline(pipeline), _NAMESPACE, COUNTERS)

@@ -11,8 +11,8 @@ import io
 import json
 from pathlib import Path
 
-import numpy as np
 
+from keras_frcnn.evaluation.detection_files import coco_rows
 from keras_frcnn.files import atomic_write
 
 COCO_METRICS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
@@ -27,13 +27,7 @@ def coco_results(dataset, detections):
                          "VOC metric, or load the split with dataset.kind='coco'")
     results = []
     for image_id, dets in detections.items():
-        for box, score, k in zip(np.asarray(dets.boxes).reshape(-1, 4), dets.scores,
-                                 dets.classes):
-            x1, y1, x2, y2 = (float(v) for v in box)
-            results.append({"image_id": int(image_id), "category_id": int(category_ids[k - 1]),
-                            "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1 + 1, 2),
-                                     round(y2 - y1 + 1, 2)],
-                            "score": round(float(score), 5)})
+        results += coco_rows(int(image_id), dets.boxes, dets.scores, dets.classes, category_ids)
     return results
 
 

@@ -165,13 +165,17 @@ def _detect(config, dataset, proposals_config, split, workdir, model_path, check
 
 def evaluate(config, workdir=None, split=None, model_path=None, checkpoint=None,
              output_dir=None, rescore=None, rescore_nms=None, progress=True, overlap=True,
-             max_images=0):
+             max_images=0, detections_file=None):
     """Runs detection and evaluation; returns the metrics dict written to metrics.json.
 
     max_images: if > 0, only the split's first ``max_images`` images (a quick look).
 
     rescore: a detections.npz to evaluate instead of running the network (with
     NMS re-applied at ``rescore_nms`` if given).
+    detections_file: a JSON-lines or COCO results file written outside this program
+    (the Beam batch detection: evaluation/detection_files.py) to score instead of
+    running the network; the split's images it has no entry for count as images
+    without detections, with a warning.
     overlap: compute proposals in worker processes while the network runs on the
     images before them (sources.ProposalStream); False: every image's first. The
     detections are the same.
@@ -195,7 +199,16 @@ def evaluate(config, workdir=None, split=None, model_path=None, checkpoint=None,
                          "(an evaluation folder holds one run); give another --output_dir")
     timing = {}
     with run_folder(output_dir) as folder:  # made first: an unwritable place fails now
-        if rescore:
+        if detections_file:
+            from keras_frcnn.evaluation.detection_files import load_detection_file
+
+            detections, missing = load_detection_file(detections_file, dataset)
+            if missing:
+                logger.warning("%s: no entry for %d of the %d images of %s (first: %s); "
+                               "they count as images without detections", detections_file,
+                               len(missing), len(dataset.records), dataset.name,
+                               ", ".join(missing[:3]))
+        elif rescore:
             detections = load_detections(rescore)
             if rescore_nms is not None:
                 detections = reapply_nms(detections, rescore_nms)

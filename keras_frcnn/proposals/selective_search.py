@@ -189,28 +189,36 @@ def cache_for(cache_dir, mode, size, max_size=MAX_SIZE, orient=True):
 def search_into_cache(path, cache_dir, mode="fast", max_size=MAX_SIZE,
                       max_pixels=MAX_IMAGE_PIXELS, orient=True, data=None):
     """Selective search of one image into the cache, as ``compute_selective_search``
-    writes it (same key, same bytes); "cached" if its entry was there already (nothing
-    computed), else "computed". ``data``: the file's bytes (read here if not given;
-    they are hashed for the entry's name and decoded from, so the file is read once).
-    DatasetError naming the image if it is missing, too large or undecodable.
-    The unit of work of the Beam pipeline (keras_frcnn/beam/proposals.py)."""
+    writes it (same key, same bytes): ("cached", boxes) if its entry was there already
+    (nothing computed), else ("computed", boxes). ``data``: the file's bytes (read here
+    if not given; they are hashed for the entry's name and decoded from, so the file is
+    read once). DatasetError naming the image if it is missing, too large or
+    undecodable. The unit of work of the Beam pipelines (keras_frcnn/beam/)."""
     _check_arguments(mode, max_size)
     if data is None:
-        try:
-            data = read_bytes(path)
-        except FileNotFoundError:
-            raise DatasetError(f"{path}: image not found") from None
-        except OSError as err:
-            raise DatasetError(f"{path}: cannot read it ({err.strerror or err})") from None
+        data = read_image_file(path)
     size = image_size(path, orient, data=data)
     if size is not None:
         check_image_pixels(path, *size, max_pixels)
     cache = cache_for(cache_dir, mode, size, max_size, orient)
     digest = hashlib.sha256(data).hexdigest()
-    if cache.load(digest) is not None:
-        return "cached"
-    cache.save(digest, _compute_one(path, mode, max_size, max_pixels, orient, data))
-    return "computed"
+    boxes = cache.load(digest)
+    if boxes is not None:
+        return "cached", boxes
+    boxes = _compute_one(path, mode, max_size, max_pixels, orient, data)
+    cache.save(digest, boxes)
+    return "computed", boxes
+
+
+def read_image_file(path):
+    """The bytes of an image file (local or a URL); DatasetError naming it if it is
+    missing or cannot be read."""
+    try:
+        return read_bytes(path)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: image not found") from None
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot read it ({err.strerror or err})") from None
 
 
 def _compute_one(path, mode, max_size, max_pixels, orient=True, data=None):
