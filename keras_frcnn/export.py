@@ -56,7 +56,8 @@ from keras_frcnn.configs import split_sections
 from keras_frcnn.data.transforms import PREPROCESSING
 from keras_frcnn.detection import graph
 from keras_frcnn.detection.postprocess import PostprocessConfig, postprocess_detections
-from keras_frcnn.files import make_temp_dir, read_json
+from keras_frcnn.files import (atomic_write, is_dir, is_file, is_url, join, list_dir,
+                               make_dirs, make_temp_dir, read_bytes, read_json)
 from keras_frcnn.model.fast_rcnn import FastRCNN
 
 logger = logging.getLogger("keras_frcnn.export")
@@ -213,24 +214,38 @@ def export_saved_model(model, classes, export_dir, scales=(600,), max_size=1000,
     RoIs go through pooling and the head ``roi_batch`` at a time (DetectionModule)."""
     if roi_pool not in ("composite", "custom_op"):
         raise ValueError(f"roi_pool must be 'composite' or 'custom_op', got {roi_pool!r}")
-    export_dir = Path(export_dir)
-    if export_dir.exists():
+    url = is_url(str(export_dir))
+    export_dir = str(export_dir) if url else Path(export_dir)
+    if is_dir(export_dir) or is_file(export_dir):
         raise ValueError(f"{export_dir} exists; TF Serving expects one new numbered directory "
                          "per version (e.g. exports/demo/2): choose a new one")
     module = DetectionModule(with_roi_pool(model, roi_pool), classes, scales, max_size,
                              preprocessing, postprocess, score_empty_rois, flip, bbox_reg,
                              deduplicate, max_proposals, roi_batch)
+    settings = json.dumps(
+        {"classes": list(classes), "scales": list(scales), "max_size": max_size,
+         "preprocessing": preprocessing, "roi_pool": roi_pool,
+         "score_empty_rois": score_empty_rois, "flip": flip, "bbox_reg": bbox_reg,
+         "deduplicate": deduplicate, "max_proposals": module.max_proposals,
+         "postprocess": postprocess.__dict__}, indent=2) + "\n"
+    if url:
+        # An object store has no folder rename: the version is written in place, and a
+        # failed export removes what it wrote. Point TF Serving at it once this returns.
+        try:
+            tf.saved_model.save(module, export_dir, signatures={SIGNATURE: module.detect})
+            make_dirs(join(export_dir, "assets.extra"))
+            atomic_write(join(export_dir, "assets.extra", "keras_frcnn.json"), settings)
+        except BaseException:
+            if tf.io.gfile.exists(export_dir):
+                tf.io.gfile.rmtree(export_dir)
+            raise
+        return module
     export_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(export_dir.parent, export_dir.name + ".tmp")
     try:
         tf.saved_model.save(module, str(tmp), signatures={SIGNATURE: module.detect})
         (tmp / "assets.extra").mkdir(exist_ok=True)
-        (tmp / "assets.extra" / "keras_frcnn.json").write_text(json.dumps(
-            {"classes": list(classes), "scales": list(scales), "max_size": max_size,
-             "preprocessing": preprocessing, "roi_pool": roi_pool,
-             "score_empty_rois": score_empty_rois, "flip": flip, "bbox_reg": bbox_reg,
-             "deduplicate": deduplicate, "max_proposals": module.max_proposals,
-             "postprocess": postprocess.__dict__}, indent=2) + "\n")
+        (tmp / "assets.extra" / "keras_frcnn.json").write_text(settings)
         tmp.rename(export_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -243,7 +258,7 @@ def graph_ops(export_dir):
     from tensorflow.core.protobuf import saved_model_pb2
 
     proto = saved_model_pb2.SavedModel()
-    proto.ParseFromString((Path(export_dir) / "saved_model.pb").read_bytes())
+    proto.ParseFromString(read_bytes(join(export_dir, "saved_model.pb")))
     ops = set()
     for meta_graph in proto.meta_graphs:
         ops.update(node.op for node in meta_graph.graph_def.node)
@@ -304,6 +319,10 @@ def verify_export(module, export_dir, image, proposals, roi_pool="composite"):
     """Checks the graph (check_graph), then that a fresh TensorFlow-only process gives
     the in-process module's detections on ``image`` (RGB uint8) and ``proposals``.
     Returns the in-process outputs; raises ExportError on any difference."""
+    if str(export_dir).startswith("ram://"):
+        raise ExportError(f"{export_dir}: TensorFlow's in-memory file system is this "
+                          "process's own, so a fresh process cannot load the export to "
+                          "verify it; export with --noverify")
     check_graph(export_dir, roi_pool)
     expected = module(image, proposals)
     libraries = ()
@@ -332,9 +351,10 @@ def saved_model_cli_show(export_dir):
 
 def next_version_dir(root):
     """<root>/<1 + the largest numbered version in root> (TF Serving's layout)."""
-    root = Path(root)
-    versions = [int(p.name) for p in root.glob("*") if p.is_dir() and p.name.isdigit()]
-    return root / str(max(versions, default=0) + 1)
+    root = str(root) if is_url(str(root)) else Path(root)
+    names = list_dir(root) if is_dir(root) else []
+    versions = [int(n) for n in names if n.isdigit() and is_dir(join(root, n))]
+    return join(root, str(max(versions, default=0) + 1))
 
 
 def _classes(config, workdir, model_path):

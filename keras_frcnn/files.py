@@ -60,6 +60,39 @@ def parent(path):
     return path.rsplit("/", 1)[0] if is_url(path) else Path(path).parent
 
 
+def name(path):
+    """The last part of ``path`` (a file's name with its suffix)."""
+    return str(path).rstrip("/").rsplit("/", 1)[-1] if is_url(path) else Path(path).name
+
+
+def stem(path):
+    """The file name of ``path`` without its last suffix."""
+    base = name(path)
+    return base.rsplit(".", 1)[0] if "." in base[1:] else base
+
+
+def is_dir(path):
+    """True if ``path`` is an existing folder; False where it cannot be reached."""
+    if not is_url(path):
+        return Path(path).is_dir()
+    try:
+        return _gfile().isdir(path)
+    except Exception:  # noqa: BLE001 - tf.errors of an unreachable bucket: "not there"
+        return False
+
+
+def list_dir(path):
+    """The names in the folder ``path``, sorted (no sub-folder's contents)."""
+    if not is_url(path):
+        return sorted(p.name for p in Path(path).iterdir())
+    return sorted(n.rstrip("/") for n in _gfile().listdir(path))
+
+
+def read_text(path):
+    """The file's text (UTF-8); errors as read_bytes."""
+    return read_bytes(path).decode()
+
+
 def is_file(path):
     """True if ``path`` is an existing file (not a folder); False where it cannot be
     reached."""

@@ -75,3 +75,28 @@ def counter_totals(result, namespace, names):
         if counter.key.metric.name in totals:
             totals[counter.key.metric.name] += counter.committed or 0
     return totals
+
+
+def write_lines(lines, path, label):
+    """Writes the PCollection ``lines`` (text, one per element) as the one file ``path``:
+    through Beam's WriteToText where Beam's own file systems can write the path (a
+    local path; gs:// with apache-beam[gcp], s3:// with [aws]), sharded writes renamed
+    into place; else (ram://, or gs:// without Beam's extra) gathered on one worker and
+    written whole through tf.io.gfile (keras_frcnn.files.atomic_write)."""
+    import apache_beam as beam
+    from apache_beam.io.filesystems import FileSystems
+
+    path = str(path)
+    try:
+        FileSystems.get_filesystem(path)
+    except Exception:  # noqa: BLE001 - ValueError, or BeamIOError of a missing extra
+        return (lines
+                | f"{label}Gather" >> beam.combiners.ToList()
+                | label >> beam.Map(_write_all, path))
+    return lines | label >> beam.io.WriteToText(path, shard_name_template="", num_shards=1)
+
+
+def _write_all(lines, path):
+    from keras_frcnn.files import atomic_write
+
+    atomic_write(path, "".join(line + "\n" for line in lines))

@@ -26,7 +26,7 @@ import numpy as np
 from apache_beam.ml.inference.base import (KeyedModelHandler, ModelHandler, PredictionResult,
                                            RunInference)
 
-from keras_frcnn.beam import counter_totals, run_pipeline
+from keras_frcnn.beam import counter_totals, run_pipeline, write_lines
 from keras_frcnn.data.records import DatasetError, check_on_error
 from keras_frcnn.evaluation.detection_files import coco_rows, detection_line
 from keras_frcnn.files import atomic_write, join
@@ -161,12 +161,10 @@ def run_detection_pipeline(options, saved_model, images, output_dir, class_names
                 | "Detect" >> RunInference(KeyedModelHandler(
                     SavedModelHandler(saved_model, op_libraries)))
                 | "Outputs" >> beam.MapTuple(lambda key, result: (key, result.inference)))
-    (detected
-     | "Line" >> beam.MapTuple(lambda key, out: detection_line(
-         key[0], key[1], out["detection_boxes"], out["detection_scores"],
-         out["detection_classes"], class_names))
-     | "JsonLines" >> beam.io.WriteToText(str(join(output_dir, "detections.jsonl")),
-                                          shard_name_template="", num_shards=1))
+    write_lines(detected | "Line" >> beam.MapTuple(lambda key, out: detection_line(
+        key[0], key[1], out["detection_boxes"], out["detection_scores"],
+        out["detection_classes"], class_names)), join(output_dir, "detections.jsonl"),
+        "JsonLines")
     counted = (detected
                | "ById" >> beam.MapTuple(lambda key, out: (key[0], out))
                | "All" >> beam.combiners.ToList()
@@ -177,9 +175,7 @@ def run_detection_pipeline(options, saved_model, images, output_dir, class_names
     (detected
      | "CountImages" >> beam.Map(lambda _: beam.metrics.Metrics.counter(
          _NAMESPACE, "images").inc()))
-    (prepared[DEAD_LETTER]
-     | "DeadLetter" >> beam.io.WriteToText(str(join(output_dir, "dead_letter.txt")),
-                                           shard_name_template="", num_shards=1))
+    write_lines(prepared[DEAD_LETTER], join(output_dir, "dead_letter.txt"), "DeadLetter")
     totals = counter_totals(run_pipeline(pipeline), _NAMESPACE,
                             ("images", "rows", DEAD_LETTER))
     return {"images": totals["images"], "detections": totals["rows"],

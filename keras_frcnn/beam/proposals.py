@@ -18,7 +18,7 @@ bucket (``gs://...``) for a cluster (keras_frcnn.files).
 
 import apache_beam as beam
 
-from keras_frcnn.beam import counter_totals, run_pipeline
+from keras_frcnn.beam import counter_totals, run_pipeline, write_lines
 from keras_frcnn.data.records import MAX_IMAGE_PIXELS, DatasetError, check_on_error
 from keras_frcnn.proposals.selective_search import MAX_SIZE, search_into_cache
 
@@ -77,7 +77,5 @@ def run_proposals_pipeline(options, image_paths, cache_dir, dead_letter, mode="f
     pipeline = beam.Pipeline(options=options)
     outputs = search_images(pipeline | "Images" >> beam.Create([str(p) for p in image_paths]),
                             cache_dir, mode, max_size, max_pixels, orient, on_error)
-    (outputs[DEAD_LETTER]
-     | "DeadLetter" >> beam.io.WriteToText(str(dead_letter), shard_name_template="",
-                                           num_shards=1))
+    write_lines(outputs[DEAD_LETTER], dead_letter, "DeadLetter")
     return counter_totals(run_pipeline(pipeline), _NAMESPACE, COUNTERS)

@@ -15,6 +15,7 @@ so any image can be regenerated alone and the set does not depend on order.
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -23,7 +24,8 @@ from PIL import Image
 
 from keras_frcnn.data.records import ImageRecord
 from keras_frcnn.data.voc import load_voc, write_voc_xml
-from keras_frcnn.files import make_temp_dir
+from keras_frcnn.files import (atomic_write, is_file, is_url, join, make_dirs, make_temp_dir,
+                               parent)
 
 DEMO_CLASSES = ("disc", "ring", "square", "triangle", "cross")
 DEFAULT_SPLITS = (("train", 400), ("val", 60), ("test", 120))
@@ -158,9 +160,10 @@ def demo_root(cache_dir=None, seed=0, splits=DEFAULT_SPLITS):
     Generation goes to a temporary folder renamed into place when complete, so
     an interrupted run leaves no half-written dataset behind.
     """
+    if cache_dir is not None and is_url(str(cache_dir)):
+        return _remote_demo_root(str(cache_dir), seed, splits)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    sizes = "-".join(f"{name}{count}" for name, count in splits)
-    root = cache_dir / "datasets" / f"demo-v{GENERATOR_VERSION}-seed{seed}-{sizes}"
+    root = cache_dir / "datasets" / _folder_name(seed, splits)
     if (root / "DONE").is_file():
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -179,6 +182,28 @@ def demo_root(cache_dir=None, seed=0, splits=DEFAULT_SPLITS):
                 tmp.rename(root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def _folder_name(seed, splits):
+    sizes = "-".join(f"{name}{count}" for name, count in splits)
+    return f"demo-v{GENERATOR_VERSION}-seed{seed}-{sizes}"
+
+
+def _remote_demo_root(cache_dir, seed, splits):
+    """demo_root under a URL (gs://, ram://: keras_frcnn.files): generated in a local
+    temporary folder and uploaded file by file, its DONE marker last, so a reader never
+    takes a half-uploaded dataset for a complete one."""
+    root = join(cache_dir, "datasets", _folder_name(seed, splits))
+    if is_file(join(root, "DONE")):
+        return root
+    with tempfile.TemporaryDirectory() as tmp:
+        local = demo_root(tmp, seed, splits)
+        for path in sorted(p for p in local.rglob("*") if p.is_file() and p.name != "DONE"):
+            target = join(root, *path.relative_to(local).parts)
+            make_dirs(parent(target))
+            atomic_write(target, path.read_bytes())
+        atomic_write(join(root, "DONE"), (local / "DONE").read_bytes())
     return root
 
 

@@ -5,8 +5,14 @@ from pathlib import Path
 
 from keras_frcnn.data import coco, demo, folder, voc
 from keras_frcnn.data.records import MAX_IMAGE_PIXELS, DatasetError
+from keras_frcnn.files import is_dir, is_url, join, name, parent
 
 KINDS = ("demo", "voc", "voc_folder", "coco", "images")
+
+
+def _location(path):
+    """A config's folder: a URL as it is (keras_frcnn.files), a local path as a Path."""
+    return path if is_url(path) else Path(path)
 
 
 def load_dataset(dataset_config, split):
@@ -38,9 +44,9 @@ def load_dataset(dataset_config, split):
         return dataclasses.replace(parts[0], name="+".join(p.name for p in parts),
                                    records=records)
     if kind == "voc_folder":
-        annotations = Path(cfg.annotations or Path(cfg.root) / "annots")
-        images = Path(cfg.images or Path(cfg.root) / "images")
-        ids = sorted(p.stem for p in annotations.glob("*.xml"))
+        annotations = _location(cfg.annotations or join(_location(cfg.root), "annots"))
+        images = _location(cfg.images or join(_location(cfg.root), "images"))
+        ids = voc.xml_ids(annotations) if is_dir(annotations) else []
         if not ids:
             raise DatasetError(f"{annotations}: no .xml annotations (set dataset.root, or "
                                "dataset.annotations and dataset.images)")
@@ -64,8 +70,8 @@ def load_dataset(dataset_config, split):
             raise DatasetError(f"{annotations}: the val split is empty; hold out a share of "
                                "the training files with dataset.val_fraction (e.g. 0.2)")
         return voc.load_voc_folder(annotations, images, classes or voc.VOC_CLASSES, parts[split],
-                                   f"{annotations.parent.name}_{split}", cfg.on_error, max_pixels,
-                                   orient)
+                                   f"{name(parent(annotations))}_{split}", cfg.on_error,
+                                   max_pixels, orient)
     if kind == "coco":
         return coco.load_coco(cfg.annotations, cfg.images, on_error=cfg.on_error,
                               max_image_pixels=max_pixels, exif_orientation=orient)

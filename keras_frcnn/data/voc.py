@@ -26,7 +26,9 @@ from keras_frcnn.data.records import (
     check_on_error,
     handle_error,
 )
-from keras_frcnn.files import atomic_write
+from keras_frcnn import files
+from keras_frcnn.files import (atomic_write, is_dir, is_file, is_url, join, list_dir, parent,
+                               read_bytes, read_text, stem)
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -53,12 +55,11 @@ def _number(element, path, xml_path):
 
 def _image_path(xml_root, xml_path, images_dir, image_id):
     """The image file: <filename> in images_dir if present, else <id>.<suffix>."""
-    images_dir = Path(images_dir)
     name = xml_root.findtext("filename")
-    candidates = ([images_dir / name.strip()] if name and name.strip() else []) + [
-        images_dir / f"{image_id}{suffix}" for suffix in IMAGE_SUFFIXES]
+    candidates = ([join(images_dir, name.strip())] if name and name.strip() else []) + [
+        join(images_dir, f"{image_id}{suffix}") for suffix in IMAGE_SUFFIXES]
     for candidate in candidates:
-        if candidate.is_file():
+        if is_file(candidate):
             return candidate
     raise DatasetError(f"{xml_path}: image not found (looked for "
                        f"{', '.join(str(c) for c in candidates[:2])})")
@@ -69,12 +70,12 @@ def parse_voc_xml(xml_path, images_dir, classes=VOC_CLASSES, max_image_pixels=MA
     """One VOC XML file -> ImageRecord (0-based boxes). Raises DatasetError naming the file,
     also when the image's header disagrees with <size> or exceeds ``max_image_pixels``
     (data/images.py ``probe_image``; 0: no limit)."""
-    xml_path = Path(xml_path)
+    xml_path = xml_path if is_url(xml_path) else Path(xml_path)
     try:
-        root = ElementTree.parse(xml_path).getroot()
+        root = ElementTree.fromstring(read_bytes(xml_path))
     except (ElementTree.ParseError, OSError) as err:
         raise DatasetError(f"{xml_path}: cannot read the annotation: {err}") from None
-    image_id = xml_path.stem
+    image_id = stem(xml_path)
     width = int(_number(root, "size/width", xml_path))
     height = int(_number(root, "size/height", xml_path))
     if width <= 0 or height <= 0:
@@ -102,6 +103,11 @@ def parse_voc_xml(xml_path, images_dir, classes=VOC_CLASSES, max_image_pixels=MA
     return ImageRecord.create(image_id, image_path, width, height, boxes, labels, difficult)
 
 
+def xml_ids(annotations_dir):
+    """The ids (file names without ``.xml``) of a folder's annotations, sorted."""
+    return sorted(n[:-4] for n in list_dir(annotations_dir) if n.endswith(".xml"))
+
+
 def load_voc_folder(annotations_dir, images_dir, classes=VOC_CLASSES, ids=None, name=None,
                     on_error="raise", max_image_pixels=MAX_IMAGE_PIXELS, exif_orientation=True):
     """Every ``<id>.xml`` of a folder (or the given ids, in order) -> Dataset.
@@ -110,19 +116,19 @@ def load_voc_folder(annotations_dir, images_dir, classes=VOC_CLASSES, ids=None, 
     Images larger than ``max_image_pixels`` (0: no limit) are bad records.
     """
     check_on_error(on_error)
-    annotations_dir = Path(annotations_dir)
-    if not annotations_dir.is_dir():
+    annotations_dir = annotations_dir if is_url(annotations_dir) else Path(annotations_dir)
+    if not is_dir(annotations_dir):
         raise DatasetError(f"{annotations_dir}: annotation folder not found")
     if ids is None:
-        ids = sorted(p.stem for p in annotations_dir.glob("*.xml"))
+        ids = xml_ids(annotations_dir)
     records = []
     for image_id in ids:
         try:
-            records.append(parse_voc_xml(annotations_dir / f"{image_id}.xml", images_dir,
+            records.append(parse_voc_xml(join(annotations_dir, f"{image_id}.xml"), images_dir,
                                          classes, max_image_pixels, exif_orientation))
         except DatasetError as err:
             handle_error(err, on_error)
-    return Dataset(name or annotations_dir.parent.name, tuple(classes), tuple(records),
+    return Dataset(name or files.name(parent(annotations_dir)), tuple(classes), tuple(records),
                    max_image_pixels=max_image_pixels, exif_orientation=exif_orientation)
 
 
@@ -132,14 +138,14 @@ def load_voc(root, split, classes=VOC_CLASSES, on_error="raise",
 
     Reads ImageSets/Main/<split>.txt, Annotations/<id>.xml and JPEGImages/<id>.jpg.
     """
-    root = Path(root)
-    split_file = root / "ImageSets" / "Main" / f"{split}.txt"
-    if not split_file.is_file():
+    root = root if is_url(root) else Path(root)
+    split_file = join(root, "ImageSets", "Main", f"{split}.txt")
+    if not is_file(split_file):
         raise DatasetError(f"{split_file}: split file not found (is {root} a VOC year folder "
                            "such as VOCdevkit/VOC2007?)")
-    ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
-    dataset = load_voc_folder(root / "Annotations", root / "JPEGImages", classes, ids,
-                              f"{root.name}_{split}", on_error, max_image_pixels,
+    ids = [line.split()[0] for line in read_text(split_file).splitlines() if line.strip()]
+    dataset = load_voc_folder(join(root, "Annotations"), join(root, "JPEGImages"), classes, ids,
+                              f"{files.name(root)}_{split}", on_error, max_image_pixels,
                               exif_orientation)
     return dataset
 
