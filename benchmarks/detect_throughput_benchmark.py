@@ -23,8 +23,8 @@ pictures and the same proposals into its cache as the first one; the script
 stops otherwise.
 
 Run it from the repository root (relative paths are read from there). --data and
---weights default to the copies on our own machines (../shared/); from a clean clone,
-fetch the photos and the weights as docs/kangaroo.md says and pass them:
+--weights default to configs/kangaroo.py's data/ paths, where docs/kangaroo.md puts the
+photos and the weights (or pass other places):
 
     python benchmarks/detect_throughput_benchmark.py --data data/kangaroo \
         --weights data/weights/mobilenet_v2_1.0_224_from_coral_quant.weights.h5
@@ -115,10 +115,10 @@ def differences(reference, other):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="../shared/data/kangaroo",
+    parser.add_argument("--data", default="data/kangaroo",
                         help="kangaroo folder; default: our machines' copy (docs/kangaroo.md)")
     parser.add_argument("--weights",
-                        default="../shared/weights/mobilenet_v2_1.0_224_from_coral_quant.weights.h5",
+                        default="data/weights/mobilenet_v2_1.0_224_from_coral_quant.weights.h5",
                         help="MobileNetV2 ImageNet weights file or imagenet; default: our "
                              "machines' copy (docs/kangaroo.md)")
     parser.add_argument("--workers", default="0,1",

@@ -14,8 +14,8 @@ With --seeds=0,1,2 it trains and evaluates one run per train.seed (seed s other 
 the first in <workdir>_seed<s>) and reports each and their mean: on 57 test objects
 one run's AP moves by several points with the initial weights alone.
 
---data and --weights default to the copies on our own machines (../shared/); from a
-clean clone, fetch the photos and the weights as docs/kangaroo.md says and pass them:
+--data and --weights default to configs/kangaroo.py's data/ paths, where
+docs/kangaroo.md puts the photos and the weights (or pass other places):
 
     python benchmarks/kangaroo_benchmark.py --data data/kangaroo \\
         --weights data/weights/mobilenet_v2_1.0_224_from_coral_quant.weights.h5 \\
@@ -36,9 +36,9 @@ import report
 SECTION = "kangaroo_benchmark"
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = "configs/kangaroo.py"
-# Our machines' copies (docs/kangaroo.md says where a user gets them).
-SHARED_DATA = "../shared/data/kangaroo"
-SHARED_WEIGHTS = "../shared/weights/mobilenet_v2_1.0_224_from_coral_quant.weights.h5"
+# configs/kangaroo.py's defaults (docs/kangaroo.md says how to fill them).
+SHARED_DATA = "data/kangaroo"
+SHARED_WEIGHTS = "data/weights/mobilenet_v2_1.0_224_from_coral_quant.weights.h5"
 PATH_FLAGS = ("--config.dataset.root=", "--config.model.weights=")
 
 

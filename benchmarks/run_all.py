@@ -58,11 +58,11 @@ def commands(output, data, kangaroo_workdir, kangaroo_seeds="0,1,2",
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="docs/benchmarks.md")
-    parser.add_argument("--data", default="../shared/data/kangaroo",
-                        help="kangaroo folder; default: our machines' copy (docs/kangaroo.md "
+    parser.add_argument("--data", default="data/kangaroo",
+                        help="kangaroo folder; default: configs/kangaroo.py's (docs/kangaroo.md "
                              "says where to get the photos)")
     parser.add_argument("--weights", help="the kangaroo config's MobileNetV2 weights; default: "
-                        "kangaroo_benchmark.py's (our machines' copy)")
+                        "kangaroo_benchmark.py's (configs/kangaroo.py's data/ path)")
     parser.add_argument("--kangaroo_workdir", default="workdirs/kangaroo")
     parser.add_argument("--kangaroo_seeds", default="0,1,2",
                         help="train.seed of each kangaroo run (the first in --kangaroo_workdir)")

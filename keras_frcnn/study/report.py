@@ -116,8 +116,19 @@ def experiment_section(result, figure_dir, report_dir):
                          f"{verdict(a, b, comparison['claim'])} |")
     for name in result.get("figures", []):
         path = Path(figure_dir) / name
-        lines += ["", f"![{exp['title']}]({os.path.relpath(path, report_dir)})"]
+        alt, caption = FIGURE_TEXT.get(name, (exp["title"], ""))
+        lines += ["", f"![{alt}]({os.path.relpath(path, report_dir)})"]
+        if caption:
+            lines += ["", caption]
     return lines + [""]
+
+
+# Alt text and caption of the figures that need one (the others take the title).
+FIGURE_TEXT = {"study_figure3.png": (
+    "mAP and Average Recall against proposals per image",
+    "*The Figure 3 analogue.* Each line is one seed (seed 0) at every point of the sweep; "
+    "where a point ran more seeds, the orange mark is their mean and its bar their range. "
+    "Read the rise or fall along a line as one seed's, not as a finding.")}
 
 
 def own_command(command, name):
@@ -191,25 +202,35 @@ def plot_figure3(result, path):
                  and v["name"] in by_variant]
         if not names:
             continue
-        points = sorted((by_variant[n][0]["proposals_per_image"],
-                         100 * np.mean([r["mAP"] for r in by_variant[n]]),
-                         100 * np.min([r["mAP"] for r in by_variant[n]]),
-                         100 * np.max([r["mAP"] for r in by_variant[n]]),
-                         by_variant[n][0]["average_recall"]) for n in names)
-        x, mean, low, high, recall = (np.asarray(c) for c in zip(*points))
-        ax.errorbar(x, mean, yerr=[mean - low, high - mean], fmt=style, color="#1f77b4",
-                    capsize=3, label=f"mAP, {label}")
+        # One seed set per line: seed 0 at every point of the sweep (the inner points ran
+        # one seed by design); the points that ran more seeds get their mean and range as
+        # separate markers, so a line never joins one seed to a mean of three.
+        first = {n: min(by_variant[n], key=lambda r: r["seed"]) for n in names}
+        points = sorted((first[n]["proposals_per_image"], 100 * first[n]["mAP"],
+                         first[n]["average_recall"]) for n in names)
+        x, value, recall = (np.asarray(c) for c in zip(*points))
+        seed = min(r["seed"] for r in first.values())
+        ax.plot(x, value, style, color="#1f77b4", label=f"mAP, {label}: seed {seed}")
         recall_ax.plot(x, recall, style, color="#d62728", mfc="none", label=f"AR, {label}")
+        several = [n for n in names if len(by_variant[n]) > 1]
+        if several:
+            found = [100 * np.asarray([r["mAP"] for r in by_variant[n]]) for n in several]
+            x = np.asarray([first[n]["proposals_per_image"] for n in several])
+            mean = np.asarray([f.mean() for f in found])
+            ax.errorbar(x, mean, yerr=[mean - [f.min() for f in found],
+                                       [f.max() for f in found] - mean],
+                        fmt="_", ms=14, mew=2, color="#ff7f0e", capsize=4,
+                        label=f"mAP, {label}: mean of {len(found[0])} seeds, bar = range")
     ax.set_xscale("log")
     ax.set_xlabel("proposals per image (test split)")
-    ax.set_ylabel("VOC mAP (%): mean, bars = seed range", color="#1f77b4")
+    ax.set_ylabel("VOC mAP (%)", color="#1f77b4")
     recall_ax.set_ylabel("Average Recall (IoU 0.5 to 1)", color="#d62728")
     recall_ax.set_ylim(0, 1)
     handles = ax.get_legend_handles_labels()
     more = recall_ax.get_legend_handles_labels()
     # Below the axes, not inside them: inside, it hid the fewest-boxes point.
     ax.legend(handles[0] + more[0], handles[1] + more[1], fontsize=7, loc="upper center",
-              bbox_to_anchor=(0.5, -0.14), ncol=3, frameon=False)
+              bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     ax.set_title("mAP and AR against proposals per image (the paper's Figure 3)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
@@ -243,7 +264,8 @@ Every row is kept in its experiment's results file (`--results_dir`; docs/study.
 in docs/study/results/) with the digests of its model and test, and a study run again
 with the same results folder reuses it even where the models are gone: the page can be
 completed over several sittings, on fresh machines, and `frcnn-study --report_only
---results_dir=docs/study/results` rewrites it from the repository alone. A row on data
+--results_dir=docs/study/results --report=docs/study.md --figure_dir=docs/figures`
+rewrites it and its plots from the repository alone. A row on data
 outside the repository (finetune's kangaroo photos) is keyed by the data's resolved path
 too, so a machine that keeps the photos elsewhere trains that row again; a weights file
 is keyed by its contents, wherever it lies.
