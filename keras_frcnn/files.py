@@ -67,6 +67,8 @@ def name(path):
 
 def stem(path):
     """The file name of ``path`` without its last suffix."""
+    if not is_url(path):
+        return Path(path).stem
     base = name(path)
     return base.rsplit(".", 1)[0] if "." in base[1:] else base
 

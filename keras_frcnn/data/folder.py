@@ -7,6 +7,7 @@ from keras_frcnn.data.images import probe_image
 from keras_frcnn.data.records import (MAX_IMAGE_PIXELS, Dataset, DatasetError, ImageRecord,
                                       check_on_error, handle_error)
 from keras_frcnn.data.voc import IMAGE_SUFFIXES
+from keras_frcnn.files import is_dir, is_url, join, stem
 
 logger = logging.getLogger("keras_frcnn.data")
 
@@ -37,6 +38,23 @@ def image_files(folder, recursive=False):
     return sorted(p for p in folder.iterdir() if _is_image(p) and not _hidden(p, folder))
 
 
+def url_image_files(folder, recursive=False):
+    """image_files for a folder given as a URL (keras_frcnn.files): its image files by
+    suffix, hidden names left out, sorted; with ``recursive``, its subfolders' too."""
+    import tensorflow as tf
+
+    found = []
+    for directory, subfolders, names in tf.io.gfile.walk(folder):
+        relative = directory[len(folder):].strip("/")
+        if any(part.startswith(".") for part in relative.split("/") if part):
+            continue
+        found += [join(directory, n) for n in names
+                  if not n.startswith(".") and Path(n).suffix.lower() in IMAGE_SUFFIXES]
+        if not recursive:
+            break
+    return sorted(found)
+
+
 def load_images(paths, classes=(), name="images", on_error="raise",
                 max_image_pixels=MAX_IMAGE_PIXELS, recursive=False, exif_orientation=True):
     """Image files, or folders of them (sorted), -> Dataset of records without boxes.
@@ -53,6 +71,9 @@ def load_images(paths, classes=(), name="images", on_error="raise",
     check_on_error(on_error)
     files = []
     for path in ([paths] if isinstance(paths, (str, Path)) else paths):
+        if is_url(str(path)):  # gs://, ram://: listed through tf.io.gfile
+            files += url_image_files(str(path), recursive) if is_dir(str(path)) else [str(path)]
+            continue
         path = Path(path)
         files += image_files(path, recursive) if path.is_dir() else [path]
     records, ids, skipped = [], set(), []
@@ -63,10 +84,10 @@ def load_images(paths, classes=(), name="images", on_error="raise",
             handle_error(err, on_error)
             skipped.append(str(err))
             continue
-        image_id, copy = path.stem, 1
+        image_id, copy = stem(path), 1
         while image_id in ids:
             copy += 1
-            image_id = f"{path.stem}_{copy}"
+            image_id = f"{stem(path)}_{copy}"
         ids.add(image_id)
         records.append(ImageRecord.create(image_id, path, width, height))
     if not records:

@@ -49,6 +49,11 @@ def test_the_demo_on_ram_runs_through_proposals_detection_and_evaluation(tmp_pat
     lines = [json.loads(line) for line in read_text(f"{root}/out/detections.jsonl").splitlines()]
     assert sorted(line["image"] for line in lines) == sorted(r.image_path for r in test.records)
     assert isinstance(json.loads(read_text(f"{root}/out/coco_results.json")), list)
+    # A folder given as a URL: every split's images (6 + 1 + 3).
+    folder = test.records[0].image_path.rsplit("/", 1)[0]
+    summary = detect_on_beam(pipeline_options(IN_MEMORY), config, f"{root}/export/1",
+                             f"{root}/folder_out", images=[folder])
+    assert "10 of 10 images detected on Beam" in summary
     normal = evaluate(config, tmp_path / "work", output_dir=tmp_path / "normal", progress=False)
     scored = evaluate(config, output_dir=tmp_path / "scored", progress=False,
                       detections_file=f"{root}/out/detections.jsonl")

@@ -14,19 +14,19 @@ import pytest
 from keras_frcnn.data.records import DatasetError
 from keras_frcnn.detection.run import detect_images
 from tests.detection.test_overlapped_proposals import (DETECTOR, model, proposals_config,  # noqa: F401
-                                                       textured_images, undecodable_jpeg)
+                                                       textured_images, undecodable_image)
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def folder_with_bad_files(folder):
     """Ten files: seven good PNGs, a text file and an empty file named .jpg (their
-    headers do not parse) and, seventh, a JPEG whose pixels do not decode."""
+    headers do not parse) and, seventh, an image whose pixels do not decode."""
     folder.mkdir()
     good = textured_images(folder, count=7)
     (folder / "a_text.jpg").write_text("not an image\n")
     (folder / "b_empty.jpg").write_bytes(b"")
-    broken = undecodable_jpeg(folder / "im5_broken.jpg")  # sorted between im5 and im6
+    broken = undecodable_image(folder / "im5_broken.jpg")  # sorted between im5 and im6
     return good, [folder / "a_text.jpg", folder / "b_empty.jpg", broken]
 
 
@@ -53,7 +53,7 @@ def test_bad_files_are_skipped_and_every_good_image_is_written(model, tmp_path, 
 def test_with_raise_the_run_stops_at_the_first_bad_file_and_lists_what_it_did(
         model, tmp_path):  # noqa: F811
     good = textured_images(tmp_path, count=9)
-    paths = good[:6] + [undecodable_jpeg(tmp_path / "broken.jpg")] + good[6:]
+    paths = good[:6] + [undecodable_image(tmp_path / "broken.jpg")] + good[6:]
     with pytest.raises(DatasetError, match="broken.jpg: missing or not a decodable image"):
         detect_images(model, paths, ["thing"], DETECTOR, proposals_config(tmp_path / "cache"),
                       tmp_path / "out", score_threshold=0.0, progress=False, on_error="raise")

@@ -46,14 +46,28 @@ def textured_images(folder, count=5):
     return paths
 
 
-def undecodable_jpeg(path):
-    """A JPEG whose header reads (so listing the images accepts it) but whose pixels do
-    not: the first worker to decode it fails."""
+def undecodable_image(path):
+    """A file whose header reads (so listing the images accepts it) but whose pixels do
+    not: a PNG of IHDR, an empty eXIf chunk (so that reading its EXIF orientation needs
+    no pixel data) and IEND, without image data. OpenCV refuses it and Pillow's decoding
+    of damaged files cannot load it either, with Pillow 12 and 13 alike (a JPEG cut at
+    the start of its scan, used before, has a header only Pillow 13 reads); so the first
+    worker to decode it fails, whatever the file is named."""
+    import zlib
+
     from PIL import Image
 
-    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(path)
+    def chunk(kind, body):
+        return (len(body).to_bytes(4, "big") + kind + body
+                + zlib.crc32(kind + body).to_bytes(4, "big"))
+
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(path, format="PNG")
     data = path.read_bytes()
-    path.write_bytes(data[:data.index(b"\xff\xda")])  # cut at the start of scan
+    start = data.index(b"IDAT") - 4  # the chunk's length field
+    length = int.from_bytes(data[start:start + 4], "big")
+    empty_exif = b"MM\x00\x2a\x00\x00\x00\x08\x00\x00\x00\x00\x00\x00"  # no IFD entries
+    path.write_bytes(data[:start] + chunk(b"eXIf", empty_exif)
+                     + data[start + 12 + length:])  # IDAT's length, type, data, CRC dropped
     return path
 
 
@@ -148,7 +162,7 @@ def test_other_methods_stream_the_boxes_proposals_for_dataset_gives(tmp_path):
 
 def test_a_worker_error_is_the_same_one_line_dataset_error(model, tmp_path):
     paths = textured_images(tmp_path, 4)
-    paths.insert(2, undecodable_jpeg(tmp_path / "broken.jpg"))
+    paths.insert(2, undecodable_image(tmp_path / "broken.jpg"))
     messages = []
     for overlap in (False, True):
         with pytest.raises(DatasetError) as raised:
