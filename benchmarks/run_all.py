@@ -20,6 +20,8 @@ still moves them. The scripts run one after another, each in its own process:
   svd         truncated SVD's timing at the paper's scale (VGG16, 600x1000, 2000
               RoIs), random weights; mAP before and after on trained models is the
               study's svd experiment (frcnn-study --experiments=svd, docs/study.md)
+  beam        selective search and batch detection on Beam's DirectRunner (one and
+              two workers) against the process pool and bin/detect.py (kangaroo photos)
 
     python benchmarks/run_all.py                       # everything
     python benchmarks/run_all.py --only roi_pool,svd   # a subset
@@ -52,6 +54,7 @@ def commands(output, data, kangaroo_workdir, kangaroo_seeds="0,1,2",
                            f"--seeds={kangaroo_seeds}",
                            *([f"--weights={weights}"] if weights else []))],
         "svd": [bench("svd", "--backbones=vgg16,mobilenet_v2,small")],
+        "beam": [bench("beam", f"--data={data}", *([f"--weights={weights}"] if weights else []))],
     }
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = ("roi_pool", "pipeline", "training", "head", "multitask", "kangaroo", "svd")
+SCRIPTS = ("roi_pool", "pipeline", "training", "head", "multitask", "kangaroo", "svd", "beam")
 
 
 def run_all(*args):
