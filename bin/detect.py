@@ -110,25 +110,24 @@ def _main_on_beam(beam_args):
     from keras_frcnn.beam import BeamMissing, pipeline_options
 
     config = _CONFIG.value
+    try:  # first: a misspelt flag of this program reaches here as an unknown option
+        options = pipeline_options(beam_args, cli.program_flags(main))
+    except (BeamMissing, ValueError) as err:
+        sys.exit(f"error: {err}")
     if not _SAVED_MODEL.value:
         sys.exit("error: detection on Beam runs an exported SavedModel: give --saved_model "
                  "(bin/export.py writes one)")
     if bool(_IMAGES.value) == bool(_SPLIT.value):
         sys.exit("error: give one of --images and --split")
-    try:
-        options = pipeline_options(beam_args)
-    except BeamMissing as err:
-        sys.exit(f"error: {err}")
-    except ValueError as err:
-        sys.exit(f"error: {err}")
-    from keras_frcnn.data.records import DatasetError
+    from keras_frcnn.beam import PipelineFailed
     from keras_frcnn.beam.detection import detect_on_beam
+    from keras_frcnn.data.records import DatasetError
 
     try:
         done = detect_on_beam(options, config, _SAVED_MODEL.value, _OUTPUT.value,
                               images=_IMAGES.value, split=_SPLIT.value,
                               recursive=_RECURSIVE.value)
-    except (DatasetError, FileNotFoundError, ValueError) as err:
+    except (DatasetError, OSError, PipelineFailed, ValueError) as err:
         sys.exit(f"error: {err}")
     print(done)
 

@@ -44,6 +44,9 @@ def main(argv):
 
     config = _CONFIG.value
     beam_args = argv[1:]
+    if _DEAD_LETTER.value and not beam_args:
+        sys.exit("error: --dead_letter is for runs on Beam: add Beam pipeline options (e.g. "
+                 "--runner=DirectRunner)")
     print(config.dataset, config.proposals, sep="\n")
     split = _SPLIT.value or config.dataset.train_split
     try:
@@ -54,7 +57,7 @@ def main(argv):
             return _run_on_beam(options, dataset, proposals_config, split,
                                 config.dataset.on_error or "raise")
         proposals, seconds = timed_proposals(dataset, proposals_config, split=split)
-    except (DatasetError, FileNotFoundError, ValueError) as err:  # e.g. --split=bogus
+    except (DatasetError, OSError, ValueError) as err:  # e.g. --split=bogus
         sys.exit(f"error: {err}")
     print(f"{dataset.name}: {summarize(proposals, seconds)}")
 
@@ -66,14 +69,15 @@ def _beam_options(args, proposals_config):
         return None
     from keras_frcnn.beam import BeamMissing, pipeline_options
 
+    try:
+        options = pipeline_options(args, cli.program_flags(main))
+    except BeamMissing as err:
+        sys.exit(f"error: {err}")
     if proposals_config.method != "selective_search":
         raise ValueError(f"Beam options ({args[0]} ...) run selective search as a pipeline; "
                          f"proposals.method={proposals_config.method!r} computes nothing to "
                          "spread: drop them, or set --config.proposals.method=selective_search")
-    try:
-        return pipeline_options(args)
-    except BeamMissing as err:
-        sys.exit(f"error: {err}")
+    return options
 
 
 def _run_on_beam(options, dataset, proposals_config, split, on_error):
@@ -88,13 +92,20 @@ def _run_on_beam(options, dataset, proposals_config, split, on_error):
     cache_dir = proposal_cache_dir(proposals_config)
     dead_letter = _DEAD_LETTER.value or str(join(cache_dir, f"dead_letter-{dataset.name}-"
                                                             f"{split}.txt"))
+    from keras_frcnn.beam import PipelineFailed
+
     start = time.perf_counter()
-    counts = run_proposals_pipeline(options, [r.image_path for r in dataset.records], cache_dir,
-                                    dead_letter, proposals_config.mode,
-                                    max_pixels=dataset.max_image_pixels,
-                                    orient=dataset.exif_orientation, on_error=on_error)
+    refused = dataset.metadata.get("skipped", ())  # the reader left them out (on_error=skip)
+    try:
+        counts = run_proposals_pipeline(options, [r.image_path for r in dataset.records],
+                                        cache_dir, dead_letter, proposals_config.mode,
+                                        max_pixels=dataset.max_image_pixels,
+                                        orient=dataset.exif_orientation, on_error=on_error,
+                                        refused=refused)
+    except PipelineFailed as err:
+        sys.exit(f"error: {err}")
     seconds = time.perf_counter() - start
-    count = len(dataset.records)
+    count = len(dataset.records) + len(refused)
     print(f"{dataset.name}: {count} image{'s' * (count != 1)} on Beam in {seconds:.1f} s: "
           f"{counts['computed']} computed, {counts['cached']} already cached, "
           f"{counts['dead_letter']} in the dead-letter file {dead_letter}")

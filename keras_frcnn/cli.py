@@ -91,6 +91,12 @@ def _adopt_program(main):
         wrapper.__doc__ = module.__doc__
 
 
+def program_flags(main):
+    """The names of the flags the module of ``main`` defines (its key flags)."""
+    module = sys.modules.get(main.__module__)
+    return [f.name for f in flags.FLAGS.get_key_flags_for_module(module)] if module else []
+
+
 def run(main, required=("config",), pass_through=False):
     """app.run(main) with the ``required`` flags; a bad flag or config override, or
     stray positional arguments, exit with one line.

@@ -42,6 +42,17 @@ def is_url(path):
     return isinstance(path, str) and bool(_URL.match(path))
 
 
+def local_only(path, what, fix="give a local folder"):
+    """``path`` unchanged; ValueError naming it if it is a URL, for the places that must
+    be on a local (or shared POSIX) file system: a training workdir (locked with flock,
+    checkpoints renamed into place), an evaluation's output folder (replaced whole by a
+    rename), bin/detect.py's pictures (docs/scale.md)."""
+    if is_url(str(path)):
+        raise ValueError(f"{what} {path}: must be a local (or mounted) folder, not a URL; "
+                         f"{fix} (docs/scale.md, \"Paths beyond the local disk\")")
+    return path
+
+
 def _gfile():
     import tensorflow as tf
 

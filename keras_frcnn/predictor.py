@@ -192,7 +192,8 @@ class Predictor:
         (filters included): from its file as bin/detect.py does, or from the array."""
         from keras_frcnn.data.folder import load_images
         from keras_frcnn.proposals import dense, selective_search
-        from keras_frcnn.proposals.sources import (default_cache_dir, postprocess_proposals,
+        from keras_frcnn.files import join
+        from keras_frcnn.proposals.sources import (postprocess_proposals, proposal_cache_dir,
                                                    proposals_for_dataset)
 
         cfg = self.config.proposals
@@ -210,9 +211,9 @@ class Predictor:
             raise ValueError(f"proposals.method {cfg.method!r} reads boxes by file name: pass "
                              f"the image's path, or proposals=")
         max_size = selective_search.MAX_SIZE
-        cache = selective_search.ProposalCache(
-            Path(cfg.get("cache_dir") or default_cache_dir()) / selective_search.method_key(
-                cfg.mode, None if max(height, width) <= max_size else max_size))
+        cache = selective_search.ProposalCache(join(
+            proposal_cache_dir(cfg), selective_search.method_key(
+                cfg.mode, None if max(height, width) <= max_size else max_size)))
         digest = hashlib.sha256(json.dumps(image_bgr.shape).encode()
                                 + np.ascontiguousarray(image_bgr).tobytes()).hexdigest()
         boxes = cache.load(f"array-{digest}")

@@ -29,7 +29,7 @@ from keras_frcnn.data.records import dataset_error
 from keras_frcnn.data.roidb import build_roidb, target_stats
 from keras_frcnn.data.sampling import SamplingConfig, trainable_entries
 from keras_frcnn.data.sources import load_dataset
-from keras_frcnn.files import WorkdirLock, atomic_write
+from keras_frcnn.files import WorkdirLock, atomic_write, local_only
 from keras_frcnn.model.fast_rcnn import FastRCNN, fold_target_stats, sgd, step_schedule
 from keras_frcnn.numerics import apply_tf32
 from keras_frcnn.progress import training_bar
@@ -294,7 +294,8 @@ def train(config, workdir, progress=True, overwrite=False):
     check_step_counts(config)
     check_required_weights(config)
     apply_tf32(config.model.get("tf32", True))
-    workdir = Path(workdir)
+    workdir = Path(local_only(workdir, "workdir", "give a local or mounted --workdir (NFS "
+                                                  "for multi-worker training)"))
     if workdir.exists() and not workdir.is_dir():
         raise ValueError(f"--workdir={workdir} is a file, not a folder; give a folder")
     workdir.mkdir(parents=True, exist_ok=True)

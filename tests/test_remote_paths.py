@@ -90,3 +90,22 @@ def test_selective_search_reads_and_caches_on_urls(tmp_path, request):
     with pytest.raises(DatasetError, match="image not found"):
         selective_search.compute_selective_search([f"{root}/images/nope.png"], f"{root}/cache",
                                                   progress=False)
+
+
+def test_the_places_that_stay_local_refuse_urls_in_one_line():
+    """A training workdir (flock, renamed checkpoints), an evaluation's output folder
+    (replaced by a rename) and bin/detect.py's pictures stay on a local or mounted file
+    system (docs/scale.md); a URL there would have become a local folder named "gs:"."""
+    from keras_frcnn import training
+    from keras_frcnn.configs import base_config
+    from keras_frcnn.detection.run import check_output_dir
+    from keras_frcnn.evaluation.run import check_run_folder
+
+    with pytest.raises(ValueError, match=r"^workdir gs://b/w: must be a local \(or mounted\) "
+                                         r"folder, not a URL; give a local or mounted"):
+        training.train(base_config(), "gs://b/w")
+    with pytest.raises(ValueError, match=r"^output folder gs://b/e: must be a local"):
+        check_run_folder("gs://b/e")
+    with pytest.raises(ValueError, match=r"^--output_dir gs://b/d: must be a local .*run "
+                                         r"detection on Beam"):
+        check_output_dir("gs://b/d")

@@ -22,21 +22,25 @@ def require_beam(what):
     return apache_beam
 
 
-def pipeline_options(args):
+def pipeline_options(args, program_flags=()):
     """Beam's PipelineOptions of ``args`` (command-line flags, e.g. ``--runner=...``),
-    each of which must be an option Beam knows: ValueError naming one it does not,
-    with the nearest known option, since Beam itself would drop it with a warning."""
+    each of which must be an option Beam knows: ValueError naming one it does not, with
+    the nearest of Beam's options and the program's own flags (``program_flags``,
+    their names), since Beam itself would drop it with a warning."""
     import difflib
 
     require_beam(f"running as a Beam pipeline ({' '.join(args)})")
     from apache_beam.options import pipeline_options as po
 
-    parser = po._BeamArgumentParser(allow_abbrev=False)  # what Beam parses options with
+    # Beam's own parser (private, pinned with the extra: requirements-beam.txt), so that
+    # every option its PipelineOptions classes define is known, runner options included.
+    parser = po._BeamArgumentParser(allow_abbrev=False)
     for cls in {str(c): c for c in po.PipelineOptions.__subclasses__()}.values():
         cls._add_argparse_args(parser)
     _, unknown = parser.parse_known_args(args)
     if unknown:
         known = [o for action in parser._actions for o in action.option_strings]
+        known += [f"--{name}" for name in program_flags]
         name = unknown[0].split("=", 1)[0]
         close = difflib.get_close_matches(name, known, n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
@@ -45,10 +49,17 @@ def pipeline_options(args):
     return po.PipelineOptions(args)
 
 
+class PipelineFailed(RuntimeError):
+    """A pipeline run failed for a reason other than a bad image; the message is the
+    underlying error's last line."""
+
+
 def run_pipeline(pipeline):
-    """Runs ``pipeline`` and waits for it; returns its result. A DatasetError raised in
-    a DoFn (a bad image under on_error="raise"), which the runner wraps in its own
-    error with a traceback, comes back as one DatasetError naming the file."""
+    """Runs ``pipeline`` and waits for it; returns its result. A runner wraps an error
+    raised in a DoFn in its own, with the worker's traceback in its text: a DatasetError
+    (a bad image under on_error="raise") comes back as one DatasetError naming the file,
+    any other as PipelineFailed with the underlying error's last line (a cache or output
+    the workers cannot write, a SavedModel that does not load)."""
     import re
 
     from keras_frcnn.data.records import DatasetError, dataset_error
@@ -58,10 +69,13 @@ def run_pipeline(pipeline):
         result.wait_until_finish()
     except Exception as err:  # noqa: BLE001 - whatever the runner wraps it in
         raised = err if isinstance(err, DatasetError) else dataset_error(err)
-        if raised is None:
-            raise
-        # Without the runner's " [while running 'Step']" suffix.
-        raise DatasetError(re.sub(r"\s*\[while running .*$", "", str(raised))) from None
+        suffix = r"\s*\[while running .*$"
+        if raised is not None:
+            raise DatasetError(re.sub(suffix, "", str(raised))) from None
+        found = re.findall(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$", str(err), re.M)
+        kind, message = found[-1] if found else (type(err).__name__, str(err).strip())
+        message = re.sub(suffix, "", message.splitlines()[0] if message else "")
+        raise PipelineFailed(f"the pipeline failed: {kind}: {message}") from err
     return result
 
 
@@ -100,3 +114,15 @@ def _write_all(lines, path):
     from keras_frcnn.files import atomic_write
 
     atomic_write(path, "".join(line + "\n" for line in lines))
+
+
+def with_refused(pipeline, dead_letter, refused):
+    """The dead-letter PCollection with ``refused`` (messages of images a reader left out
+    before the pipeline) added, one line each."""
+    import apache_beam as beam
+
+    if not refused:
+        return dead_letter
+    lines = [" ".join(str(message).split()) for message in refused]
+    return ((pipeline | "Refused" >> beam.Create(lines), dead_letter)
+            | "AllDeadLetters" >> beam.Flatten())

@@ -26,7 +26,7 @@ import numpy as np
 from apache_beam.ml.inference.base import (KeyedModelHandler, ModelHandler, PredictionResult,
                                            RunInference)
 
-from keras_frcnn.beam import counter_totals, run_pipeline, write_lines
+from keras_frcnn.beam import counter_totals, run_pipeline, with_refused, write_lines
 from keras_frcnn.data.records import DatasetError, check_on_error
 from keras_frcnn.evaluation.detection_files import coco_rows, detection_line
 from keras_frcnn.files import atomic_write, join
@@ -87,7 +87,7 @@ class PrepareImage(beam.DoFn):
         self._cache_dir = str(cache_dir)
         self._max_pixels = max_pixels
         self._orient = orient
-        self._on_error = on_error or "skip"
+        self._on_error = on_error
         self._dead = beam.metrics.Metrics.counter(_NAMESPACE, DEAD_LETTER)
 
     def setup(self):
@@ -143,11 +143,13 @@ class WriteCocoResults(beam.DoFn):
 
 def run_detection_pipeline(options, saved_model, images, output_dir, class_names,
                            proposals_config, cache_dir, coco_image_ids, categories,
-                           max_pixels, orient=True, on_error="skip", op_libraries=()):
+                           max_pixels, orient=True, on_error="skip", op_libraries=(),
+                           refused=()):
     """Runs batch detection over ``images`` ([(image_id, path, proposals or None)]) with
     Beam ``options``; writes ``output_dir``/detections.jsonl, coco_results.json and
-    dead_letter.txt. Returns {"images": detected, "detections": rows in the COCO file,
-    "dead_letter": count}."""
+    dead_letter.txt (after ``refused``: the messages of images the reader left out
+    already). Returns {"images": detected, "detections": rows in the COCO file,
+    "dead_letter": count, ``refused`` included}."""
     check_on_error(on_error)
     pipeline = beam.Pipeline(options=options)
     prepared = (pipeline
@@ -175,11 +177,12 @@ def run_detection_pipeline(options, saved_model, images, output_dir, class_names
     (detected
      | "CountImages" >> beam.Map(lambda _: beam.metrics.Metrics.counter(
          _NAMESPACE, "images").inc()))
-    write_lines(prepared[DEAD_LETTER], join(output_dir, "dead_letter.txt"), "DeadLetter")
+    write_lines(with_refused(pipeline, prepared[DEAD_LETTER], refused),
+                join(output_dir, "dead_letter.txt"), "DeadLetter")
     totals = counter_totals(run_pipeline(pipeline), _NAMESPACE,
                             ("images", "rows", DEAD_LETTER))
     return {"images": totals["images"], "detections": totals["rows"],
-            "dead_letter": totals[DEAD_LETTER]}
+            "dead_letter": totals[DEAD_LETTER] + len(refused)}
 
 
 def detect_on_beam(options, config, saved_model, output_dir, images=None, split=None,
@@ -203,7 +206,11 @@ def detect_on_beam(options, config, saved_model, output_dir, images=None, split=
     if not is_file(settings):
         raise FileNotFoundError(f"{saved_model}: not a SavedModel written by bin/export.py (no "
                                 f"{settings}); export the model first")
-    classes = json.loads(read_bytes(settings))["classes"]
+    try:
+        classes = list(json.loads(read_bytes(settings))["classes"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{settings}: not the settings bin/export.py writes ({err!r}); "
+                         "export the model again") from None
     if split:
         dataset_config, proposals_config = split_sections(config, split)
         dataset = load_dataset(dataset_config, split)
@@ -230,7 +237,8 @@ def detect_on_beam(options, config, saved_model, output_dir, images=None, split=
         options, saved_model, elements, output_dir, list(classes), proposals_config,
         proposal_cache_dir(proposals_config), image_ids, categories,
         dataset.max_image_pixels, dataset.exif_orientation,
-        on_error=config.dataset.on_error or "skip")
+        on_error=config.dataset.on_error or "skip",
+        refused=dataset.metadata.get("skipped", ()))
     seconds = time.perf_counter() - start
     return (f"{dataset.name}: {counts['images']} of {len(dataset.records)} images detected on "
             f"Beam in {seconds:.1f} s, {counts['detections']} detections in "

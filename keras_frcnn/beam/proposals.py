@@ -18,7 +18,7 @@ bucket (``gs://...``) for a cluster (keras_frcnn.files).
 
 import apache_beam as beam
 
-from keras_frcnn.beam import counter_totals, run_pipeline, write_lines
+from keras_frcnn.beam import counter_totals, run_pipeline, with_refused, write_lines
 from keras_frcnn.data.records import MAX_IMAGE_PIXELS, DatasetError, check_on_error
 from keras_frcnn.proposals.selective_search import MAX_SIZE, search_into_cache
 
@@ -35,7 +35,7 @@ class SearchImage(beam.DoFn):
                  orient=True, on_error="skip"):
         check_on_error(on_error)
         self._args = (str(cache_dir), mode, max_size, max_pixels, orient)
-        self._on_error = on_error or "skip"
+        self._on_error = on_error
         self._counters = {name: beam.metrics.Metrics.counter(_NAMESPACE, name)
                           for name in COUNTERS}
 
@@ -69,13 +69,17 @@ def search_images(images, cache_dir, mode="fast", max_size=MAX_SIZE,
 
 def run_proposals_pipeline(options, image_paths, cache_dir, dead_letter, mode="fast",
                            max_size=MAX_SIZE, max_pixels=MAX_IMAGE_PIXELS, orient=True,
-                           on_error="skip"):
+                           on_error="skip", refused=()):
     """Runs the pipeline over ``image_paths`` with Beam ``options`` (PipelineOptions)
     and waits for it. The dead-letter lines go to the text file ``dead_letter`` (empty
-    when every image was fine). Returns {"computed", "cached", "dead_letter"} counts."""
+    when every image was fine), after ``refused``: the messages of images the dataset's
+    reader left out already (``dataset.metadata["skipped"]``). Returns {"computed",
+    "cached", "dead_letter"} counts (``refused`` included)."""
     check_on_error(on_error)
     pipeline = beam.Pipeline(options=options)
     outputs = search_images(pipeline | "Images" >> beam.Create([str(p) for p in image_paths]),
                             cache_dir, mode, max_size, max_pixels, orient, on_error)
-    write_lines(outputs[DEAD_LETTER], dead_letter, "DeadLetter")
-    return counter_totals(run_pipeline(pipeline), _NAMESPACE, COUNTERS)
+    write_lines(with_refused(pipeline, outputs[DEAD_LETTER], refused), dead_letter,
+                "DeadLetter")
+    counts = counter_totals(run_pipeline(pipeline), _NAMESPACE, COUNTERS)
+    return {**counts, DEAD_LETTER: counts[DEAD_LETTER] + len(refused)}

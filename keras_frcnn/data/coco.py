@@ -18,6 +18,23 @@ import numpy as np
 from keras_frcnn.data.images import probe_image
 from keras_frcnn.data.records import (MAX_IMAGE_PIXELS, Dataset, DatasetError, ImageRecord,
                                       check_on_error, handle_error)
+from keras_frcnn.files import is_file, is_url, join, read_bytes, stem
+
+
+def coco_api(annotation_file):
+    """pycocotools' COCO of an instances file, local or a URL (keras_frcnn.files: read
+    to bytes, then indexed as COCO() would index the file)."""
+    from pycocotools.coco import COCO  # imported here: only COCO users need it
+
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        if not is_url(str(annotation_file)):
+            return COCO(str(annotation_file))
+        coco = COCO()
+        coco.dataset = json.loads(read_bytes(str(annotation_file)))
+        if not isinstance(coco.dataset, dict):
+            raise TypeError("the file holds no JSON object")
+        coco.createIndex()
+        return coco
 
 
 def load_coco(annotation_file, images_dir, name=None, on_error="raise",
@@ -28,21 +45,19 @@ def load_coco(annotation_file, images_dir, name=None, on_error="raise",
     Each image's header is read (about 0.2 ms an image): an image whose size differs
     from the JSON's, or above ``max_image_pixels`` (0: no limit), is a bad record.
     """
-    from pycocotools.coco import COCO  # imported here: only COCO users need it
-
     check_on_error(on_error)
-    annotation_file, images_dir = Path(annotation_file), Path(images_dir)
-    if not annotation_file.is_file():
+    annotation_file, images_dir = (str(p) if is_url(str(p)) else Path(p)
+                                   for p in (annotation_file, images_dir))
+    if not is_file(annotation_file):
         raise DatasetError(f"{annotation_file}: COCO annotation file not found")
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-            coco = COCO(str(annotation_file))
+        coco = coco_api(annotation_file)
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise DatasetError(f"{annotation_file}: not a COCO instances file: {err}") from None
     category_ids = sorted(coco.getCatIds())
     classes = tuple(coco.loadCats(cid)[0]["name"] for cid in category_ids)
     contiguous = {cid: k + 1 for k, cid in enumerate(category_ids)}
-    records = []
+    records, skipped = [], []  # skipped: the messages of the bad records left out
     for image_id in sorted(coco.getImgIds()):
         info = coco.loadImgs(image_id)[0]
         width, height = int(info["width"]), int(info["height"])
@@ -57,18 +72,20 @@ def load_coco(annotation_file, images_dir, name=None, on_error="raise",
             if ann.get("area", 1) > 0 and x2 >= x1 and y2 >= y1:
                 boxes.append((x1, y1, x2, y2))
                 labels.append(contiguous[ann["category_id"]])
-        image_path = images_dir / info["file_name"]
+        image_path = join(images_dir, info["file_name"])
         try:
-            if not image_path.is_file():
+            if not is_file(image_path):
                 raise DatasetError(f"{annotation_file}: image {image_path} (id {image_id}) "
                                    "not found")
             probe_image(image_path, max_image_pixels, (width, height),
                         source=f"{annotation_file} (id {image_id})", orient=exif_orientation)
         except DatasetError as err:
             handle_error(err, on_error)
+            skipped.append(str(err))
             continue
         records.append(ImageRecord.create(image_id, image_path, width, height,
                                           np.array(boxes).reshape(-1, 4), labels))
-    return Dataset(name or annotation_file.stem, classes, tuple(records),
-                   {"category_ids": category_ids, "annotation_file": str(annotation_file)},
+    return Dataset(name or stem(annotation_file), classes, tuple(records),
+                   {"category_ids": category_ids, "annotation_file": str(annotation_file),
+                    "skipped": skipped},
                    max_image_pixels, exif_orientation)

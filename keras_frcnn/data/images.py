@@ -15,6 +15,7 @@ names the image in messages.
 """
 
 import collections
+import contextlib
 import io
 import threading
 from pathlib import Path
@@ -42,19 +43,24 @@ _Header = collections.namedtuple("_Header", "width height format turned")
 
 class _Source:
     """An image file as the decoders read it: ``path``, read directly where it is local,
-    or its bytes (``data`` as given, or read whole from a URL; None if it is missing)."""
+    or its bytes: ``data`` as given, or read whole from a URL when first needed (None if
+    it is missing). A URL's header alone is read as a stream (``header_stream``), so
+    listing a split in a bucket does not download every image."""
 
     def __init__(self, path, data=None):
         self.path = path
-        if data is None and is_url(str(path)):
+        self.local = data is None and not is_url(str(path))
+        self._data, self._fetched = data, data is not None
+
+    @property
+    def data(self):
+        if not self._fetched:
             try:
-                data = read_bytes(str(path))
+                self._data = read_bytes(str(self.path))
             except OSError:  # missing or unreachable: "missing or not decodable" below
-                data = None
-            self.local = False
-        else:
-            self.local = data is None
-        self.data = data
+                self._data = None
+            self._fetched = True
+        return self._data
 
     def nonempty(self):
         """True if the file exists and holds at least one byte."""
@@ -67,6 +73,18 @@ class _Source:
         if self.local:
             return self.path
         return io.BytesIO(self.data if self.data is not None else b"")
+
+    def header_stream(self):
+        """A context giving what Image.open takes to read the header: pillow()'s, or for
+        a URL not read yet, a tf.io.gfile stream (Pillow reads the first few KB)."""
+        if self.local or self._fetched:
+            return contextlib.nullcontext(self.pillow())
+        import tensorflow as tf
+
+        try:
+            return tf.io.gfile.GFile(str(self.path), "rb")
+        except tf.errors.OpError:
+            return contextlib.nullcontext(io.BytesIO(b""))
 
     def buffer(self):
         """The bytes as a uint8 array for cv2.imdecode; None if the file is missing."""
@@ -90,12 +108,16 @@ def _read_header(path, orient=True):
         # at open; the caller applies max_pixels instead, with a message naming the fix.
         previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
-            with Image.open(source.pillow()) as image:
+            with source.header_stream() as stream, Image.open(stream) as image:
                 width, height = image.size
                 orientation = (image.getexif().get(_EXIF_ORIENTATION)
                                if image.format in _ORIENTED_FORMATS else None)
                 image_format = image.format
         except (OSError, ValueError, SyntaxError):  # Pillow's parsers raise all three
+            return None
+        except Exception as err:  # noqa: BLE001 - a URL stream's tf.errors
+            if source.local or type(err).__module__.split(".")[0] != "tensorflow":
+                raise
             return None
         finally:
             Image.MAX_IMAGE_PIXELS = previous

@@ -41,8 +41,9 @@ def load_dataset(dataset_config, split):
         parts = [voc.load_voc(root, split, classes or voc.VOC_CLASSES, cfg.on_error, max_pixels,
                               orient) for root in cfg.root.split("+")]
         records = tuple(r for part in parts for r in part.records)
+        skipped = [m for part in parts for m in part.metadata.get("skipped", ())]
         return dataclasses.replace(parts[0], name="+".join(p.name for p in parts),
-                                   records=records)
+                                   records=records, metadata={"skipped": skipped})
     if kind == "voc_folder":
         annotations = _location(cfg.annotations or join(_location(cfg.root), "annots"))
         images = _location(cfg.images or join(_location(cfg.root), "images"))

@@ -112,8 +112,9 @@ def load_voc_folder(annotations_dir, images_dir, classes=VOC_CLASSES, ids=None, 
                     on_error="raise", max_image_pixels=MAX_IMAGE_PIXELS, exif_orientation=True):
     """Every ``<id>.xml`` of a folder (or the given ids, in order) -> Dataset.
 
-    on_error="skip" logs a warning and drops a bad record instead of raising.
-    Images larger than ``max_image_pixels`` (0: no limit) are bad records.
+    on_error="skip" logs a warning and drops a bad record instead of raising (its
+    message is listed in ``metadata["skipped"]``). Images larger than
+    ``max_image_pixels`` (0: no limit) are bad records.
     """
     check_on_error(on_error)
     annotations_dir = annotations_dir if is_url(annotations_dir) else Path(annotations_dir)
@@ -121,14 +122,16 @@ def load_voc_folder(annotations_dir, images_dir, classes=VOC_CLASSES, ids=None, 
         raise DatasetError(f"{annotations_dir}: annotation folder not found")
     if ids is None:
         ids = xml_ids(annotations_dir)
-    records = []
+    records, skipped = [], []
     for image_id in ids:
         try:
             records.append(parse_voc_xml(join(annotations_dir, f"{image_id}.xml"), images_dir,
                                          classes, max_image_pixels, exif_orientation))
         except DatasetError as err:
             handle_error(err, on_error)
+            skipped.append(str(err))
     return Dataset(name or files.name(parent(annotations_dir)), tuple(classes), tuple(records),
+                   metadata={"skipped": skipped},
                    max_image_pixels=max_image_pixels, exif_orientation=exif_orientation)
 
 

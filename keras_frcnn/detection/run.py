@@ -15,7 +15,7 @@ from keras_frcnn.data.images import read_image_bgr
 from keras_frcnn.data.records import MAX_IMAGE_PIXELS, DatasetError, check_on_error, handle_error
 from keras_frcnn.detection.detector import Detector
 from keras_frcnn.detection.draw import draw_detections
-from keras_frcnn.files import atomic_write
+from keras_frcnn.files import atomic_write, local_only
 
 logger = logging.getLogger("keras_frcnn.detection")
 
@@ -39,8 +39,10 @@ class DetectionRun:
 
 def check_output_dir(output_dir, flag="--output_dir"):
     """``output_dir`` as a Path, created if missing; ValueError naming it if it is a file
-    or cannot be made."""
-    output_dir = Path(output_dir)
+    or cannot be made, or a URL (pictures are written locally; detection on Beam writes
+    its files to URLs: docs/scale.md)."""
+    output_dir = Path(local_only(output_dir, flag, "give a local folder, or run detection on "
+                                 "Beam, whose outputs may be URLs"))
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"{flag}={output_dir} is a file, not a folder; give a folder")
     try:

@@ -37,8 +37,9 @@ def evaluate_coco(dataset, detections, results_file=None):
     The ground truth is the dataset's original annotation file, so crowd
     regions are handled as COCOeval defines. Images without detections count.
     """
-    from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
+
+    from keras_frcnn.data.coco import coco_api
 
     results = coco_results(dataset, detections)
     if results_file is not None:
@@ -47,7 +48,7 @@ def evaluate_coco(dataset, detections, results_file=None):
         return dict.fromkeys(COCO_METRICS, 0.0), "no detections: every COCO metric is 0\n"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        ground_truth = COCO(dataset.metadata["annotation_file"])
+        ground_truth = coco_api(dataset.metadata["annotation_file"])
         evaluator = COCOeval(ground_truth, ground_truth.loadRes(results), "bbox")
         evaluator.params.imgIds = [int(r.image_id) for r in dataset.records]
         evaluator.evaluate()

@@ -49,6 +49,21 @@ def coco_ids(image_ids, category_ids=None, num_classes=None):
     return images, categories
 
 
+def _check_class(detection, dataset, where):
+    """ValueError unless the detection's class_id is one of ``dataset``'s classes 1..K
+    and its class name, where given, is that class's: a file detected with another class
+    list would otherwise be scored against the wrong ground truth."""
+    k = detection["class_id"]
+    if not isinstance(k, int) or not 1 <= k < dataset.num_classes:
+        raise ValueError(f"{where}: class_id {k!r} is outside 1..{dataset.num_classes - 1} "
+                         f"of {dataset.name}")
+    name = detection.get("class")
+    if name is not None and name != dataset.classes[k - 1]:
+        raise ValueError(f"{where}: class {name!r} has class_id {k}, but class {k} of "
+                         f"{dataset.name} is {dataset.classes[k - 1]!r}; the file was detected "
+                         "with another class list")
+
+
 def coco_rows(coco_image_id, boxes, scores, classes, categories):
     """The COCO results rows of one image's detections."""
     rows = []
@@ -86,6 +101,8 @@ def load_detection_file(path, dataset):
                 raise ValueError(f"{path}, line {number}: image {image_id!r} is not in "
                                  f"{dataset.name}; score the file against the split it was "
                                  "detected on (--split)")
+            for d in entry["detections"]:
+                _check_class(d, dataset, f"{path}, line {number}")
             collected.setdefault(image_id, []).extend(rows)
     else:
         try:

@@ -30,7 +30,7 @@ from keras_frcnn.data.images import read_image_bgr
 from keras_frcnn.data.sources import load_dataset
 from keras_frcnn.evaluation import (evaluate_voc, load_detections, reapply_nms, save_detections,
                                     write_voc_results)
-from keras_frcnn.files import CorruptFile, atomic_write, run_folder
+from keras_frcnn.files import CorruptFile, atomic_write, local_only, run_folder
 
 logger = logging.getLogger("keras_frcnn.evaluation.run")
 METRICS = ("voc", "coco", "both")
@@ -83,10 +83,10 @@ RUN_FILES = ("detections.npz", "results", "metrics.json", "pr_curves.png", "dete
 def check_run_folder(output_dir):
     """``output_dir`` as a Path, its parent made, after refusing a file, a mount point,
     a place that cannot be written, or a folder holding anything an evaluation does
-    not write (the run replaces the folder: files.run_folder). A symbolic link to a
-    folder stands for that folder (the run replaces the folder, and the link keeps
+    not write (the run replaces the folder: files.run_folder), or a URL. A symbolic link
+    to a folder stands for that folder (the run replaces the folder, and the link keeps
     pointing at it)."""
-    output_dir = Path(output_dir)
+    output_dir = Path(local_only(output_dir, "output folder", "give a local --output_dir"))
     if output_dir.is_symlink():
         output_dir = output_dir.resolve()
     try:

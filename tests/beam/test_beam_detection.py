@@ -107,6 +107,13 @@ def test_the_program_detects_on_beam_and_evaluate_scores_its_file(trained, tmp_p
                             capture_output=True, text=True, env=env, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "photos_all (5 images," in result.stdout
+    # A misspelt flag of the program among Beam options: the nearest flag, in one line.
+    result = subprocess.run([sys.executable, "bin/detect.py", "--config=configs/demo.py",
+                             "--split=all", "--score_treshold=0.3", *IN_MEMORY],
+                            capture_output=True, text=True, env=env, cwd=ROOT)
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: --score_treshold=0.3: neither a flag of this program nor a Beam pipeline "
+        "option; did you mean --score_threshold? (--help lists the program's flags)")
     # Beam-only flags without Beam options, and Beam options without a SavedModel.
     result = subprocess.run([sys.executable, "bin/detect.py", "--config=configs/demo.py",
                              "--split=all"], capture_output=True, text=True, env=env, cwd=ROOT)

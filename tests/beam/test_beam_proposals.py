@@ -18,7 +18,7 @@ from tests.data.fixtures import write_voc
 from tests.test_proposals import synthetic_image
 
 pytest.importorskip("apache_beam")
-from keras_frcnn.beam import pipeline_options  # noqa: E402
+from keras_frcnn.beam import PipelineFailed, pipeline_options  # noqa: E402
 from keras_frcnn.beam.proposals import run_proposals_pipeline  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,8 +82,20 @@ def test_a_bad_image_goes_to_the_dead_letter_file_and_the_others_are_cached(imag
         run_proposals_pipeline(pipeline_options(IN_MEMORY), [corrupt, *paths], tmp_path / "c2",
                                dead, on_error="raise")
     assert str(raised.value) == f"{corrupt}: missing or not a decodable image"
-    for name, data in entries(tmp_path / "c2").items():
-        assert entries(reference)[name] == data
+    done = entries(tmp_path / "c2")  # what finished before the failure (order is Beam's)
+    assert all(entries(reference)[name] == data for name, data in done.items())
+    again = run_proposals_pipeline(pipeline_options(IN_MEMORY), paths, tmp_path / "c2", dead)
+    assert again == {"computed": 5 - len(done), "cached": len(done), "dead_letter": 0}
+    assert entries(tmp_path / "c2") == entries(reference)
+
+
+def test_a_cache_the_workers_cannot_write_fails_the_pipeline_in_one_line(images, tmp_path):
+    paths, _ = images
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(PipelineFailed, match=r"^the pipeline failed: (NotADirectoryError|"
+                                             r"FileExistsError): .*file"):
+        run_proposals_pipeline(pipeline_options(IN_MEMORY), paths[:1],
+                               tmp_path / "file" / "cache", tmp_path / "dead.txt")
 
 
 def test_an_oversized_image_is_refused_from_its_header(images, tmp_path):
@@ -110,8 +122,10 @@ def run_program(*args, env=None):
 
 def test_the_program_runs_on_beam_given_pipeline_options(tmp_path):
     root = write_voc(tmp_path / "VOC", {"a": (96, 64, [("cat", 0, 10, 10, 40, 40)]),
-                                        "b": (80, 80, [("dog", 0, 5, 5, 60, 70)])},
+                                        "b": (80, 80, [("dog", 0, 5, 5, 60, 70)]),
+                                        "c": (80, 80, [("dog", 0, 5, 5, 60, 70)])},
                      split="train")
+    (root / "JPEGImages" / "c.jpg").unlink()  # refused by the reader: on the dead letter
     rng = np.random.default_rng(0)
     jpegs = [root / "JPEGImages" / f"{image_id}.jpg" for image_id in ("a", "b")]
     for path in jpegs:  # texture so that selective search has regions to merge
@@ -119,26 +133,36 @@ def test_the_program_runs_on_beam_given_pipeline_options(tmp_path):
         Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), np.uint8)).save(path)
     common = ["--config=configs/demo.py", "--config.dataset.kind=voc",
               f"--config.dataset.root={root}", "--config.dataset.classes=('cat', 'dog')",
-              f"--config.proposals.cache_dir={tmp_path / 'c'}", "--split=train"]
+              f"--config.proposals.cache_dir={tmp_path / 'c'}", "--split=train",
+              "--config.dataset.on_error=skip"]
     result = run_program(*common, *TWO_PROCESSES)
     assert result.returncode == 0, result.stderr[-3000:]
     dead = tmp_path / "c" / "dead_letter-VOC_train-train.txt"
-    last = result.stdout.strip().splitlines()[-1]
-    assert last.startswith("VOC_train: 2 images on Beam in ") and last.endswith(
-        f" s: 2 computed, 0 already cached, 0 in the dead-letter file {dead}")
+    summary = [line for line in result.stdout.splitlines() if " on Beam in " in line]
+    assert summary[0].startswith("VOC_train: 3 images on Beam in ") and summary[0].endswith(
+        f" s: 2 computed, 0 already cached, 1 in the dead-letter file {dead}")
+    assert dead.read_text() == (f"{root / 'Annotations' / 'c.xml'}: image not found (looked "
+                                f"for {root / 'JPEGImages' / 'c.jpg'}, "
+                                f"{root / 'JPEGImages' / 'c.jpg'})\n")
+    assert result.stdout.strip().splitlines()[-1] == dead.read_text().strip()
     # The entries the program writes without Beam options.
     selective_search.compute_selective_search(jpegs, tmp_path / "plain", workers=0,
                                               progress=False)
     assert entries(tmp_path / "plain") == entries(tmp_path / "c")
     result = run_program(*common, "--runner=DirectRunner")
-    assert result.stdout.strip().endswith(
-        f" s: 0 computed, 2 already cached, 0 in the dead-letter file {dead}")
+    assert f" s: 0 computed, 2 already cached, 1 in the dead-letter file {dead}" in result.stdout
     # A flag neither the program's nor Beam's: one line, the nearest option.
     result = run_program(*common, "--runer=DirectRunner")
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         "error: --runer=DirectRunner: neither a flag of this program nor a Beam pipeline "
         "option; did you mean --runner? (--help lists the program's flags)")
+    result = run_program(*common, "--runner=DirectRunner", "--splt=train")  # the program's
+    assert result.stderr.strip().splitlines()[-1].endswith("did you mean --split? (--help "
+                                                           "lists the program's flags)")
+    result = run_program(*common, "--dead_letter=x.txt")
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: --dead_letter is for runs on Beam")
     result = run_program(*common, "--runner", "DirectRunner")
     assert result.stderr.strip().splitlines()[-1] == (
         "error: unexpected arguments: ['DirectRunner'] (give pipeline options as --name=value)")

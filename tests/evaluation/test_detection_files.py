@@ -61,6 +61,13 @@ def test_files_that_do_not_fit_the_split_are_refused_naming_the_line(tmp_path):
                     + "\n" + '{"image_id": "000008", "image": "b.jpg", "detections": []}\n')
     with pytest.raises(ValueError, match=r"d.jsonl, line 2: image '000008' is not in split"):
         load_detection_file(path, dataset())
+    path.write_text(detection_line("000005", "a.jpg", [[0, 0, 1, 1]], [1.0], [1], ["dog"]))
+    with pytest.raises(ValueError, match=r"line 1: class 'dog' has class_id 1, but class 1 of "
+                                         r"split is 'cat'; the file was detected with another"):
+        load_detection_file(path, dataset())
+    path.write_text(detection_line("000005", "a.jpg", [[0, 0, 1, 1]], [1.0], [3], ["a", "b", "c"]))
+    with pytest.raises(ValueError, match=r"line 1: class_id 3 is outside 1..2 of split"):
+        load_detection_file(path, dataset())
     path.write_text('{"image": "a.jpg"}\n')
     with pytest.raises(ValueError, match=r"d.jsonl, line 1: not a detection line"):
         load_detection_file(path, dataset())
