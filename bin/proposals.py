@@ -15,7 +15,7 @@ image is listed in the dead-letter file (--dead_letter) with
 
     python bin/proposals.py --config=configs/demo.py --split=train \
         --runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=2
-    python bin/proposals.py --config=configs/coco.py --split=train \
+    python bin/proposals.py --config=configs/coco_vgg16.py --split=train \
         --config.proposals.cache_dir=gs://BUCKET/proposals \
         --runner=DataflowRunner --project=PROJECT --region=REGION \
         --temp_location=gs://BUCKET/tmp
