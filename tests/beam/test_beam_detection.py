@@ -19,13 +19,11 @@ from keras_frcnn.workdirs import load_inference_model
 from tests.test_robustness import folder_config
 
 pytest.importorskip("apache_beam")
+from tests.beam.runners import IN_MEMORY, TWO_PROCESSES  # noqa: E402
 from keras_frcnn.beam import pipeline_options  # noqa: E402
 from keras_frcnn.beam.detection import detect_on_beam  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-IN_MEMORY = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
-TWO_PROCESSES = ["--runner=DirectRunner", "--direct_running_mode=multi_processing",
-                 "--direct_num_workers=2"]
 
 
 @pytest.fixture(scope="module")

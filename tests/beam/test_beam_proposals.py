@@ -18,13 +18,11 @@ from tests.data.fixtures import write_voc
 from tests.test_proposals import synthetic_image
 
 pytest.importorskip("apache_beam")
+from tests.beam.runners import IN_MEMORY, TWO_PROCESSES  # noqa: E402
 from keras_frcnn.beam import PipelineFailed, pipeline_options  # noqa: E402
 from keras_frcnn.beam.proposals import run_proposals_pipeline  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-IN_MEMORY = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
-TWO_PROCESSES = ["--runner=DirectRunner", "--direct_running_mode=multi_processing",
-                 "--direct_num_workers=2"]
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,13 @@ from keras_frcnn.export import export_workdir
 from keras_frcnn.files import read_text
 
 pytest.importorskip("apache_beam")
+from tests.beam.runners import IN_MEMORY  # noqa: E402
 from keras_frcnn.beam import pipeline_options  # noqa: E402
 from keras_frcnn.beam.detection import detect_on_beam  # noqa: E402
 from keras_frcnn.beam.proposals import run_proposals_pipeline  # noqa: E402
 
-# ram:// is this process's own: Beam's in-process runner, and selective search in
-# this process (compute_selective_search does so by itself for ram:// images).
-IN_MEMORY = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
+# ram:// is this process's own: Beam's in-process runner (IN_MEMORY), and selective
+# search in this process (compute_selective_search does so by itself for ram:// images).
 
 
 def test_the_demo_on_ram_runs_through_proposals_detection_and_evaluation(tmp_path, request):
