@@ -41,10 +41,16 @@ print(len(names), "modules")
     assert int(lines[1].split()[0]) > 40
 
 
-def test_beam_options_without_beam_installed_are_one_line(tmp_path):
+def test_beam_options_without_beam_installed_are_one_line_in_both_programs(tmp_path):
     """Beam hidden from the program (a sitecustomize that blocks the import)."""
     result = without_beam(tmp_path, "bin/proposals.py", "--config=configs/demo.py",
                           "--runner=DirectRunner")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: running as a Beam pipeline (--runner=DirectRunner) needs Apache Beam, which "
+        "is not installed: pip install \".[beam]\" (or: pip install -r requirements-beam.txt)")
+    result = without_beam(tmp_path, "bin/detect.py", "--config=configs/demo.py",
+                          "--saved_model=exports/x/1", "--split=test", "--runner=DirectRunner")
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         "error: running as a Beam pipeline (--runner=DirectRunner) needs Apache Beam, which "
