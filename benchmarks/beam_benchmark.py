@@ -44,10 +44,36 @@ def timed(function, *args, **kwargs):
     return time.perf_counter() - start, result
 
 
-def listed(rows, threshold=0.5):
-    """[(class, rounded score, rounded box)] at or above ``threshold``, sorted."""
-    return sorted((r["class"], round(r["score"], 3), tuple(round(v) for v in r["box"]))
-                  for r in rows if r["score"] >= threshold)
+def compare(expected, found, threshold=0.5, score_tolerance=1e-3, box_tolerance=1.0):
+    """(largest score difference, largest box difference in pixels) between the
+    detections of bin/detect.py (``expected``: {path: rows, scores rounded to 4 decimals,
+    boxes to 1}) and of the Beam run (``found``: {path: rows}), matched in order by
+    class; SystemExit naming the image where they differ by more than the tolerances.
+    The SavedModel resizes with TensorFlow's ScaleAndTranslate where the Detector uses
+    OpenCV, which agree to about 1e-4 in the image (tests/test_export.py), so scores
+    differ in the fourth decimal; a detection that close to the 0.5 threshold on one side
+    may sit below it on the other, and is left out of the comparison."""
+    worst_score = worst_box = 0.0
+    for path, rows in expected.items():
+        near = [r for r in found.get(path, ()) if r["score"] >= threshold - score_tolerance]
+        mine = [r for r in rows if r["score"] >= threshold + score_tolerance]
+        near_expected = [r for r in rows if r["score"] >= threshold - score_tolerance]
+        theirs = [r for r in near if r["score"] >= threshold + score_tolerance]
+        if not (len(mine) <= len(near) and len(theirs) <= len(near_expected)):
+            raise SystemExit(f"{path}: {len(rows)} detections at 0.5 from bin/detect.py, "
+                             f"{len(theirs)} from Beam")
+        for a in mine:
+            candidates = [b for b in near if b["class"] == a["class"]]
+            best = min(candidates, default=None, key=lambda b: max(
+                abs(x - y) for x, y in zip(a["box"], b["box"])))
+            if best is None:
+                raise SystemExit(f"{path}: a {a['class']} at {a['box']} has no Beam detection")
+            score = abs(a["score"] - best["score"])
+            box = max(abs(x - y) for x, y in zip(a["box"], best["box"]))
+            if score > score_tolerance or box > box_tolerance:
+                raise SystemExit(f"{path}: {a} against Beam's {best}")
+            worst_score, worst_box = max(worst_score, score), max(worst_box, box)
+    return worst_score, worst_box
 
 
 def main():
@@ -114,27 +140,31 @@ def main():
                              progress=False, max_image_pixels=config.dataset.max_image_pixels)
         rows.append(("detection", "bin/detect.py (detect_images)", 1, seconds))
         print(rows[-1], flush=True)
-        expected = {path: listed(found) for path, found in run.found.items()}
+        expected = run.found
+        differences = []
         for label, options, workers in (("Beam, DirectRunner in one process", IN_MEMORY, 1),
                                         ("Beam, DirectRunner multi_processing", TWO_PROCESSES,
                                          2)):
             out = tmp / f"beam_detect_{workers}"
             seconds, _ = timed(detect_on_beam, pipeline_options(options), config,
                                tmp / "export" / "1", out, images=paths)
-            found = {entry["image"]: listed(entry["detections"]) for entry in
+            found = {entry["image"]: entry["detections"] for entry in
                      map(json.loads, (out / "detections.jsonl").read_text().splitlines())}
-            if found != expected:
-                raise SystemExit(f"{label}: detections at 0.5 differ from bin/detect.py's")
+            differences.append(compare(expected, found))
             rows.append(("detection", label, workers, seconds))
             print(rows[-1], flush=True)
         kept = sum(len(v) for v in expected.values())
+        score_gap = max(d[0] for d in differences)
+        box_gap = max(d[1] for d in differences)
     stamp = time.strftime("%Y-%m-%d %H:%M")
     lines = ["## Beam pipelines on one machine", "",
              f"Machine: {report.machine_description()}. Run {stamp}. The {len(paths)} kangaroo "
              f"test photos; selective search in {mode} mode into an empty cache per run (each "
              "Beam cache equal to the process pool's, byte for byte), then detection with the "
              "cache warm by configs/kangaroo.py's model untrained, with its flip test "
-             f"({kept} detections at 0.5, the same in every run). Beam's times include its "
+             f"({kept} detections at 0.5 from bin/detect.py; Beam's the same ones, scores within "
+             f"{score_gap:.4f} and boxes within {box_gap:.2f} px: the export resizes with "
+             "TensorFlow, the Detector with OpenCV). Beam's times include its "
              "start-up: worker processes, and each loading TensorFlow and the SavedModel "
              "(`python benchmarks/beam_benchmark.py --output docs/benchmarks.md`).", "",
              "| stage | how | workers | seconds | images/s | against one machine's tool |",
