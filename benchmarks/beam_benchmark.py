@@ -163,8 +163,10 @@ def main():
              "Beam cache equal to the process pool's, byte for byte), then detection with the "
              "cache warm by configs/kangaroo.py's model untrained, with its flip test "
              f"({kept} detections at 0.5 from bin/detect.py; Beam's the same ones, scores within "
-             f"{score_gap:.4f} and boxes within {box_gap:.2f} px: the export resizes with "
-             "TensorFlow, the Detector with OpenCV). Beam's times include its "
+             f"{max(score_gap, 5e-5):.0e} and boxes within {box_gap:.2f} px, leaving out any "
+             "within 1e-3 of the threshold: the export resizes with TensorFlow, the Detector "
+             "with OpenCV). bin/detect.py is timed after a warm-up, without its model load; "
+             "Beam's times include its "
              "start-up: worker processes, and each loading TensorFlow and the SavedModel "
              "(`python benchmarks/beam_benchmark.py --output docs/benchmarks.md`).", "",
              "| stage | how | workers | seconds | images/s | against one machine's tool |",

@@ -240,7 +240,9 @@ def detect_on_beam(options, config, saved_model, output_dir, images=None, split=
         on_error=config.dataset.on_error or "skip",
         refused=dataset.metadata.get("skipped", ()))
     seconds = time.perf_counter() - start
-    return (f"{dataset.name}: {counts['images']} of {len(dataset.records)} images detected on "
+    total = len(dataset.records) + len(dataset.metadata.get("skipped", ()))
+    dead = counts["dead_letter"]
+    return (f"{dataset.name}: {counts['images']} of {total} images detected on "
             f"Beam in {seconds:.1f} s, {counts['detections']} detections in "
             f"{join(output_dir, 'detections.jsonl')} and coco_results.json; "
-            f"{counts['dead_letter']} images in {join(output_dir, 'dead_letter.txt')}")
+            f"{dead} image{'s' * (dead != 1)} in {join(output_dir, 'dead_letter.txt')}")

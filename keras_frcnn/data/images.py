@@ -217,6 +217,8 @@ def read_image_bgr(path, max_pixels=MAX_IMAGE_PIXELS, orient=True, data=None):
     """
     file = _source(path, data)
     path = file.path
+    if not file.local:
+        file.data  # noqa: B018 - fetched once, now: the header is read from these bytes
     size = image_size(file, orient)
     if size is not None:
         check_image_pixels(path, *size, max_pixels)
@@ -262,6 +264,8 @@ def read_image_bgr_within(path, max_size, max_pixels=MAX_IMAGE_PIXELS, orient=Tr
         raise ValueError(f"max_size must be a positive number of pixels, got {max_size}")
     file = _source(path, data)
     path = file.path
+    if not file.local:
+        file.data  # noqa: B018 - fetched once, now: the header is read from these bytes
     header = _read_header(file, orient)
     image = None
     if header is not None:

@@ -54,7 +54,7 @@ def _check_class(detection, dataset, where):
     and its class name, where given, is that class's: a file detected with another class
     list would otherwise be scored against the wrong ground truth."""
     k = detection["class_id"]
-    if not isinstance(k, int) or not 1 <= k < dataset.num_classes:
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < dataset.num_classes:
         raise ValueError(f"{where}: class_id {k!r} is outside 1..{dataset.num_classes - 1} "
                          f"of {dataset.name}")
     name = detection.get("class")

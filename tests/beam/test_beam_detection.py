@@ -68,6 +68,19 @@ def test_beam_detections_are_bin_detect_s(trained, tmp_path):
     assert len(coco) == total and {row["category_id"] for row in coco} == {1}
 
 
+def test_an_image_the_listing_refuses_is_in_the_dead_letter_file_and_the_count(trained,
+                                                                              tmp_path):
+    config, tmp = trained
+    images = Path(config.dataset.root) / "images"
+    missing = tmp_path / "gone.jpg"
+    summary = detect_on_beam(pipeline_options(IN_MEMORY), config, tmp / "export" / "1",
+                             tmp_path / "beam", images=[str(images), str(missing)])
+    assert summary.startswith("images: 5 of 6 images detected on Beam in ")
+    assert summary.endswith(f"; 1 image in {tmp_path / 'beam' / 'dead_letter.txt'}")
+    assert (tmp_path / "beam" / "dead_letter.txt").read_text() == (
+        f"{missing}: missing or not a decodable image\n")
+
+
 def test_evaluate_scores_the_beam_files_as_a_normal_evaluation(trained, tmp_path):
     config, tmp = trained
     detect_on_beam(pipeline_options(IN_MEMORY), config, tmp / "export" / "1", tmp_path / "beam",
