@@ -56,7 +56,7 @@ from keras_frcnn.configs import split_sections
 from keras_frcnn.data.transforms import PREPROCESSING
 from keras_frcnn.detection import graph
 from keras_frcnn.detection.postprocess import PostprocessConfig, postprocess_detections
-from keras_frcnn.files import (atomic_write, is_dir, is_file, is_url, join, list_dir,
+from keras_frcnn.files import (atomic_write, in_memory, is_dir, is_file, is_url, join, list_dir,
                                make_dirs, make_temp_dir, read_bytes, read_json)
 from keras_frcnn.model.fast_rcnn import FastRCNN
 
@@ -319,7 +319,7 @@ def verify_export(module, export_dir, image, proposals, roi_pool="composite"):
     """Checks the graph (check_graph), then that a fresh TensorFlow-only process gives
     the in-process module's detections on ``image`` (RGB uint8) and ``proposals``.
     Returns the in-process outputs; raises ExportError on any difference."""
-    if str(export_dir).startswith("ram://"):
+    if in_memory(export_dir):
         raise ExportError(f"{export_dir}: TensorFlow's in-memory file system is this "
                           "process's own, so a fresh process cannot load the export to "
                           "verify it; export with --noverify")

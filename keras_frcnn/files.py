@@ -53,6 +53,12 @@ def local_only(path, what, fix="give a local folder"):
     return path
 
 
+def in_memory(path):
+    """True for TensorFlow's in-memory file system (``ram://``), which only the process
+    that wrote it sees: no worker process or fresh process can read it."""
+    return str(path).startswith("ram://")
+
+
 def _gfile():
     import tensorflow as tf
 

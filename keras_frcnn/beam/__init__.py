@@ -7,6 +7,7 @@ imports it, and a program given Beam options without it says so in one line
 (``require_beam``)."""
 
 EXTRA = 'pip install ".[beam]" (or: pip install -r requirements-beam.txt)'
+DEAD_LETTER = "dead_letter"  # the tagged output, and the counter, of the images left out
 
 
 class BeamMissing(ImportError):
@@ -123,6 +124,22 @@ def with_refused(pipeline, dead_letter, refused):
 
     if not refused:
         return dead_letter
-    lines = [" ".join(str(message).split()) for message in refused]
+    lines = [one_line(message) for message in refused]
     return ((pipeline | "Refused" >> beam.Create(lines), dead_letter)
             | "AllDeadLetters" >> beam.Flatten())
+
+
+def one_line(message):
+    """``message`` (an error, or its text) on one line: a dead-letter file's line."""
+    return " ".join(str(message).split())
+
+
+def to_dead_letter(error, on_error, counter):
+    """A DoFn's DatasetError ``error``: raised unless ``on_error`` is "skip" (so ""
+    raises, as in the library); else counted and returned as the DEAD_LETTER output."""
+    import apache_beam as beam
+
+    if on_error != "skip":
+        raise error
+    counter.inc()
+    return beam.pvalue.TaggedOutput(DEAD_LETTER, one_line(error))

@@ -26,12 +26,12 @@ import numpy as np
 from apache_beam.ml.inference.base import (KeyedModelHandler, ModelHandler, PredictionResult,
                                            RunInference)
 
-from keras_frcnn.beam import counter_totals, run_pipeline, with_refused, write_lines
+from keras_frcnn.beam import (DEAD_LETTER, counter_totals, run_pipeline, to_dead_letter,
+                              with_refused, write_lines)
 from keras_frcnn.data.records import DatasetError, check_on_error
 from keras_frcnn.evaluation.detection_files import coco_rows, detection_line
 from keras_frcnn.files import atomic_write, join
 
-DEAD_LETTER = "dead_letter"
 _NAMESPACE = "keras_frcnn.detection"
 SIGNATURE = "serving_default"  # export.SIGNATURE, without importing TensorFlow here
 
@@ -107,17 +107,15 @@ class PrepareImage(beam.DoFn):
         try:
             data = read_image_file(path)
             image = read_image_bgr(path, self._max_pixels, self._orient, data=data)
-            if proposals is None:
+            if proposals is None:  # on a cache miss the search decodes its own copy, as
+                # compute_selective_search does (a large JPEG at reduced size): same boxes
                 _, raw = search_into_cache(path, self._cache_dir, self._cfg.mode,
                                            max_pixels=self._max_pixels, orient=self._orient,
                                            data=data)
                 record = ImageRecord.create(image_id, path, image.shape[1], image.shape[0])
                 proposals = postprocess_proposals(self._cfg, record, raw)
         except DatasetError as err:
-            if self._on_error != "skip":
-                raise
-            self._dead.inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, " ".join(str(err).split()))
+            yield to_dead_letter(err, self._on_error, self._dead)
             return
         yield (image_id, path), (np.ascontiguousarray(image[..., ::-1]),
                                  np.asarray(proposals, np.float32))
@@ -229,6 +227,7 @@ def detect_on_beam(options, config, saved_model, output_dir, images=None, split=
     else:
         given = proposals_for_dataset(dataset, proposals_config, progress=False, split=split or "")
     elements = [(r.image_id, r.image_path, given.get(r.image_id)) for r in dataset.records]
+    refused = dataset.metadata.get("skipped", ())  # the reader left them out (on_error=skip)
     image_ids, categories = coco_ids([r.image_id for r in dataset.records],
                                      dataset.metadata.get("category_ids"), len(classes) + 1)
     make_dirs(output_dir)
@@ -237,10 +236,9 @@ def detect_on_beam(options, config, saved_model, output_dir, images=None, split=
         options, saved_model, elements, output_dir, list(classes), proposals_config,
         proposal_cache_dir(proposals_config), image_ids, categories,
         dataset.max_image_pixels, dataset.exif_orientation,
-        on_error=config.dataset.on_error or "skip",
-        refused=dataset.metadata.get("skipped", ()))
+        on_error=config.dataset.on_error or "skip", refused=refused)
     seconds = time.perf_counter() - start
-    total = len(dataset.records) + len(dataset.metadata.get("skipped", ()))
+    total = len(dataset.records) + len(refused)
     dead = counts["dead_letter"]
     return (f"{dataset.name}: {counts['images']} of {total} images detected on "
             f"Beam in {seconds:.1f} s, {counts['detections']} detections in "

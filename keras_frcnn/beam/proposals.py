@@ -18,13 +18,13 @@ bucket (``gs://...``) for a cluster (keras_frcnn.files).
 
 import apache_beam as beam
 
-from keras_frcnn.beam import counter_totals, run_pipeline, with_refused, write_lines
+from keras_frcnn.beam import (DEAD_LETTER, counter_totals, run_pipeline, to_dead_letter,
+                              with_refused, write_lines)
 from keras_frcnn.data.records import MAX_IMAGE_PIXELS, DatasetError, check_on_error
 from keras_frcnn.proposals.selective_search import MAX_SIZE, search_into_cache
 
-DEAD_LETTER = "dead_letter"
 _NAMESPACE = "keras_frcnn.proposals"
-COUNTERS = ("computed", "cached", "dead_letter")
+COUNTERS = ("computed", "cached", DEAD_LETTER)
 
 
 class SearchImage(beam.DoFn):
@@ -48,10 +48,7 @@ class SearchImage(beam.DoFn):
         try:
             state, _ = search_into_cache(path, *self._args)
         except DatasetError as err:
-            if self._on_error != "skip":
-                raise
-            self._counters[DEAD_LETTER].inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, " ".join(str(err).split()))
+            yield to_dead_letter(err, self._on_error, self._counters[DEAD_LETTER])
             return
         self._counters[state].inc()
         yield path, state

@@ -48,8 +48,8 @@ import numpy as np
 from keras_frcnn.data.images import (check_image_pixels, downscale, image_size,
                                      read_image_bgr_within)
 from keras_frcnn.data.records import MAX_IMAGE_PIXELS, DatasetError, handle_error
-from keras_frcnn.files import (atomic_write, file_digest, is_file, is_url, join, make_dirs,
-                                read_bytes)
+from keras_frcnn.files import (atomic_write, file_digest, in_memory, is_file, is_url, join,
+                               make_dirs, read_bytes)
 from keras_frcnn.proposals.workers import start_pool, worker_result
 
 logger = logging.getLogger("keras_frcnn.proposals")
@@ -246,7 +246,7 @@ def _plan(image_paths, cache_dir, mode, max_size, max_pixels, orient=True):
 def _workers(workers, paths):
     """The worker processes to use: ``workers`` (None: all cores), or 0 where an image is
     in TensorFlow's in-memory file system (``ram://``), which only this process sees."""
-    if any(str(p).startswith("ram://") for p in paths):
+    if any(in_memory(p) for p in paths):
         return 0
     return os.cpu_count() if workers is None else workers
 
