@@ -125,8 +125,12 @@ def main():
                         help="comma-separated config.proposals.workers of the overlapped runs "
                              "(0: one per core, the default)")
     parser.add_argument("--images", type=int, default=0, help="first N test photos (0: all)")
+    parser.add_argument("--precisions", default="bfloat16",
+                        help="comma-separated test.precision of further overlapped runs (one "
+                             "worker per core) after the float32 ones; '' for none")
     parser.add_argument("--output", help="Markdown file whose section to rewrite")
     args = parser.parse_args()
+    precisions = [p for p in args.precisions.split(",") if p]
     try:
         worker_counts = [int(w) for w in args.workers.split(",")]
     except ValueError:
@@ -162,6 +166,18 @@ def main():
             if changed:
                 raise SystemExit(f"overlapped with {workers} workers: {len(changed)} files "
                                  f"differ from the sequential run's: {changed[:5]}")
+        for name in precisions:  # other numbers: only the proposals must be the same
+            config.test.precision = name
+            folder = tmp / f"overlapped_{name}"
+            runs.append((f"overlapped, {name}", 0,
+                         run_detection(model, paths, config, folder, True, 0)))
+            print(runs[-1], flush=True)
+            changed = [f for f in differences(reference, outputs(folder))
+                       if not f.startswith("out/")]
+            if changed:
+                raise SystemExit(f"{name}: {len(changed)} cached proposal files differ from "
+                                 f"the float32 run's: {changed[:5]}")
+        config.test.precision = "float32"
         detections = json.loads(reference["out/detections.json"])
     listed = sum(len(rows) for rows in detections.values())
     stamp = time.strftime("%Y-%m-%d %H:%M")
@@ -170,8 +186,10 @@ def main():
              "test photos through `detect_images` (bin/detect.py without its start-up: "
              "selective search, fast mode, with an empty cache each time; the network with "
              "the flip test; pictures and detections.json), configs/kangaroo.py's model "
-             f"untrained ({listed} detections listed at 0.5). Every overlapped run wrote the "
-             "same detections.json, pictures and cached proposals as the first "
+             f"untrained ({listed} detections listed at 0.5). Every float32 overlapped run "
+             "wrote the same detections.json, pictures and cached proposals as the first, "
+             "the other precisions the same proposals; the network computes in float32 "
+             "but where the first column names another test.precision "
              "(`python benchmarks/detect_throughput_benchmark.py --output docs/benchmarks.md`).",
              "",
              "| proposals | selective-search workers | seconds | images/s | speed-up | "

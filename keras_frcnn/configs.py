@@ -179,6 +179,9 @@ def base_config():
     config.test.score_empty_rois = False  # True: RoIs beyond the feature map keep a score (release)
     config.test.flip = False  # also test the mirrored image, average the two (not in the paper)
     config.test.bbox_reg = True  # decode bbox_pred; False: the proposals are the boxes (Table 6)
+    # The network's dtype at test time and in the export: float32 (the release's) |
+    # bfloat16 (CPUs with AVX512_BF16/AMX) | float16 (GPUs); docs/benchmarks.md.
+    config.test.precision = "float32"
     config.test.metric = "voc"  # voc | coco | both
     config.test.iou_threshold = 0.5  # VOC: a match needs IoU above this (devkit_ge: at least)
     config.test.use_07_metric = False  # VOC: 11-point AP (VOC2007) instead of the area

@@ -35,6 +35,12 @@ bit-identical to the op, so a stock ``tensorflow_model_server`` loads the
 model; ``"custom_op"`` records our inference op (``KerasFrcnn>RoiPoolInference``), faster, for
 servers built with it (docs/serving.md).
 
+Precision (config.test.precision, precision.py): the network inside computes in
+float32, bfloat16 or float16, the interface above is the same in each, and softmax,
+decoding and NMS are float32 in each. The export computes in the precision asked for
+even where the exporting machine lacks it (the server decides), and records it in
+``assets.extra/keras_frcnn.json``.
+
 The one difference from the Detector is the input: the graph takes an RGB uint8
 image (as tf.io.decode_image and PIL give it) and reverses its channels to the BGR
 that the shared functions, and OpenCV's decoder in the Detector, use.
@@ -59,6 +65,7 @@ from keras_frcnn.detection.postprocess import PostprocessConfig, postprocess_det
 from keras_frcnn.files import (atomic_write, in_memory, is_dir, is_file, is_url, join, list_dir,
                                make_dirs, make_temp_dir, read_bytes, read_json)
 from keras_frcnn.model.fast_rcnn import FastRCNN
+from keras_frcnn.precision import check_precision, inference_copy, unsupported_reason
 
 logger = logging.getLogger("keras_frcnn.export")
 
@@ -207,26 +214,30 @@ def export_saved_model(model, classes, export_dir, scales=(600,), max_size=1000,
                        preprocessing="caffe", postprocess=PostprocessConfig(mode="default"),
                        roi_pool="composite", score_empty_rois=False, flip=False,
                        bbox_reg=True, deduplicate=True, max_proposals=MAX_PROPOSALS,
-                       roi_batch=graph.ROI_BATCH):
+                       roi_batch=graph.ROI_BATCH, precision="float32"):
     """Writes a SavedModel of ``model`` (a FastRCNN emitting raw deltas) to
     ``export_dir`` (a temporary directory renamed into place); returns the module.
     Requests with more than ``max_proposals`` proposals are refused (0: no limit);
-    RoIs go through pooling and the head ``roi_batch`` at a time (DetectionModule)."""
+    RoIs go through pooling and the head ``roi_batch`` at a time (DetectionModule).
+    ``precision``: what the network computes in (precision.py); the signature's
+    inputs and outputs are the same in every precision."""
     if roi_pool not in ("composite", "custom_op"):
         raise ValueError(f"roi_pool must be 'composite' or 'custom_op', got {roi_pool!r}")
+    check_precision(precision, "precision")
     url = is_url(str(export_dir))
     export_dir = str(export_dir) if url else Path(export_dir)
     if is_dir(export_dir) or is_file(export_dir):
         raise ValueError(f"{export_dir} exists; TF Serving expects one new numbered directory "
                          "per version (e.g. exports/demo/2): choose a new one")
-    module = DetectionModule(with_roi_pool(model, roi_pool), classes, scales, max_size,
-                             preprocessing, postprocess, score_empty_rois, flip, bbox_reg,
-                             deduplicate, max_proposals, roi_batch)
+    module = DetectionModule(with_roi_pool(inference_copy(model, precision), roi_pool), classes,
+                             scales, max_size, preprocessing, postprocess, score_empty_rois,
+                             flip, bbox_reg, deduplicate, max_proposals, roi_batch)
     settings = json.dumps(
         {"classes": list(classes), "scales": list(scales), "max_size": max_size,
          "preprocessing": preprocessing, "roi_pool": roi_pool,
          "score_empty_rois": score_empty_rois, "flip": flip, "bbox_reg": bbox_reg,
          "deduplicate": deduplicate, "max_proposals": module.max_proposals,
+         "precision": precision,
          "postprocess": postprocess.__dict__}, indent=2) + "\n"
     if url:
         # An object store has no folder rename: the version is written in place, and a
@@ -395,11 +406,20 @@ def export_workdir(config, workdir=None, model_path=None, export_dir=None, roi_p
     classes = _classes(config, workdir, model_path)
     check_model_config(model, config, classes, model_path or workdir)
     postprocess = PostprocessConfig.from_test_config(t, mode=mode)
+    # The export computes in the precision asked for, whatever this machine has: the
+    # server that runs it decides (docs/serving.md). Here it may only be emulated.
+    precision = check_precision(t.get("precision", "float32"))
+    reason = unsupported_reason(precision)
+    if reason:
+        logger.warning("test.precision=%s: %s; the export computes in %s all the same (for "
+                       "a server that has it), and its verification here is slow", precision,
+                       reason, precision)
     module = export_saved_model(model, classes, export_dir,
                                 tuple(t.scales), t.max_size, config.pipeline.preprocessing,
                                 postprocess, roi_pool, t.score_empty_rois, t.flip,
                                 t.get("bbox_reg", True), t.get("deduplicate", True),
-                                config.get("export", {}).get("max_proposals", MAX_PROPOSALS))
+                                config.get("export", {}).get("max_proposals", MAX_PROPOSALS),
+                                precision=precision)
     result = {"module": module, "verified": None, "signature": None}
     if verify:
         image, proposals = verification_inputs(config)

@@ -52,6 +52,10 @@ Deltas are decoded per class onto the proposals in original-image pixels and
 clipped to the image; with ``bbox_reg=False`` the proposals themselves are each
 class's boxes (the release's TEST.BBOX_REG, used for Table 6). Post-processing is
 detection/postprocess.py.
+
+``precision`` (config.test.precision): the network computes in float32, bfloat16 or
+float16 (keras_frcnn/precision.py); its scores and deltas come out in float32, and
+everything after them is the same in every precision.
 """
 
 import dataclasses
@@ -66,6 +70,7 @@ from keras_frcnn.data import transforms
 from keras_frcnn.data.images import read_image_bgr
 from keras_frcnn.data.records import DatasetError, dataset_error
 from keras_frcnn.numerics import apply_tf32
+from keras_frcnn.precision import inference_copy, resolve_precision
 from keras_frcnn.detection import graph
 from keras_frcnn.detection.graph import make_network
 from keras_frcnn.detection.postprocess import (Detections, PostprocessConfig, apply_set_cap,
@@ -100,6 +105,7 @@ class DetectorConfig:
     flip: bool = False  # also test the mirrored image and average the two (decision)
     bbox_reg: bool = True  # decode bbox_pred; False: every class's box is the proposal
     tf32: bool = True  # False: full float32 on Ampere+ GPUs, as Caffe (numerics.py)
+    precision: str = "float32"  # network dtype: float32 | bfloat16 | float16 (precision.py)
 
 
 class Detector:
@@ -118,10 +124,13 @@ class Detector:
         apply_tf32(config.tf32)
         self.model = model
         self.config = config
+        # What the network computes in here: config.precision, or float32 where this
+        # machine has no bfloat16 arithmetic (said in one line).
+        self.precision = resolve_precision(config.precision)
         self.num_classes = int(model.get_layer("cls_score").units)
         self.spatial_scale = float(model.get_layer("roi_pool").spatial_scale)
         self._forward = tf.function(
-            make_network(model, config.score_empty_rois),
+            make_network(inference_copy(model, self.precision), config.score_empty_rois),
             input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32),
                              tf.TensorSpec([None, 5], tf.float32)])
         self._prepare = tf.function(self._network_inputs, input_signature=[

@@ -44,7 +44,8 @@ def detector_config(config):
         scales=tuple(t.scales), max_size=t.max_size, preprocessing=config.pipeline.preprocessing,
         postprocess=PostprocessConfig.from_test_config(t),
         deduplicate=t.deduplicate, score_empty_rois=t.score_empty_rois, flip=t.flip,
-        bbox_reg=t.get("bbox_reg", True), tf32=config.model.get("tf32", True))
+        bbox_reg=t.get("bbox_reg", True), tf32=config.model.get("tf32", True),
+        precision=t.get("precision", "float32"))
 
 
 def load_model(config, workdir=None, model_path=None, checkpoint=None, num_classes=None):

@@ -22,17 +22,36 @@ bias and activation (no non-linearity between), so code that looks layers
 up by name (cls_score, bbox_pred, fc6) keeps working.
 """
 
+import contextlib
+
 import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_frcnn.layers import RoIPooling
 from keras_frcnn.model.backbones import HEADS, SPECS, build_backbone_and_head, freeze
+from keras_frcnn.model.folding import fold_batchnorm_layers
 from keras_frcnn.model.losses import fast_rcnn_losses
+from keras_frcnn.precision import PRECISIONS
 
 
 FACTORIZABLE = ("fc6", "fc7", "cls_score", "bbox_pred")
 SIBLINGS = ("cls_score", "bbox_pred")
+
+
+@contextlib.contextmanager
+def _dtype_policy(precision):
+    """Keras's global dtype policy ``precision`` (pure: weights and compute in it) while
+    the layers are made; None leaves the policy as it is (training's mixed policies)."""
+    if precision is None:
+        yield
+        return
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def factorizable(head):
@@ -96,6 +115,14 @@ class FastRCNN(keras.Model):
       svm_scores: cls_prob emits cls_score unchanged instead of its softmax: the
         model scores with one-vs-rest SVMs installed in cls_score (model/svms.py;
         the release's cfg.TEST.SVM, paper Table 8).
+      precision: None (the global Keras policy: float32, or training's mixed
+        policy), or "float32" | "bfloat16" | "float16" for an inference copy
+        (keras_frcnn/precision.py): every layer computes in that dtype with its
+        weights stored in it, but cls_score, bbox_pred and the softmax, which
+        stay float32.
+      fold_batchnorm: each BatchNormalization after a convolution is folded
+        into it (model/folding.py; inference copies only: the layers are gone,
+        so such a model cannot train its BatchNormalization).
       class_names: the K object class names, recorded (not used by the network) so
         that a saved model says what its outputs are; None: not recorded.
       preprocessing: the input preprocessing the weights were trained for
@@ -108,7 +135,10 @@ class FastRCNN(keras.Model):
                  freeze_backbone=False, loss_lambda=1.0, weight_decay=5e-4, bias_lr_mult=2.0,
                  dropout=0.5, fc_units=None, roi_pool_implementation=None, factorized=None,
                  head="fc", class_names=None, preprocessing=None, train_only=None,
-                 svm_scores=False, **kwargs):
+                 svm_scores=False, precision=None, fold_batchnorm=False, **kwargs):
+        if precision not in PRECISIONS + (None,):
+            raise ValueError(f"precision must be one of {PRECISIONS} or None, got "
+                             f"{precision!r}")
         if num_classes < 2:
             raise ValueError(f"num_classes counts background too and must be >= 2, got {num_classes}")
         if class_names is not None:
@@ -138,43 +168,54 @@ class FastRCNN(keras.Model):
             raise ValueError(f"factorized: no Dense layer named {unknown} under head {head!r} "
                              f"(choose from {list(factorizable(head))})")
 
-        def dense(units, name, activation=None, stddev=None):
+        # A reduced precision computes every layer in it, with weights stored in it, but
+        # the two siblings and the softmax, which stay float32 (docs/benchmarks.md).
+        outputs_dtype = "float32" if precision not in (None, "float32") else None
+
+        def dense(units, name, activation=None, stddev=None, dtype=None):
             init = ("glorot_uniform" if stddev is None
                     else keras.initializers.RandomNormal(0.0, stddev))
             layer = keras.layers.Dense(units, activation=activation, name=name,
-                                       kernel_initializer=init)
+                                       kernel_initializer=init, dtype=dtype)
             if name not in factorized:
                 return layer
-            first = keras.layers.Dense(factorized[name], use_bias=False, name=f"{name}_L")
+            first = keras.layers.Dense(factorized[name], use_bias=False, name=f"{name}_L",
+                                       dtype=dtype)
             return lambda x: layer(first(x))
-        features_model, head_model, spec, fc_init = build_backbone_and_head(
-            backbone, backbone_weights, head)
-        prefixes = spec.frozen_prefixes if frozen is None else frozen
-        frozen_layers = freeze(features_model, prefixes)
-        if head_model is not None:  # the head's ImageNet layers follow the backbone's rules
-            frozen_layers += freeze(head_model, prefixes)
-        if freeze_backbone:
-            features_model.trainable = False
-        images = keras.Input((None, None, 3), name="images")
-        rois = keras.Input((5,), name="rois")
-        pooled = RoIPooling(spec.pooled_size, 1.0 / spec.stride, roi_pool_implementation,
-                            name="roi_pool")([features_model(images), rois])
-        if head_model is None:
-            x = keras.layers.Flatten(name="flatten")(pooled)
-            widths = spec.fc_units if fc_units is None else fc_units
-            x = keras.layers.Dropout(dropout, name="drop6")(dense(widths[0], "fc6", "relu")(x))
-            x = keras.layers.Dropout(dropout, name="drop7")(dense(widths[1], "fc7", "relu")(x))
-        else:
-            x = keras.layers.GlobalAveragePooling2D(name="head_pool")(head_model(pooled))
-            x = keras.layers.Dropout(dropout, name="drop_head")(x)
-        cls_score = dense(num_classes, "cls_score", stddev=0.01)(x)
-        bbox_pred = dense(4 * (num_classes - 1), "bbox_pred", stddev=0.001)(x)
-        cls_prob = (keras.layers.Activation("linear", name="cls_prob") if svm_scores
-                    else keras.layers.Softmax(name="cls_prob"))(cls_score)
-        super().__init__(inputs={"images": images, "rois": rois},
-                         outputs={"cls_score": cls_score, "cls_prob": cls_prob,
-                                  "bbox_pred": bbox_pred},
-                         name=kwargs.pop("name", "fast_rcnn"), **kwargs)
+        with _dtype_policy(precision):
+            features_model, head_model, spec, fc_init = build_backbone_and_head(
+                backbone, backbone_weights, head)
+            if fold_batchnorm:  # an inference copy's (model/folding.py)
+                features_model = fold_batchnorm_layers(features_model)
+                head_model = head_model and fold_batchnorm_layers(head_model)
+            prefixes = spec.frozen_prefixes if frozen is None else frozen
+            frozen_layers = freeze(features_model, prefixes)
+            if head_model is not None:  # the head's ImageNet layers follow the backbone's rules
+                frozen_layers += freeze(head_model, prefixes)
+            if freeze_backbone:
+                features_model.trainable = False
+            images = keras.Input((None, None, 3), name="images")
+            rois = keras.Input((5,), name="rois")
+            pooled = RoIPooling(spec.pooled_size, 1.0 / spec.stride, roi_pool_implementation,
+                                name="roi_pool")([features_model(images), rois])
+            if head_model is None:
+                x = keras.layers.Flatten(name="flatten")(pooled)
+                widths = spec.fc_units if fc_units is None else fc_units
+                x = keras.layers.Dropout(dropout, name="drop6")(dense(widths[0], "fc6", "relu")(x))
+                x = keras.layers.Dropout(dropout, name="drop7")(dense(widths[1], "fc7", "relu")(x))
+            else:
+                x = keras.layers.GlobalAveragePooling2D(name="head_pool")(head_model(pooled))
+                x = keras.layers.Dropout(dropout, name="drop_head")(x)
+            cls_score = dense(num_classes, "cls_score", stddev=0.01, dtype=outputs_dtype)(x)
+            bbox_pred = dense(4 * (num_classes - 1), "bbox_pred", stddev=0.001,
+                              dtype=outputs_dtype)(x)
+            cls_prob = (keras.layers.Activation("linear", name="cls_prob", dtype=outputs_dtype)
+                        if svm_scores else
+                        keras.layers.Softmax(name="cls_prob", dtype=outputs_dtype))(cls_score)
+            super().__init__(inputs={"images": images, "rois": rois},
+                             outputs={"cls_score": cls_score, "cls_prob": cls_prob,
+                                      "bbox_pred": bbox_pred},
+                             name=kwargs.pop("name", "fast_rcnn"), **kwargs)
         for name, weights in (fc_init or {}).items():
             if name not in factorized:
                 self.get_layer(name).set_weights(weights)
@@ -199,6 +240,10 @@ class FastRCNN(keras.Model):
                             factorized=factorized, head=head, class_names=class_names,
                             preprocessing=preprocessing, train_only=train_only or None,
                             svm_scores=bool(svm_scores))
+        if precision is not None:  # only an inference copy has these (precision.py)
+            self._config["precision"] = precision
+        if fold_batchnorm:
+            self._config["fold_batchnorm"] = True
         self.loss_lambda = loss_lambda
         self.weight_decay = weight_decay
         self.bias_lr_mult = bias_lr_mult
