@@ -131,6 +131,13 @@ def main():
     parser.add_argument("--output", help="Markdown file whose section to rewrite")
     args = parser.parse_args()
     precisions = [p for p in args.precisions.split(",") if p]
+    from keras_frcnn.precision import check_precision, unsupported_reason
+
+    for name in precisions:
+        check_precision(name, "--precisions")
+        if name == "bfloat16" and unsupported_reason(name):  # the row would be float32's
+            raise SystemExit(f"--precisions=bfloat16: {unsupported_reason(name)}; the "
+                             "Detector would run in float32 (pass --precisions='')")
     try:
         worker_counts = [int(w) for w in args.workers.split(",")]
     except ValueError:

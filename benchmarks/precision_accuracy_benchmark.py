@@ -18,7 +18,7 @@ from pathlib import Path
 import report  # first: it picks TensorFlow's CPU kernels before TensorFlow loads
 
 from keras_frcnn.evaluation.run import evaluate
-from keras_frcnn.precision import PRECISIONS
+from keras_frcnn.precision import PRECISIONS, unsupported_reason
 from keras_frcnn.predictor import experiment_config
 
 SECTION = "precision_accuracy_benchmark"
@@ -32,6 +32,8 @@ def evaluate_in(workdir, name, folder):
         config.test.picture_images = 0
     start = time.perf_counter()
     metrics = evaluate(config, workdir, output_dir=folder, progress=False, overlap=False)
+    if metrics["precision"] != name:  # cannot happen after main's check; never mislabel
+        raise SystemExit(f"{workdir}: evaluated in {metrics['precision']}, not {name}")
     return {"mAP": 100.0 * float(metrics["mAP"]), "seconds": time.perf_counter() - start,
             "network": metrics["timing"]["network_seconds_per_image"],
             "images": metrics["timing"]["images"], "kind": config.dataset.kind,
@@ -50,11 +52,18 @@ def main():
     labels = args.labels.split(",") if args.labels else [Path(w).name for w in workdirs]
     if len(labels) != len(workdirs):
         parser.error(f"{len(labels)} labels for {len(workdirs)} workdirs")
+    missing = [w for w in workdirs if not (Path(w) / "model.keras").is_file()]
+    if missing:
+        parser.error(f"no trained model in {missing}: train them first (bin/train.py; "
+                     "run_all.py's kangaroo benchmark trains workdirs/kangaroo*)")
     names = args.precisions.split(",")
     unknown = sorted(set(names) - set(PRECISIONS))
     if unknown or names[0] != "float32":
         parser.error(f"--precisions: float32 first, then any of {list(PRECISIONS[1:])}; "
                      f"got {names}")
+    if "bfloat16" in names and unsupported_reason("bfloat16"):
+        parser.error(f"bfloat16: {unsupported_reason('bfloat16')}; the Detector would run "
+                     "in float32 (drop it from --precisions)")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for label, workdir in zip(labels, workdirs):

@@ -13,7 +13,7 @@ MobileNetV2 with its ImageNet-block head) and each precision, in one process:
   floor       FLOPs / GEMM rate: the time the network would take if every layer ran
               at the rate of the machine's best-tuned kernel
   network     images + RoIs -> class probabilities and deltas as the Detector runs
-              them (detection/graph.make_network of precision.inference_copy), one
+              them (detection/graph.make_network of precision.precision_copy), one
               --height x --width image, --rois RoIs, median of --repeats after a
               warm-up; "efficiency" is network / floor
   profile     one more run under TensorFlow's profiler: the time of each op, summed
@@ -21,8 +21,10 @@ MobileNetV2 with its ImageNet-block head) and each precision, in one process:
 
 Precisions: float32 (the model as trained), float32 with BatchNormalization folded
 into the convolutions (MobileNetV2 only; model/folding.py), and bfloat16, which
-folds too. float16 is left out on a CPU without float16 arithmetic (TensorFlow
-emulates it there). Weights are random: time does not depend on values.
+folds too. A CPU benchmark: it refuses a machine without bfloat16 arithmetic, and
+runs no float16 (emulated on CPUs; its place is a GPU, whose time this profile, which
+reads the CPU executor's threads, would not see). Weights are random: time does not
+depend on values.
 
     python benchmarks/precision_benchmark.py --output docs/benchmarks.md
 """
@@ -187,7 +189,7 @@ def main():
         cells = window_cells(rois.numpy(), feature_h, feature_w, pool.pooled_size[0],
                              pool.spatial_scale)
         for label, precision, fold in ARMS[network]:
-            copy = precision_lib.inference_copy(model, precision, fold)
+            copy = precision_lib.precision_copy(model, precision, fold)
             forward = tf.function(make_network(copy))
             seconds = median_seconds(lambda: [t.numpy() for t in forward(images, rois)],
                                      args.repeats)

@@ -22,6 +22,11 @@ still moves them. The scripts run one after another, each in its own process:
               study's svd experiment (frcnn-study --experiments=svd, docs/study.md)
   beam        selective search and batch detection on Beam's DirectRunner (one and
               two workers) against the process pool and bin/detect.py (kangaroo photos)
+  precision   the detection network in float32 and bfloat16 against the compute floor
+              (FLOPs / a large GEMM's rate), with a per-op profile (VGG16, VGG16 with
+              SVD, MobileNetV2); needs a CPU with bfloat16
+  precision_accuracy   the kangaroo models (trained by "kangaroo") evaluated in float32,
+              bfloat16 and float16
 
     python benchmarks/run_all.py                       # everything
     python benchmarks/run_all.py --only roi_pool,svd   # a subset
@@ -55,6 +60,10 @@ def commands(output, data, kangaroo_workdir, kangaroo_seeds="0,1,2",
                            *([f"--weights={weights}"] if weights else []))],
         "svd": [bench("svd", "--backbones=vgg16,mobilenet_v2,small")],
         "beam": [bench("beam", f"--data={data}", *([f"--weights={weights}"] if weights else []))],
+        "precision": [bench("precision")],
+        "precision_accuracy": [bench("precision_accuracy", "--workdirs=" + ",".join(
+            str(kangaroo_workdir) if k == 0 else f"{kangaroo_workdir}_seed{seed}"
+            for k, seed in enumerate(kangaroo_seeds.split(","))))],
     }
 
 

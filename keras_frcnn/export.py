@@ -65,7 +65,7 @@ from keras_frcnn.detection.postprocess import PostprocessConfig, postprocess_det
 from keras_frcnn.files import (atomic_write, in_memory, is_dir, is_file, is_url, join, list_dir,
                                make_dirs, make_temp_dir, read_bytes, read_json)
 from keras_frcnn.model.fast_rcnn import FastRCNN
-from keras_frcnn.precision import check_precision, inference_copy, unsupported_reason
+from keras_frcnn.precision import check_precision, precision_copy, unsupported_reason
 
 logger = logging.getLogger("keras_frcnn.export")
 
@@ -229,7 +229,7 @@ def export_saved_model(model, classes, export_dir, scales=(600,), max_size=1000,
     if is_dir(export_dir) or is_file(export_dir):
         raise ValueError(f"{export_dir} exists; TF Serving expects one new numbered directory "
                          "per version (e.g. exports/demo/2): choose a new one")
-    module = DetectionModule(with_roi_pool(inference_copy(model, precision), roi_pool), classes,
+    module = DetectionModule(with_roi_pool(precision_copy(model, precision), roi_pool), classes,
                              scales, max_size, preprocessing, postprocess, score_empty_rois,
                              flip, bbox_reg, deduplicate, max_proposals, roi_batch)
     settings = json.dumps(

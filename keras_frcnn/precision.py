@@ -26,12 +26,13 @@ deployment can be checked on a laptop. Measured speed and accuracy: docs/benchma
 import logging
 import platform
 
-PRECISIONS = ("float32", "bfloat16", "float16")
+from keras_frcnn.model.fast_rcnn import PRECISIONS
 CPUINFO = "/proc/cpuinfo"
 # CPU flags (Linux /proc/cpuinfo) of native bfloat16 arithmetic: AVX512_BF16 and AMX
 # tiles on x86-64, FEAT_BF16 on Arm.
 BFLOAT16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
-# Native float16 arithmetic on x86-64 CPUs (oneDNN's float16 kernels need one).
+# Native float16 arithmetic: AVX512_FP16 and AMX-FP16 on x86-64 (oneDNN's float16 kernels
+# need one), FP16 arithmetic on Arm.
 FLOAT16_FLAGS = frozenset({"avx512_fp16", "amx_fp16", "fphp", "asimdhp"})
 
 logger = logging.getLogger("keras_frcnn.precision")
@@ -113,25 +114,28 @@ def resolve_precision(precision, name="test.precision", flags=None, gpus=None):
     return precision
 
 
-def inference_copy(model, precision, fold_batchnorm=None):
-    """``model`` (a FastRCNN) computing in ``precision``: the model itself for float32,
-    else a copy built in that precision with the same weights (cast to it).
+def precision_copy(model, precision, fold_batchnorm=None):
+    """``model`` (a FastRCNN as trained) computing in ``precision``: the model itself for
+    float32, else a copy built in that precision with the same weights (cast to it).
 
     ``fold_batchnorm`` (default: for a reduced precision): the copy's BatchNormalization
     layers are folded into their convolutions (model/folding.py), so that oneDNN runs
     each convolution, bias and ReLU6 as one kernel. float32 keeps the trained graph by
-    default, so float32 detection is the model as trained, op for op.
+    default, so float32 detection is the model as trained, op for op. (Not
+    training.inference_copy, which folds the target normalisation into bbox_pred.)
     """
     check_precision(precision, "precision")
     if fold_batchnorm is None:
         fold_batchnorm = precision != "float32"
     config = model.get_config()
-    if (config.get("precision", "float32") == precision
-            and bool(config.get("fold_batchnorm")) == bool(fold_batchnorm)):
+    if config.get("precision") not in (None, "float32") or config.get("fold_batchnorm"):
+        if (config.get("precision") == precision
+                and bool(config.get("fold_batchnorm")) == bool(fold_batchnorm)):
+            return model
+        raise ValueError("precision_copy: the model is a copy already (rounded weights or "
+                         "BatchNormalization folded); copy the model it was made from")
+    if precision == "float32" and not fold_batchnorm:
         return model
-    if config.get("fold_batchnorm"):
-        raise ValueError("inference_copy: the model's BatchNormalization is folded already; "
-                         "copy the original model")
     from keras_frcnn.model.fast_rcnn import FastRCNN
     from keras_frcnn.model.folding import copy_folded_weights
 
@@ -144,5 +148,5 @@ def inference_copy(model, precision, fold_batchnorm=None):
     return copy
 
 
-__all__ = ["PRECISIONS", "check_precision", "cpu_flags", "inference_copy", "resolve_precision",
+__all__ = ["PRECISIONS", "check_precision", "cpu_flags", "precision_copy", "resolve_precision",
            "unsupported_reason"]

@@ -97,8 +97,8 @@ def test_every_config_keeps_float32():
 def test_a_reduced_copy_keeps_the_siblings_and_softmax_in_float32():
     keras.utils.set_random_seed(0)
     model = FastRCNN(num_classes=4, backbone="small")
-    assert precision.inference_copy(model, "float32") is model
-    copy = precision.inference_copy(model, "bfloat16")
+    assert precision.precision_copy(model, "float32") is model
+    copy = precision.precision_copy(model, "bfloat16")
     assert copy.get_layer("fc6").kernel.dtype == "bfloat16"
     for name in ("cls_score", "bbox_pred"):
         assert copy.get_layer(name).kernel.dtype == "float32"
@@ -108,9 +108,10 @@ def test_a_reduced_copy_keeps_the_siblings_and_softmax_in_float32():
     outputs = copy({"images": tf.zeros([1, 48, 64, 3]),
                     "rois": tf.constant([[0, 0, 0, 31, 31]], tf.float32)}, training=False)
     assert {k: v.dtype for k, v in outputs.items()} == {k: tf.float32 for k in outputs}
-    assert precision.inference_copy(copy, "bfloat16") is copy
-    with pytest.raises(ValueError, match="folded already"):
-        precision.inference_copy(copy, "float16")
+    assert precision.precision_copy(copy, "bfloat16") is copy
+    for name in ("float16", "float32"):  # from rounded weights: refused
+        with pytest.raises(ValueError, match="the model is a copy already"):
+            precision.precision_copy(copy, name)
 
 
 def test_folded_weights_by_hand():
@@ -154,19 +155,25 @@ def test_a_convolution_used_twice_or_with_an_activation_is_not_folded():
     assert foldable_pairs(keras.Model(inputs, outputs)) == {}
 
 
-def test_folded_mobilenet_v2_computes_the_same_function():
-    """Every BatchNormalization of MobileNetV2 and its ImageNet-block head folds, and the
-    folded float32 network gives the same outputs (non-trivial statistics)."""
-    keras.utils.set_random_seed(0)
-    model = FastRCNN(num_classes=3, backbone="mobilenet_v2", head="imagenet_blocks")
-    rng = np.random.default_rng(0)
+def randomise_batchnorm(model, rng):
+    """Non-trivial statistics in every BatchNormalization of the model's networks (at
+    their initial ones, random MobileNetV2 activations fade to 1e-11 by the head)."""
     norms = [layer for sub in model.layers if isinstance(sub, keras.Model)
              for layer in sub.layers if isinstance(layer, keras.layers.BatchNormalization)]
     for layer in norms:
         shape = layer.gamma.shape
         layer.set_weights([rng.uniform(0.5, 1.5, shape), rng.normal(0, 0.1, shape),
                            rng.normal(0, 0.1, shape), rng.uniform(0.5, 2.0, shape)])
-    copy = precision.inference_copy(model, "float32", fold_batchnorm=True)
+
+
+def test_folded_mobilenet_v2_computes_the_same_function():
+    """Every BatchNormalization of MobileNetV2 and its ImageNet-block head folds, and the
+    folded float32 network gives the same outputs (non-trivial statistics)."""
+    keras.utils.set_random_seed(0)
+    model = FastRCNN(num_classes=3, backbone="mobilenet_v2", head="imagenet_blocks")
+    rng = np.random.default_rng(0)
+    randomise_batchnorm(model, rng)
+    copy = precision.precision_copy(model, "float32", fold_batchnorm=True)
     assert not any(isinstance(layer, keras.layers.BatchNormalization)
                    for sub in copy.layers if isinstance(sub, keras.Model) for layer in sub.layers)
     inputs = {"images": tf.constant(rng.uniform(-1, 1, (1, 96, 128, 3)), tf.float32),
@@ -174,6 +181,27 @@ def test_folded_mobilenet_v2_computes_the_same_function():
     want, got = model(inputs, training=False), copy(inputs, training=False)
     for name in ("cls_prob", "bbox_pred"):
         np.testing.assert_allclose(got[name].numpy(), want[name].numpy(), atol=2e-5)
+
+
+def test_mobilenet_v2_computes_in_bfloat16_close_to_float32():
+    """MobileNetV2 with its ImageNet-block head (depthwise convolutions, folded
+    BatchNormalization, ReLU6) in bfloat16 and float16 against float32."""
+    keras.utils.set_random_seed(0)
+    model = FastRCNN(num_classes=3, backbone="mobilenet_v2", head="imagenet_blocks")
+    kernel, bias = model.get_layer("cls_score").get_weights()  # scores spread from 1/3
+    model.get_layer("cls_score").set_weights([kernel * 200.0, bias])
+    rng = np.random.default_rng(1)
+    randomise_batchnorm(model, rng)
+    inputs = {"images": tf.constant(rng.uniform(-1, 1, (1, 96, 128, 3)), tf.float32),
+              "rois": tf.constant([[0, 0, 0, 63, 63], [0, 30, 10, 127, 95]], tf.float32)}
+    want = model(inputs, training=False)
+    for name, tolerance in (("bfloat16", 0.05), ("float16", 0.005)):
+        copy = precision.precision_copy(model, name)
+        assert copy.get_layer("mobilenet_v2_head").get_layer(
+            "block_13_depthwise").kernel.dtype == name
+        got = copy(inputs, training=False)
+        difference = np.abs(got["cls_prob"].numpy() - want["cls_prob"].numpy()).max()
+        assert 1e-7 < difference < tolerance, (name, difference)
 
 
 # ---------------------------------------------------------------- a trained demo model
@@ -202,8 +230,15 @@ def demo(tmp_path_factory):
 def bfloat16_machine(monkeypatch):
     """Runs a test as if the CPU had bfloat16 arithmetic (TensorFlow emulates it where
     it has none: the same numbers, only slower)."""
-    monkeypatch.setattr(precision, "unsupported_reason",
-                        lambda name, flags=None, gpus=None: None)
+    supported = lambda name, flags=None, gpus=None: None  # noqa: E731
+    monkeypatch.setattr(precision, "unsupported_reason", supported)
+    monkeypatch.setattr("keras_frcnn.export.unsupported_reason", supported)
+
+
+def no_bfloat16(monkeypatch):
+    """This machine as a CPU without bfloat16 arithmetic and without a GPU."""
+    monkeypatch.setattr(precision, "cpu_flags", lambda cpuinfo=None: set(X86_PLAIN))
+    monkeypatch.setattr(precision, "_gpu_capabilities", lambda: [])
 
 
 def network_outputs(detector, dataset, proposals):
@@ -236,6 +271,7 @@ def test_reduced_precision_outputs_are_close_to_float32(demo, bfloat16_machine, 
         with config.unlocked():
             config.test.precision = "float32"
     assert detector.precision == name
+    assert detector.network_model.get_layer("fc6").kernel.dtype == name
     want_scores, want_deltas = network_outputs(reference, dataset, proposals)
     scores, deltas = network_outputs(detector, dataset, proposals)
     assert scores.dtype == np.float32 and deltas.dtype == np.float32
@@ -255,8 +291,13 @@ def test_evaluation_in_bfloat16_scores_as_float32(demo, bfloat16_machine, tmp_pa
     for name in ("float32", "bfloat16"):
         run = config.copy_and_resolve_references()
         run.test.precision = name
-        mAP[name] = evaluate(run, workdir, output_dir=tmp_path / name, progress=False)["mAP"]
+        metrics = evaluate(run, workdir, output_dir=tmp_path / name, progress=False)
+        assert metrics["precision"] == name  # what the network computed in
+        assert json.loads((tmp_path / name / "metrics.json").read_text())["precision"] == name
+        mAP[name] = metrics["mAP"]
     assert mAP["float32"] > 0.3  # a model that detects, so that the comparison means something
+    # 3 points: on 10 test images one detection moves AP by several points (the issue's
+    # 0.3 is measured on the trained models: docs/benchmarks.md).
     assert abs(mAP["bfloat16"] - mAP["float32"]) < 0.03
 
 
@@ -266,6 +307,7 @@ def test_the_predictor_runs_in_the_config_s_precision(demo, bfloat16_machine):
     run.test.precision = "bfloat16"
     predictor = Predictor.from_workdir(workdir, run)
     assert predictor.detector.precision == "bfloat16"
+    assert predictor.detector.network_model.get_layer("fc6").kernel.dtype == "bfloat16"
     record = dataset.records[0]
     found = predictor(record.image_path, proposals[record.image_id])
     reference = Predictor.from_workdir(workdir, config)(record.image_path,
@@ -313,7 +355,7 @@ def test_an_export_from_a_machine_without_bfloat16_still_computes_in_it(demo, tm
                                                                         monkeypatch, caplog):
     """The server decides: the export says in one line that this machine lacks it."""
     config, workdir, _, _ = demo
-    monkeypatch.setattr(precision, "cpu_flags", lambda cpuinfo=None: set(X86_PLAIN))
+    no_bfloat16(monkeypatch)
     run = config.copy_and_resolve_references()
     run.test.precision = "bfloat16"
     with caplog.at_level(logging.WARNING, "keras_frcnn.export"):
@@ -325,10 +367,44 @@ def test_an_export_from_a_machine_without_bfloat16_still_computes_in_it(demo, tm
 
 def test_the_detector_on_a_cpu_without_bfloat16_stays_float32(demo, monkeypatch, caplog):
     config, workdir, _, _ = demo
-    monkeypatch.setattr(precision, "cpu_flags", lambda cpuinfo=None: set(X86_PLAIN))
+    no_bfloat16(monkeypatch)
     run = config.copy_and_resolve_references()
     run.test.precision = "bfloat16"
     with caplog.at_level(logging.WARNING, "keras_frcnn.precision"):
         detector = Detector(load_inference_model(workdir), detector_config(run))
     assert detector.precision == "float32"
     assert len(caplog.records) == 1
+
+
+def test_evaluate_and_detect_take_the_precision_flag(demo, tmp_path):
+    """bin/evaluate.py and bin/detect.py with --config.test.precision=bfloat16: the network
+    computes in it, or, on a CPU without it, one line says so and they run in float32."""
+    import os
+    import subprocess
+    import sys
+
+    config, workdir, dataset, _ = demo
+    common = [f"--config={ROOT / 'configs' / 'demo.py'}", f"--workdir={workdir}",
+              f"--config.dataset.cache_dir={config.dataset.cache_dir}",
+              f"--config.dataset.demo_sizes={tuple(config.dataset.demo_sizes)}",
+              f"--config.proposals.cache_dir={config.proposals.cache_dir}",
+              f"--config.train.steps={config.train.steps}",
+              f"--config.train.checkpoint_every={config.train.checkpoint_every}",
+              "--config.test.precision=bfloat16"]
+    native = precision.unsupported_reason("bfloat16") is None
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    for program, args in (("evaluate.py", [f"--output_dir={tmp_path / 'eval'}"]),
+                          ("detect.py", [f"--images={dataset.records[0].image_path}",
+                                         f"--output_dir={tmp_path / 'pictures'}"])):
+        result = subprocess.run([sys.executable, str(ROOT / "bin" / program), *common, *args],
+                                capture_output=True, text=True, env=env, cwd=ROOT)
+        assert result.returncode == 0, result.stderr[-3000:]
+        said = [line for line in (result.stdout + result.stderr).splitlines()
+                if "test.precision" in line]
+        if native:
+            assert len(said) == 1 and said[0].endswith(
+                "the detection network computes in bfloat16 (test.precision)"), said
+        else:
+            assert len(said) == 1 and said[0].endswith("detecting in float32 instead"), said
+    assert "mAP" in json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert (tmp_path / "pictures" / "detections.json").is_file()

@@ -21,6 +21,8 @@ naming it and the reason, with ``on_error="skip"``; with "raise" the pipeline fa
 naming it. Outputs may be local or URLs (gs://...; keras_frcnn.files).
 """
 
+import logging
+
 import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import (KeyedModelHandler, ModelHandler, PredictionResult,
@@ -34,6 +36,7 @@ from keras_frcnn.files import atomic_write, join
 
 _NAMESPACE = "keras_frcnn.detection"
 SIGNATURE = "serving_default"  # export.SIGNATURE, without importing TensorFlow here
+logger = logging.getLogger("keras_frcnn.beam.detection")
 
 
 class SavedModelHandler(ModelHandler):
@@ -205,10 +208,19 @@ def detect_on_beam(options, config, saved_model, output_dir, images=None, split=
         raise FileNotFoundError(f"{saved_model}: not a SavedModel written by bin/export.py (no "
                                 f"{settings}); export the model first")
     try:
-        classes = list(json.loads(read_bytes(settings))["classes"])
+        recorded = json.loads(read_bytes(settings))
+        classes = list(recorded["classes"])
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{settings}: not the settings bin/export.py writes ({err!r}); "
                          "export the model again") from None
+    # The SavedModel computes in the precision it was exported with (docs/serving.md).
+    exported = recorded.get("precision", "float32") if isinstance(recorded, dict) else "float32"
+    asked = config.test.get("precision", "float32")
+    if asked != exported:
+        logger.warning("test.precision=%s, but %s computes in %s (its export's setting) and "
+                       "that is what runs on Beam; export it again with "
+                       "--config.test.precision=%s for %s", asked, saved_model, exported, asked,
+                       asked)
     if split:
         dataset_config, proposals_config = split_sections(config, split)
         dataset = load_dataset(dataset_config, split)

@@ -70,7 +70,7 @@ from keras_frcnn.data import transforms
 from keras_frcnn.data.images import read_image_bgr
 from keras_frcnn.data.records import DatasetError, dataset_error
 from keras_frcnn.numerics import apply_tf32
-from keras_frcnn.precision import inference_copy, resolve_precision
+from keras_frcnn.precision import precision_copy, resolve_precision
 from keras_frcnn.detection import graph
 from keras_frcnn.detection.graph import make_network
 from keras_frcnn.detection.postprocess import (Detections, PostprocessConfig, apply_set_cap,
@@ -127,10 +127,15 @@ class Detector:
         # What the network computes in here: config.precision, or float32 where this
         # machine has no bfloat16 arithmetic (said in one line).
         self.precision = resolve_precision(config.precision)
+        if self.precision != "float32":
+            logger.info("the detection network computes in %s (test.precision)",
+                        self.precision)
         self.num_classes = int(model.get_layer("cls_score").units)
         self.spatial_scale = float(model.get_layer("roi_pool").spatial_scale)
+        # The model the network runs: ``model`` itself in float32 (precision.py).
+        self.network_model = precision_copy(model, self.precision)
         self._forward = tf.function(
-            make_network(inference_copy(model, self.precision), config.score_empty_rois),
+            make_network(self.network_model, config.score_empty_rois),
             input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32),
                              tf.TensorSpec([None, 5], tf.float32)])
         self._prepare = tf.function(self._network_inputs, input_signature=[
@@ -180,7 +185,15 @@ class Detector:
     def _raw(self, images, rois, inverse):
         """(scores, deltas) per proposal; images and rois are arrays or tensors."""
         scores, deltas = self._forward(tf.convert_to_tensor(images), tf.convert_to_tensor(rois))
-        return scores.numpy()[inverse], deltas.numpy()[inverse]
+        scores, deltas = scores.numpy(), deltas.numpy()
+        if self.precision != "float32" and not (np.isfinite(scores).all()
+                                                and np.isfinite(deltas).all()):
+            # float16 tops out at 65504: a network whose activations grow past it (VGG16
+            # on Caffe's 0-255 pixels can) gives infinities, then NaN scores.
+            raise FloatingPointError(
+                f"the network's outputs in {self.precision} are not finite (its activations "
+                "overflow that dtype); detect in bfloat16 or float32 (test.precision)")
+        return scores[inverse], deltas[inverse]
 
     def _outputs(self, proposals, scores, deltas, width, height):
         """(boxes [n, 4K] clipped, scores [n, K + 1]) of the n proposals."""

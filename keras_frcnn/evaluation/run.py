@@ -155,6 +155,7 @@ def _detect(config, dataset, proposals_config, split, workdir, model_path, check
             raise ValueError(f"the model has {detector.num_classes - 1} object classes but "
                              f"{dataset.name} has {dataset.num_classes - 1}")
         detections, timing = detector.detect_dataset(dataset, proposals, progress)
+        timing["precision"] = detector.precision  # what the network computed in
     # Wall time of the whole detection, the model's loading included in both ways
     # (overlapped, the workers search while it loads).
     total = (time.perf_counter() - start) / images
@@ -225,9 +226,12 @@ def _write_results(config, dataset, split, detections, timing, folder):
     """Writes the run's files into ``folder``; returns the metrics."""
     t = config.test
     save_detections(detections, folder / "detections.npz")
+    timing = dict(timing)
     metrics = {"dataset": dataset.name, "split": split, "images": len(dataset.records),
                "detections": int(sum(len(d) for d in detections.values())), "timing": timing,
                "test": config.test.to_dict()}
+    if "precision" in timing:  # the network ran: the precision it computed in (precision.py)
+        metrics["precision"] = timing.pop("precision")
     result = None
     if t.metric in ("voc", "both"):
         result = evaluate_voc(dataset, detections, t.iou_threshold, t.use_07_metric,

@@ -32,11 +32,13 @@ from keras_frcnn.layers import RoIPooling
 from keras_frcnn.model.backbones import HEADS, SPECS, build_backbone_and_head, freeze
 from keras_frcnn.model.folding import fold_batchnorm_layers
 from keras_frcnn.model.losses import fast_rcnn_losses
-from keras_frcnn.precision import PRECISIONS
 
 
 FACTORIZABLE = ("fc6", "fc7", "cls_score", "bbox_pred")
 SIBLINGS = ("cls_score", "bbox_pred")
+# What an inference copy may compute in (keras_frcnn/precision.py, test.precision);
+# training has its own mixed policies (training.PRECISIONS).
+PRECISIONS = ("float32", "bfloat16", "float16")
 
 
 @contextlib.contextmanager
@@ -302,12 +304,19 @@ class FastRCNN(keras.Model):
     def train_step(self, data):
         """One SGD step on this replica's minibatch.
 
+        An inference copy (``precision`` or ``fold_batchnorm`` set) cannot train: its
+        BatchNormalization is gone and its weights are rounded.
+
         Under tf.distribute each replica's loss is divided by the number of
         replicas, since the optimiser sums gradients over replicas: equal
         replica batches then give the gradient of the global batch's loss.
         Under mixed_float16 the loss is scaled (LossScaleOptimizer, which
         model.compile installs) and the optimiser unscales the gradients.
         """
+        if "precision" in self._config or "fold_batchnorm" in self._config:
+            raise ValueError("this FastRCNN is an inference copy (precision.precision_copy: "
+                             "rounded weights, BatchNormalization folded); train the model "
+                             "it was copied from")
         inputs, targets, _ = keras.utils.unpack_x_y_sample_weight(data)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:

@@ -37,10 +37,12 @@ def foldable_pairs(model):
     called in several models: the head of model/backbones.py calls the ImageNet
     model's layers again.)"""
     pairs = {}
+    outputs = {id(tensor) for tensor in model.outputs}
     for layer in model.layers:
         if not isinstance(layer, keras.layers.BatchNormalization) or layer.axis not in (-1, 3):
             continue
-        if any(len(node.input_tensors) != 1 for node in layer._inbound_nodes):
+        if any(len(node.input_tensors) != 1 or node.arguments.kwargs.get("training") is True
+               for node in layer._inbound_nodes):  # one input, never forced to train
             continue
         sources = {node.input_tensors[0]._keras_history.operation
                    for node in layer._inbound_nodes}
@@ -49,7 +51,9 @@ def foldable_pairs(model):
         (source,) = sources
         if (isinstance(source, CONVOLUTIONS)
                 and source.activation is keras.activations.linear
-                and {node.operation for node in source._outbound_nodes} == {layer}):
+                and source.data_format == "channels_last"
+                and {node.operation for node in source._outbound_nodes} == {layer}
+                and not any(id(node.outputs[0]) in outputs for node in source._inbound_nodes)):
             pairs[layer.name] = source.name
     return pairs
 

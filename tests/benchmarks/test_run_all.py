@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = ("roi_pool", "pipeline", "training", "head", "multitask", "kangaroo", "svd", "beam")
+SCRIPTS = ("roi_pool", "pipeline", "training", "head", "multitask", "kangaroo", "svd", "beam",
+           "precision", "precision_accuracy")
 
 
 def run_all(*args):
