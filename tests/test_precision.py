@@ -365,7 +365,8 @@ def test_an_export_from_a_machine_without_bfloat16_still_computes_in_it(demo, tm
     assert result["module"].model.get_layer("fc6").kernel.dtype == "bfloat16"
 
 
-def test_the_detector_on_a_cpu_without_bfloat16_stays_float32(demo, monkeypatch, caplog):
+def test_the_detector_on_a_cpu_without_bfloat16_stays_float32(demo, monkeypatch, caplog,
+                                                               tmp_path):
     config, workdir, _, _ = demo
     no_bfloat16(monkeypatch)
     run = config.copy_and_resolve_references()
@@ -373,7 +374,10 @@ def test_the_detector_on_a_cpu_without_bfloat16_stays_float32(demo, monkeypatch,
     with caplog.at_level(logging.WARNING, "keras_frcnn.precision"):
         detector = Detector(load_inference_model(workdir), detector_config(run))
     assert detector.precision == "float32"
+    assert detector.network_model.get_layer("fc6").kernel.dtype == "float32"
     assert len(caplog.records) == 1
+    # The evaluation records what the network ran in, not what was asked for.
+    assert evaluate(run, workdir, output_dir=tmp_path, progress=False)["precision"] == "float32"
 
 
 def test_evaluate_and_detect_take_the_precision_flag(demo, tmp_path):
