@@ -30,7 +30,8 @@ from keras_frcnn.data.roidb import build_roidb, target_stats
 from keras_frcnn.data.sampling import SamplingConfig, trainable_entries
 from keras_frcnn.data.sources import load_dataset
 from keras_frcnn.files import WorkdirLock, atomic_write, local_only
-from keras_frcnn.model.fast_rcnn import FastRCNN, fold_target_stats, sgd, step_schedule
+from keras_frcnn.model.fast_rcnn import (FastRCNN, dtype_policy, fold_target_stats, sgd,
+                                        step_schedule)
 from keras_frcnn.numerics import apply_tf32
 from keras_frcnn.progress import training_bar
 from keras_frcnn.proposals.sources import proposals_for_dataset
@@ -150,12 +151,8 @@ def precision_policy(name):
     """The global Keras dtype policy ``name`` while a model is built, then the previous one."""
     if name not in PRECISIONS:
         raise ValueError(f"train.precision must be one of {PRECISIONS}, got {name!r}")
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
+    with dtype_policy(name):
         yield
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def make_optimizer(config):

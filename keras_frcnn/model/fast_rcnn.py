@@ -42,9 +42,10 @@ PRECISIONS = ("float32", "bfloat16", "float16")
 
 
 @contextlib.contextmanager
-def _dtype_policy(precision):
-    """Keras's global dtype policy ``precision`` (pure: weights and compute in it) while
-    the layers are made; None leaves the policy as it is (training's mixed policies)."""
+def dtype_policy(precision):
+    """Keras's global dtype policy ``precision`` while layers are made, then the previous
+    one: a pure policy ("bfloat16": weights and compute in it) or a mixed one; None
+    leaves the policy as it is."""
     if precision is None:
         yield
         return
@@ -184,7 +185,7 @@ class FastRCNN(keras.Model):
             first = keras.layers.Dense(factorized[name], use_bias=False, name=f"{name}_L",
                                        dtype=dtype)
             return lambda x: layer(first(x))
-        with _dtype_policy(precision):
+        with dtype_policy(precision):
             features_model, head_model, spec, fc_init = build_backbone_and_head(
                 backbone, backbone_weights, head)
             if fold_batchnorm:  # an inference copy's (model/folding.py)
