@@ -125,13 +125,19 @@ def main():
                         help="comma-separated config.proposals.workers of the overlapped runs "
                              "(0: one per core, the default)")
     parser.add_argument("--images", type=int, default=0, help="first N test photos (0: all)")
-    parser.add_argument("--precisions", default="bfloat16",
+    parser.add_argument("--precisions", default=None,
                         help="comma-separated test.precision of further overlapped runs (one "
-                             "worker per core) after the float32 ones; '' for none")
+                             "worker per core) after the float32 ones; '' for none; default: "
+                             "bfloat16 where this machine has it")
     parser.add_argument("--output", help="Markdown file whose section to rewrite")
     args = parser.parse_args()
-    precisions = [p for p in args.precisions.split(",") if p]
     from keras_frcnn.precision import check_precision, unsupported_reason
+
+    if args.precisions is None:
+        args.precisions = "" if unsupported_reason("bfloat16") else "bfloat16"
+        if unsupported_reason("bfloat16"):
+            print(f"bfloat16: {unsupported_reason('bfloat16')}; float32 runs only")
+    precisions = [p for p in args.precisions.split(",") if p]
 
     for name in precisions:
         check_precision(name, "--precisions")
@@ -211,12 +217,19 @@ def main():
                      f"{children / len(paths):.2f} | {(own + children) / seconds / cores:.0%} |")
     seconds, own, children = runs[0][2]
     lines += ["", f"Both stages are CPU work: {(own + children) / len(paths):.2f} CPU seconds "
-              f"per photo in the sequential run, so on {cores} cores no schedule takes less "
-              f"than {(own + children) / cores / len(paths):.2f} s per photo, at most "
-              f"{seconds * cores / (own + children):.2f}x the sequential run's rate. Overlapping "
-              "gains what the sequential run left idle (the network's single-threaded steps, "
-              "the last images' search); it can gain more only where the network leaves "
-              "cores idle (when it runs on a GPU, say; not measured here)."]
+              f"per photo in the sequential (float32) run, so on {cores} cores no float32 "
+              f"schedule takes less than {(own + children) / cores / len(paths):.2f} s per "
+              f"photo, at most {seconds * cores / (own + children):.2f}x the sequential run's "
+              "rate. Overlapping gains what the sequential run left idle (the network's "
+              "single-threaded steps, the last images' search); it can gain more only where "
+              "the network leaves cores idle (when it runs on a GPU, say; not measured here)."]
+    for name, workers, (seconds, own, children) in runs:
+        if name.startswith("overlapped, "):  # another precision: its own CPU bound
+            lines.append(f"In {name.split(', ')[1]} the network process takes "
+                         f"{own / len(paths):.2f} CPU s per photo and the search "
+                         f"{children / len(paths):.2f}: at least "
+                         f"{(own + children) / cores / len(paths):.2f} s per photo on {cores} "
+                         f"cores, {len(paths) * cores / (own + children):.2f} photos/s at most.")
     report.publish(SECTION, lines, args.output)
 
 

@@ -24,9 +24,9 @@ still moves them. The scripts run one after another, each in its own process:
               two workers) against the process pool and bin/detect.py (kangaroo photos)
   precision   the detection network in float32 and bfloat16 against the compute floor
               (FLOPs / a large GEMM's rate), with a per-op profile (VGG16, VGG16 with
-              SVD, MobileNetV2); needs a CPU with bfloat16
-  precision_accuracy   the kangaroo models (trained by "kangaroo") evaluated in float32,
-              bfloat16 and float16
+              SVD, MobileNetV2); on a CPU without bfloat16 it says so and measures nothing
+  precision_accuracy   the study's demo and kangaroo models (frcnn-study's runs in
+              workdirs/study, where they are) evaluated in float32, bfloat16 and float16
 
     python benchmarks/run_all.py                       # everything
     python benchmarks/run_all.py --only roi_pool,svd   # a subset
@@ -61,9 +61,8 @@ def commands(output, data, kangaroo_workdir, kangaroo_seeds="0,1,2",
         "svd": [bench("svd", "--backbones=vgg16,mobilenet_v2,small")],
         "beam": [bench("beam", f"--data={data}", *([f"--weights={weights}"] if weights else []))],
         "precision": [bench("precision")],
-        "precision_accuracy": [bench("precision_accuracy", "--workdirs=" + ",".join(
-            str(kangaroo_workdir) if k == 0 else f"{kangaroo_workdir}_seed{seed}"
-            for k, seed in enumerate(kangaroo_seeds.split(","))))],
+        "precision_accuracy": [bench("precision_accuracy", "--study_dir=workdirs/study",
+                                     "--study=sampling:n2,sampling:n2_as_n8,finetune:default")],
     }
 
 

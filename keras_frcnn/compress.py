@@ -15,6 +15,7 @@ are given); ``compress_workdir`` writes a complete workdir that evaluate,
 detect, export and further training accept.
 """
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -149,7 +150,8 @@ def calibration_inputs(config, model, count):
 
     if count <= 0:
         return []
-    detector = Detector(model, detector_config(config))
+    # Only its input preparation is used: no reduced-precision copy of the network.
+    detector = Detector(model, dataclasses.replace(detector_config(config), precision="float32"))
     inputs = []
     for record, proposals in first_images(config, config.dataset.train_split, count):
         image = read_image_bgr(record.image_path, config.dataset.max_image_pixels,

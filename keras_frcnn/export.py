@@ -134,6 +134,9 @@ class DetectionModule(tf.Module):
         self.dedup_scale = (float(model.get_layer("roi_pool").spatial_scale) if deduplicate
                             else None)
         self._network = graph.make_network(model, score_empty_rois, roi_batch)
+        # What the network computes in (precision.precision_copy); a reduced precision
+        # can overflow (float16 past 65504), which must fail the request, not give NaNs.
+        self.precision = model.get_config().get("precision") or "float32"
         self.detect = tf.function(self._detect, input_signature=[
             tf.TensorSpec([None, None, 3], tf.uint8, name="image"),
             tf.TensorSpec([None, 4], tf.float32, name="proposals")])
@@ -190,6 +193,13 @@ class DetectionModule(tf.Module):
         proposals = graph.usable_proposals(proposals, width, height)
         images, rois, inverse = self._inputs(image, proposals)
         scores, deltas = self._network(images, rois)
+        if self.precision != "float32":
+            other = "bfloat16 or float32" if self.precision == "float16" else "float32"
+            message = (f"the network's outputs in {self.precision} are not finite (its "
+                       f"activations overflow that dtype); export it in {other} "
+                       "(test.precision)")
+            scores = tf.debugging.assert_all_finite(scores, message)
+            deltas = tf.debugging.assert_all_finite(deltas, message)
         scores = tf.gather(tf.cast(scores, tf.float32), inverse)
         deltas = tf.gather(deltas, inverse)
         boxes, scores = graph.detection_outputs(proposals, scores, deltas, width, height,

@@ -109,8 +109,10 @@ def resolve_precision(precision, name="test.precision", flags=None, gpus=None):
     if precision == "bfloat16":
         logger.warning("%s=bfloat16: %s; detecting in float32 instead", name, reason)
         return "float32"
-    logger.warning("%s=float16: %s; TensorFlow emulates it, slower than float32 (use "
-                   "bfloat16 on a CPU that has it, float16 on a GPU)", name, reason)
+    advice = ("use float32 on this GPU" if (_gpu_capabilities() if gpus is None else gpus)
+              else "use bfloat16 on a CPU that has it, float16 on a GPU")
+    logger.warning("%s=float16: %s; TensorFlow emulates it, slower than float32 (%s)", name,
+                   reason, advice)
     return precision
 
 

@@ -109,9 +109,38 @@ def test_a_reduced_copy_keeps_the_siblings_and_softmax_in_float32():
                     "rois": tf.constant([[0, 0, 0, 31, 31]], tf.float32)}, training=False)
     assert {k: v.dtype for k, v in outputs.items()} == {k: tf.float32 for k in outputs}
     assert precision.precision_copy(copy, "bfloat16") is copy
-    for name in ("float16", "float32"):  # from rounded weights: refused
+    for name, fold in (("float16", None), ("float32", None), ("bfloat16", False)):
         with pytest.raises(ValueError, match="the model is a copy already"):
-            precision.precision_copy(copy, name)
+            precision.precision_copy(copy, name, fold)  # from rounded weights: refused
+    copy.compile(optimizer="sgd")
+    with pytest.raises(ValueError, match="is an inference copy"):
+        copy.train_step(({"images": tf.zeros([1, 48, 64, 3]),
+                          "rois": tf.constant([[0, 0, 0, 31, 31]], tf.float32)}, {}))
+
+
+def test_a_float16_overflow_is_an_error_not_nan_detections():
+    """float16 tops out at 65504: fc7 outputs beyond it give infinities, then NaN."""
+    from keras_frcnn.detection import DetectorConfig
+    from keras_frcnn.export import DetectionModule
+
+    keras.utils.set_random_seed(0)
+    model = FastRCNN(num_classes=3, backbone="small", dropout=0.0)
+    for name in ("fc6", "fc7"):  # weights that fit in float16, activations that do not
+        kernel, bias = model.get_layer(name).get_weights()
+        model.get_layer(name).set_weights([kernel * 2000.0, bias])
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (96, 128, 3)).astype(np.uint8)
+    proposals = np.array([[10, 10, 60, 50], [40, 20, 120, 90]], np.float32)
+    Detector(model, DetectorConfig(scales=(96,))).detect(image, proposals)  # float32: fine
+    with pytest.raises(FloatingPointError, match="outputs in float16 are not finite .* "
+                                                 "detect in bfloat16 or float32"):
+        Detector(model, DetectorConfig(scales=(96,), precision="float16")).detect(image,
+                                                                               proposals)
+    module = DetectionModule(precision.precision_copy(model, "float16"), ["a", "b"],
+                             scales=(96,))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="export it in bfloat16 or "
+                                                            "float32"):
+        module(image, proposals)
 
 
 def test_folded_weights_by_hand():
@@ -149,10 +178,18 @@ def test_a_convolution_used_twice_or_with_an_activation_is_not_folded():
     inputs = keras.Input((None, None, 2))
     shared = keras.layers.Conv2D(2, 1, name="shared")
     relu = keras.layers.Conv2D(2, 1, activation="relu", name="relu")
+    exposed = keras.layers.Conv2D(2, 1, name="exposed")
+    training = keras.layers.Conv2D(2, 1, name="training")
     x = shared(inputs)
+    y = exposed(inputs)
     outputs = [keras.layers.BatchNormalization(name="bn1")(x), keras.layers.Add()([x, x]),
-               keras.layers.BatchNormalization(name="bn2")(relu(inputs))]
+               keras.layers.BatchNormalization(name="bn2")(relu(inputs)),
+               y, keras.layers.BatchNormalization(name="bn3")(y),  # conv output is an output
+               keras.layers.BatchNormalization(name="bn4")(training(inputs), training=True)]
     assert foldable_pairs(keras.Model(inputs, outputs)) == {}
+    plain = keras.layers.Conv2D(2, 1, name="plain")
+    assert foldable_pairs(keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(
+        plain(inputs)))) == {"bn": "plain"}
 
 
 def randomise_batchnorm(model, rng):
@@ -325,7 +362,10 @@ def test_a_bfloat16_export_keeps_its_interface(demo, bfloat16_machine, tmp_path)
     for name in ("float32", "bfloat16"):
         run = config.copy_and_resolve_references()
         run.test.precision = name
-        export_workdir(run, workdir, export_dir=tmp_path / name / "1", verify=False)
+        # bin/export.py's default: the graph checked and reloaded in a fresh process
+        result = export_workdir(run, workdir, export_dir=tmp_path / name / "1",
+                                verify=name == "bfloat16")
+        assert result["verified"] is None if name == "float32" else "same" in result["verified"]
         exports[name] = tf.saved_model.load(str(tmp_path / name / "1"))
         settings = json.loads((tmp_path / name / "1" / "assets.extra" /
                                "keras_frcnn.json").read_text())

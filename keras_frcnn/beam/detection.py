@@ -217,10 +217,10 @@ def detect_on_beam(options, config, saved_model, output_dir, images=None, split=
     exported = recorded.get("precision", "float32") if isinstance(recorded, dict) else "float32"
     asked = config.test.get("precision", "float32")
     if asked != exported:
-        logger.warning("test.precision=%s, but %s computes in %s (its export's setting) and "
-                       "that is what runs on Beam; export it again with "
-                       "--config.test.precision=%s for %s", asked, saved_model, exported, asked,
-                       asked)
+        logger.warning("%s computes in %s (its export's setting), which is what runs on "
+                       "Beam, not in this config's test.precision=%s; to run in %s, export "
+                       "it again with --config.test.precision=%s", saved_model, exported,
+                       asked, asked, asked)
     if split:
         dataset_config, proposals_config = split_sections(config, split)
         dataset = load_dataset(dataset_config, split)

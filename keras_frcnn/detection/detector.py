@@ -190,9 +190,10 @@ class Detector:
                                                 and np.isfinite(deltas).all()):
             # float16 tops out at 65504: a network whose activations grow past it (VGG16
             # on Caffe's 0-255 pixels can) gives infinities, then NaN scores.
+            other = "bfloat16 or float32" if self.precision == "float16" else "float32"
             raise FloatingPointError(
                 f"the network's outputs in {self.precision} are not finite (its activations "
-                "overflow that dtype); detect in bfloat16 or float32 (test.precision)")
+                f"overflow that dtype); detect in {other} (test.precision)")
         return scores[inverse], deltas[inverse]
 
     def _outputs(self, proposals, scores, deltas, width, height):

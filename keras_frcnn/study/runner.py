@@ -298,7 +298,8 @@ class Study:
         timing = metrics.get("timing") or {}
         result = {"mAP": float(metrics["mAP"]),
                   "network_seconds_per_image": timing.get("network_seconds_per_image"),
-                  "seconds": time.perf_counter() - start}
+                  "seconds": time.perf_counter() - start,
+                  "precision": metrics.get("precision")}  # what the network ran in
         atomic_write(done, json.dumps(result, indent=2) + "\n")
         return result
 

@@ -136,3 +136,20 @@ def test_the_program_detects_on_beam_and_evaluate_scores_its_file(trained, tmp_p
     assert result.stderr.strip().splitlines()[-1] == (
         "error: detection on Beam runs an exported SavedModel: give --saved_model "
         "(bin/export.py writes one)")
+
+
+def test_a_config_precision_the_export_lacks_is_named_in_one_line(trained, tmp_path, caplog):
+    """On Beam the SavedModel's own precision runs (float32 here), whatever the config's
+    test.precision says; the difference is said, not silently dropped."""
+    import logging
+
+    config, tmp = trained
+    run = config.copy_and_resolve_references()
+    run.test.precision = "bfloat16"
+    images = Path(config.dataset.root) / "images"
+    with caplog.at_level(logging.WARNING, "keras_frcnn.beam.detection"):
+        detect_on_beam(pipeline_options(IN_MEMORY), run, tmp / "export" / "1", tmp_path / "beam",
+                       images=[str(images)])
+    (record,) = [r for r in caplog.records if "test.precision" in r.getMessage()]
+    assert "computes in float32 (its export's setting), which is what runs on Beam" in (
+        record.getMessage())
