@@ -55,18 +55,19 @@ def multiply_adds_per_roi(model):
                                                       for layer in counted if layer in sub.layers})
             outputs = probe(np.zeros((1, height, width, channels), np.float32))
             shapes.update({name: (a.shape, b.shape) for name, (a, b) in outputs.items()})
-    macs = {}
-    for layer in counted:
-        (_, *_, c_in), (_, *spatial, c_out) = shapes[layer.name]
-        positions = int(np.prod(spatial)) if spatial else 1
-        if isinstance(layer, keras.layers.DepthwiseConv2D):  # one k x k filter per channel
-            macs[layer.name] = positions * c_out * int(np.prod(layer.kernel_size))
-        elif isinstance(layer, keras.layers.Conv2D):
-            macs[layer.name] = (positions * c_out * int(np.prod(layer.kernel_size)) * c_in
-                                // layer.groups)
-        else:
-            macs[layer.name] = c_in * c_out
-    return macs
+    return {layer.name: layer_multiply_adds(layer, *shapes[layer.name]) for layer in counted}
+
+
+def layer_multiply_adds(layer, input_shape, output_shape):
+    """Multiply-adds of a Conv2D, DepthwiseConv2D or Dense layer from its input and output
+    shapes (batch first; one item of the batch)."""
+    (_, *_, c_in), (_, *spatial, c_out) = input_shape, output_shape
+    positions = int(np.prod(spatial)) if spatial else 1
+    if isinstance(layer, keras.layers.DepthwiseConv2D):  # one k x k filter per channel
+        return positions * c_out * int(np.prod(layer.kernel_size))
+    if isinstance(layer, keras.layers.Conv2D):
+        return positions * c_out * int(np.prod(layer.kernel_size)) * c_in // layer.groups
+    return c_in * c_out
 
 
 def per_roi_params(model):

@@ -41,7 +41,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from head_benchmark import multiply_adds_per_roi
+from head_benchmark import layer_multiply_adds, multiply_adds_per_roi
 from roi_pool_floor import window_cells
 from svd_benchmark import median_seconds, proposals
 from keras_frcnn import precision as precision_lib
@@ -69,22 +69,18 @@ def build(network):
 
 
 def backbone_multiply_adds(model, height, width):
-    """Multiply-adds of the backbone (convolutions) over one height x width image."""
+    """(multiply-adds of the backbone's convolutions over one height x width image, the
+    shape of its feature map), from one run of the backbone."""
     features = model.get_layer(f"{model.get_config()['backbone']}_features")
     convs = [layer for layer in features.layers
              if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))]
-    probe = keras.Model(features.input, {layer.name: [layer.input, layer.output]
-                                         for layer in convs})
+    probe = keras.Model(features.input, {"features": features.output,
+                                         **{layer.name: [layer.input, layer.output]
+                                            for layer in convs}})
     shapes = probe(np.zeros((1, height, width, 3), np.float32))
-    total = 0
-    for layer in convs:
-        (_, _, _, c_in), (_, h, w, c_out) = shapes[layer.name][0].shape, shapes[layer.name][1].shape
-        k = int(np.prod(layer.kernel_size))
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
-            total += h * w * c_out * k
-        else:
-            total += h * w * c_out * k * c_in // layer.groups
-    return int(total)
+    total = sum(layer_multiply_adds(layer, *(t.shape for t in shapes[layer.name]))
+                for layer in convs)
+    return int(total), tuple(shapes["features"].shape)
 
 
 # Matrix products timed for the reference rate: a square one, and VGG16's fc6 over 2000
@@ -188,12 +184,11 @@ def main():
     rows, profiles = [], {}
     for network in networks:
         model = build(network)
-        backbone = backbone_multiply_adds(model, args.height, args.width)
+        backbone, (_, feature_h, feature_w, channels) = backbone_multiply_adds(
+            model, args.height, args.width)
         head = sum(multiply_adds_per_roi(model).values())
         flops = 2.0 * (backbone + head * args.rois)
         pool = model.get_layer("roi_pool")
-        _, feature_h, feature_w, channels = model.get_layer(
-            f"{model.get_config()['backbone']}_features")(images).shape
         cells = window_cells(rois.numpy(), feature_h, feature_w, pool.pooled_size[0],
                              pool.spatial_scale)
         for label, precision, fold in ARMS[network]:

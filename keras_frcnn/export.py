@@ -65,7 +65,8 @@ from keras_frcnn.detection.postprocess import PostprocessConfig, postprocess_det
 from keras_frcnn.files import (atomic_write, in_memory, is_dir, is_file, is_url, join, list_dir,
                                make_dirs, make_temp_dir, read_bytes, read_json)
 from keras_frcnn.model.fast_rcnn import FastRCNN
-from keras_frcnn.precision import check_precision, precision_copy, unsupported_reason
+from keras_frcnn.precision import (check_precision, overflow_message, precision_copy,
+                                   unsupported_reason)
 
 logger = logging.getLogger("keras_frcnn.export")
 
@@ -194,10 +195,7 @@ class DetectionModule(tf.Module):
         images, rois, inverse = self._inputs(image, proposals)
         scores, deltas = self._network(images, rois)
         if self.precision != "float32":
-            other = "bfloat16 or float32" if self.precision == "float16" else "float32"
-            message = (f"the network's outputs in {self.precision} are not finite (its "
-                       f"activations overflow that dtype); export it in {other} "
-                       "(test.precision)")
+            message = overflow_message(self.precision, "export it")
             scores = tf.debugging.assert_all_finite(scores, message)
             deltas = tf.debugging.assert_all_finite(deltas, message)
         scores = tf.gather(tf.cast(scores, tf.float32), inverse)

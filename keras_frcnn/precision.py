@@ -27,6 +27,7 @@ import logging
 import platform
 
 from keras_frcnn.model.fast_rcnn import PRECISIONS
+
 CPUINFO = "/proc/cpuinfo"
 # CPU flags (Linux /proc/cpuinfo) of native bfloat16 arithmetic: AVX512_BF16 and AMX
 # tiles on x86-64, FEAT_BF16 on Arm.
@@ -103,17 +104,28 @@ def resolve_precision(precision, name="test.precision", flags=None, gpus=None):
     than float32); float16 runs anyway, with a one-line warning, as a check of a GPU
     deployment. ValueError for a name not in PRECISIONS."""
     check_precision(precision, name)
+    if precision == "float32":
+        return precision
+    gpus = _gpu_capabilities() if gpus is None else gpus
     reason = unsupported_reason(precision, flags, gpus)
     if reason is None:
         return precision
     if precision == "bfloat16":
         logger.warning("%s=bfloat16: %s; detecting in float32 instead", name, reason)
         return "float32"
-    advice = ("use float32 on this GPU" if (_gpu_capabilities() if gpus is None else gpus)
+    advice = ("use float32 on this GPU" if gpus
               else "use bfloat16 on a CPU that has it, float16 on a GPU")
     logger.warning("%s=float16: %s; TensorFlow emulates it, slower than float32 (%s)", name,
                    reason, advice)
     return precision
+
+
+def overflow_message(precision, remedy):
+    """The error of a network whose outputs in ``precision`` are not finite; ``remedy``:
+    the verb of the fix ("detect", "export it")."""
+    other = "bfloat16 or float32" if precision == "float16" else "float32"
+    return (f"the network's outputs in {precision} are not finite (its activations overflow "
+            f"that dtype); {remedy} in {other} (test.precision)")
 
 
 def precision_copy(model, precision, fold_batchnorm=None):
@@ -150,5 +162,5 @@ def precision_copy(model, precision, fold_batchnorm=None):
     return copy
 
 
-__all__ = ["PRECISIONS", "check_precision", "cpu_flags", "precision_copy", "resolve_precision",
-           "unsupported_reason"]
+__all__ = ["PRECISIONS", "check_precision", "cpu_flags", "overflow_message", "precision_copy",
+           "resolve_precision", "unsupported_reason"]

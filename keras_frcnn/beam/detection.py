@@ -214,7 +214,7 @@ def detect_on_beam(options, config, saved_model, output_dir, images=None, split=
         raise ValueError(f"{settings}: not the settings bin/export.py writes ({err!r}); "
                          "export the model again") from None
     # The SavedModel computes in the precision it was exported with (docs/serving.md).
-    exported = recorded.get("precision", "float32") if isinstance(recorded, dict) else "float32"
+    exported = recorded.get("precision", "float32")
     asked = config.test.get("precision", "float32")
     if asked != exported:
         logger.warning("%s computes in %s (its export's setting), which is what runs on "

@@ -70,7 +70,7 @@ from keras_frcnn.data import transforms
 from keras_frcnn.data.images import read_image_bgr
 from keras_frcnn.data.records import DatasetError, dataset_error
 from keras_frcnn.numerics import apply_tf32
-from keras_frcnn.precision import precision_copy, resolve_precision
+from keras_frcnn.precision import overflow_message, precision_copy, resolve_precision
 from keras_frcnn.detection import graph
 from keras_frcnn.detection.graph import make_network
 from keras_frcnn.detection.postprocess import (Detections, PostprocessConfig, apply_set_cap,
@@ -190,10 +190,7 @@ class Detector:
                                                 and np.isfinite(deltas).all()):
             # float16 tops out at 65504: a network whose activations grow past it (VGG16
             # on Caffe's 0-255 pixels can) gives infinities, then NaN scores.
-            other = "bfloat16 or float32" if self.precision == "float16" else "float32"
-            raise FloatingPointError(
-                f"the network's outputs in {self.precision} are not finite (its activations "
-                f"overflow that dtype); detect in {other} (test.precision)")
+            raise FloatingPointError(overflow_message(self.precision, "detect"))
         return scores[inverse], deltas[inverse]
 
     def _outputs(self, proposals, scores, deltas, width, height):

@@ -155,14 +155,13 @@ def _detect(config, dataset, proposals_config, split, workdir, model_path, check
             raise ValueError(f"the model has {detector.num_classes - 1} object classes but "
                              f"{dataset.name} has {dataset.num_classes - 1}")
         detections, timing = detector.detect_dataset(dataset, proposals, progress)
-        timing["precision"] = detector.precision  # what the network computed in
     # Wall time of the whole detection, the model's loading included in both ways
     # (overlapped, the workers search while it loads).
     total = (time.perf_counter() - start) / images
     timing["total_seconds_per_image"] = max(total, timing["network_seconds_per_image"])
     timing["proposal_seconds_per_image"] = (timing["total_seconds_per_image"] -
                                             timing["network_seconds_per_image"])
-    return detections, timing
+    return detections, timing, detector.precision
 
 
 def evaluate(config, workdir=None, split=None, model_path=None, checkpoint=None,
@@ -199,7 +198,7 @@ def evaluate(config, workdir=None, split=None, model_path=None, checkpoint=None,
             and Path(rescore).resolve() == (output_dir / "detections.npz").resolve()):
         raise ValueError(f"--rescore_nms would replace {rescore}, the detections it reads "
                          "(an evaluation folder holds one run); give another --output_dir")
-    timing = {}
+    timing, precision = {}, None
     with run_folder(output_dir) as folder:  # made first: an unwritable place fails now
         if detections_file:
             from keras_frcnn.evaluation.detection_files import load_detection_file
@@ -215,23 +214,24 @@ def evaluate(config, workdir=None, split=None, model_path=None, checkpoint=None,
             if rescore_nms is not None:
                 detections = reapply_nms(detections, rescore_nms)
         else:
-            detections, timing = _detect(config, dataset, proposals_config, split, workdir,
-                                         model_path, checkpoint, progress, overlap)
-        metrics = _write_results(config, dataset, split, detections, timing, folder)
+            detections, timing, precision = _detect(config, dataset, proposals_config, split,
+                                                    workdir, model_path, checkpoint, progress,
+                                                    overlap)
+        metrics = _write_results(config, dataset, split, detections, timing, folder, precision)
     metrics["output_dir"] = str(output_dir)
     return metrics
 
 
-def _write_results(config, dataset, split, detections, timing, folder):
-    """Writes the run's files into ``folder``; returns the metrics."""
+def _write_results(config, dataset, split, detections, timing, folder, precision=None):
+    """Writes the run's files into ``folder``; returns the metrics. ``precision``: what
+    the network computed in (precision.py), None where no network ran (rescoring)."""
     t = config.test
     save_detections(detections, folder / "detections.npz")
-    timing = dict(timing)
     metrics = {"dataset": dataset.name, "split": split, "images": len(dataset.records),
                "detections": int(sum(len(d) for d in detections.values())), "timing": timing,
                "test": config.test.to_dict()}
-    if "precision" in timing:  # the network ran: the precision it computed in (precision.py)
-        metrics["precision"] = timing.pop("precision")
+    if precision is not None:
+        metrics["precision"] = precision
     result = None
     if t.metric in ("voc", "both"):
         result = evaluate_voc(dataset, detections, t.iou_threshold, t.use_07_metric,

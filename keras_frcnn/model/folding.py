@@ -6,11 +6,11 @@ be folded into the convolution's kernel and a bias: per output channel
 ``scale = gamma / sqrt(var + eps)``, ``kernel' = kernel * scale``,
 ``bias' = (bias - mean) * scale + beta``. The folded network computes the same function
 (to float rounding) with two elementwise passes fewer per convolution, and Grappler
-then fuses convolution, bias and ReLU6 into one oneDNN kernel (_MklFusedConv2D /
-_MklFusedDepthwiseConv2dNative), which a multiply and an add between the convolution
-and the activation prevent. MobileNetV2 has 52 such pairs; VGG16 and the Caffe
-networks have none. Used by the reduced-precision inference copies
-(keras_frcnn/precision.py); training keeps the layers as they are.
+then fuses convolution, bias and ReLU6 into one oneDNN kernel (_MklNativeFusedConv2D /
+_MklNativeFusedDepthwiseConv2dNative), which a multiply and an add between the
+convolution and the activation prevent. MobileNetV2 has 52 such pairs and the demo's
+small backbone 6; VGG16 and the Caffe networks have none. Used by the reduced-precision
+inference copies (keras_frcnn/precision.py); training keeps the layers as they are.
 """
 
 import keras
@@ -60,8 +60,8 @@ def foldable_pairs(model):
 
 def fold_batchnorm_layers(model):
     """A copy of the functional ``model`` whose foldable BatchNormalization layers
-    (foldable_pairs) pass their input on (FoldedBatchNorm) and whose convolutions before them have a bias.
-    Its weights are new: set them with folded_weights."""
+    (foldable_pairs) pass their input on (FoldedBatchNorm) and whose convolutions before
+    them have a bias. Its weights are new: set them with copy_folded_weights."""
     pairs = foldable_pairs(model)
     if not pairs:
         return model
@@ -79,7 +79,7 @@ def fold_batchnorm_layers(model):
 
 
 def _layers(model):
-    """{name: layer} of a model and the models nested in it (the layers with weights)."""
+    """{name: layer} of a model's layers and those of the models nested in it."""
     found = {}
     for layer in model.layers:
         if isinstance(layer, keras.Model):
@@ -127,4 +127,5 @@ def copy_folded_weights(source, target):
         layer.set_weights([np.asarray(v, np.float32) for v in values])
 
 
-__all__ = ["FoldedBatchNorm", "copy_folded_weights", "fold_batchnorm_layers", "foldable_pairs", "folded_weights"]
+__all__ = ["FoldedBatchNorm", "copy_folded_weights", "fold_batchnorm_layers", "foldable_pairs",
+           "folded_weights"]
