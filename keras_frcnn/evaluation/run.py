@@ -132,7 +132,7 @@ def draw_examples(dataset, detections, path, count, threshold):
 
 def _detect(config, dataset, proposals_config, split, workdir, model_path, checkpoint,
             progress, overlap):
-    """(detections, timing) of the dataset. Timing: seconds per image of the network
+    """(detections, timing, the precision the network ran in) of the dataset. Timing: seconds per image of the network
     (with post-processing), of the whole run (the model's loading included), and of
     the difference: proposals as far as the network waited for them (all of their
     time when not overlapped; about 0 when cached) and the model's loading."""

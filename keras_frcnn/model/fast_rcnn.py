@@ -204,10 +204,12 @@ class FastRCNN(keras.Model):
             if head_model is None:
                 x = keras.layers.Flatten(name="flatten")(pooled)
                 widths = spec.fc_units if fc_units is None else fc_units
-                x = dense(widths[0], "fc6", "relu")(x)
-                x = keras.layers.Dropout(dropout, name="drop6")(x)
-                x = dense(widths[1], "fc7", "relu")(x)
-                x = keras.layers.Dropout(dropout, name="drop7")(x)
+                # Each Dropout made before its Dense: both draw seeds when made, and this
+                # order keeps a train.seed's initial weights (docs/model.md).
+                drop6 = keras.layers.Dropout(dropout, name="drop6")
+                x = drop6(dense(widths[0], "fc6", "relu")(x))
+                drop7 = keras.layers.Dropout(dropout, name="drop7")
+                x = drop7(dense(widths[1], "fc7", "relu")(x))
             else:
                 x = keras.layers.GlobalAveragePooling2D(name="head_pool")(head_model(pooled))
                 x = keras.layers.Dropout(dropout, name="drop_head")(x)
